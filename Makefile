@@ -1,0 +1,48 @@
+# Two commands for a new user:
+#   make demo   set everything up, then run the main job on embedded data (no network data)
+#   make test   set everything up, then run the tests
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Python >= 3.12 is required (DOLFINx wheels are cp312+ abi3).
+PYTHON ?= $(shell for c in python3.14 python3.13 python3.12 \
+	$$(command -v pyenv >/dev/null && ls -d $$(pyenv root)/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -V | tail -1) python3; do \
+	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { command -v $$c; break; }; done)
+
+.PHONY: demo test test-all setup system-deps benchmarks clean
+
+demo: $(STAMP)
+	$(PY) examples/demo.py --out out/demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ""
+
+setup: $(STAMP)
+
+system-deps:
+	@# open3d needs Debian's libusb-1.0-0.
+	@if ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "installing libusb-1.0-0 (needed by open3d)"; \
+		(apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q libusb-1.0-0 >/dev/null; }) \
+		|| { echo "error: could not install libusb-1.0-0 with apt-get"; exit 1; }; \
+	else echo "error: open3d needs the system library libusb-1.0-0; install it (e.g. 'sudo apt-get install libusb-1.0-0') and re-run"; exit 1; fi
+
+$(STAMP): pyproject.toml | system-deps
+	@if [ -z "$(PYTHON)" ]; then echo "error: Python >= 3.12 not found; install it or run 'make PYTHON=/path/to/python3.12'"; exit 1; fi
+	@echo "using $(PYTHON)"
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+benchmarks: $(STAMP)
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,113 @@
+"""ReLU multilayer perceptrons: one network, or a batch of independent networks.
+
+:class:`BatchedMLP` holds ``B`` independent MLPs with identical shapes and evaluates
+them as one batched matrix product per layer::
+
+    h^{l+1}_b = act( h^l_b  W^l_b + c^l_b ),   W^l in R^{B x d_l x d_{l+1}},  b = 1..B
+
+Input ``(B, N, d_in)``, output ``(B, N, d_out)``.  Because the parameters of different
+members never mix, a loss summed over the batch gives each member exactly the gradient it
+would get alone, and Adam (elementwise) updates each member as if fitted alone: one
+optimiser step fits all ``B`` networks.  This is how geoprior fits all patch charts.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MLP", "BatchedMLP", "FourierFeatures", "activation"]
+
+
+def activation(name: str) -> nn.Module:
+    table = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh,
+             "softplus": nn.Softplus, "silu": nn.SiLU, "elu": nn.ELU}
+    if name not in table:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(table)}")
+    return table[name]()
+
+
+class MLP(nn.Module):
+    """Plain MLP ``d_in -> hidden... -> d_out`` with an activation between layers.
+
+    Input ``(..., d_in)``, output ``(..., d_out)``; no activation after the last layer.
+    """
+
+    def __init__(self, d_in: int, d_out: int, hidden: Sequence[int] = (128, 128, 128), act: str = "relu") -> None:
+        super().__init__()
+        dims = [d_in, *hidden, d_out]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(dims) - 2:
+                layers.append(activation(act))
+        self.net = nn.Sequential(*layers)
+        self.dims = dims
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class BatchedMLP(nn.Module):
+    """``B`` independent MLPs evaluated together (see the module docstring).
+
+    Parameters are initialised per member as ``torch.nn.Linear`` does
+    (uniform in ``+-1/sqrt(fan_in)``), so member ``b`` is distributed like a fresh ``MLP``.
+    """
+
+    def __init__(self, batch: int, d_in: int, d_out: int, hidden: Sequence[int] = (128, 128, 128),
+                 act: str = "relu") -> None:
+        super().__init__()
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.batch = batch
+        self.dims = [d_in, *hidden, d_out]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for a, b in zip(self.dims[:-1], self.dims[1:]):
+            bound = 1.0 / math.sqrt(a)
+            self.weights.append(nn.Parameter(torch.empty(batch, a, b).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(batch, 1, b).uniform_(-bound, bound)))
+        self.act = activation(act)
+        self._act_name = act
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 3 or x.shape[0] != self.batch or x.shape[2] != self.dims[0]:
+            raise ValueError(f"BatchedMLP expects input (B={self.batch}, N, {self.dims[0]}), got {tuple(x.shape)}")
+        last = len(self.weights) - 1
+        for i, (w, c) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(c, x, w)
+            if i < last:
+                x = self.act(x)
+        return x
+
+    def member(self, b: int) -> MLP:
+        """Member ``b`` as a stand-alone :class:`MLP` with copied weights."""
+        mlp = MLP(self.dims[0], self.dims[-1], self.dims[1:-1], self._act_name)
+        linears = [m for m in mlp.net if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for lin, w, c in zip(linears, self.weights, self.biases):
+                lin.weight.copy_(w[b].T)
+                lin.bias.copy_(c[b, 0])
+        return mlp
+
+
+class FourierFeatures(nn.Module):
+    """Random Fourier features ``x -> [cos(2 pi x B), sin(2 pi x B)]`` (Tancik et al. 2020).
+
+    ``B`` is a fixed ``(d_in, n_features)`` Gaussian matrix of standard deviation
+    ``scale`` (in cycles per unit of ``x``); output dimension ``2 n_features``.
+    Coordinate MLPs with these features can represent sharper structure than plain ReLU
+    MLPs, whose spectral bias favours low frequencies.
+    """
+
+    def __init__(self, d_in: int, n_features: int = 64, scale: float = 1.0, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.register_buffer("B", torch.randn(d_in, n_features, generator=generator) * scale)
+        self.out_dim = 2 * n_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        proj = 2 * math.pi * x @ self.B
+        return torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1)

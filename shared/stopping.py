@@ -1,0 +1,209 @@
+"""Stopping rules that need no ground truth.
+
+An untrained prior fits the structure of a signal before its noise, so the fit must be
+stopped (or its output selected) before it reproduces the noise.  A rule sees one
+:class:`StepRecord` per iteration and answers whether to stop; it also keeps the output
+it selects (``best_output`` at ``best_iteration``), which :func:`shared.fit.fit` returns.
+
+Rules
+-----
+* :class:`ESWMV` -- windowed moving variance of the outputs (Wang, Li, Zhuang, Chen,
+  Liang & Sun, "Early stopping for deep image prior", TMLR 2023).  With the window
+  ``x_{t-W+1..t}`` and its mean ``m_t``, ``VAR_t = 1/W sum_w ||x_{t-w} - m_t||^2 / n``.
+  The variance dips when the output is closest to the clean signal and rises when the
+  network starts fitting noise; stop after ``patience`` steps without a new minimum
+  and return the output at the minimum.
+* :class:`Discrepancy` -- Morozov's discrepancy principle for a known noise level:
+  stop at the first iteration with ``mean((F x - y)^2 / s^2) <= tau`` where ``s`` is the
+  noise standard deviation (scalar or per measurement).
+* :class:`HeldOut` -- the loss on a held-out fraction of the measurements (see
+  ``fit(..., holdout=f)``); stop after ``patience`` steps without improvement and
+  return the output at the smallest held-out loss.
+* :class:`Plateau` -- the relative decrease of the training loss over a window falls
+  below ``tol`` (for fits with no noise to overfit, e.g. charts of clean data).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["StepRecord", "StoppingRule", "ESWMV", "Discrepancy", "HeldOut", "Plateau", "make_rule"]
+
+
+@dataclass
+class StepRecord:
+    """What the engine knows after one step.
+
+    ``output`` is the network output (averaged when averaging is on), ``prediction``
+    the forward model applied to the training-pass output, ``loss`` the objective,
+    ``data`` its data term, ``heldout`` the held-out data term (or None).
+    """
+
+    iteration: int
+    output: Tensor
+    prediction: Tensor
+    loss: float
+    data: float
+    heldout: float | None = None
+
+
+class StoppingRule:
+    """Base class: subclasses implement :meth:`update`, calling :meth:`_select`."""
+
+    name = "rule"
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.best_output: Tensor | None = None
+        self.best_iteration: int = -1
+        self.best_score: float = float("inf")
+        self.trace: list[float] = []
+
+    def update(self, record: StepRecord) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _select(self, record: StepRecord, score: float) -> bool:
+        """Keep the record's output if ``score`` is a new minimum; return True if it was."""
+        if score < self.best_score:
+            self.best_score = score
+            self.best_iteration = record.iteration
+            self.best_output = record.output.detach().clone()
+            return True
+        return False
+
+
+class ESWMV(StoppingRule):
+    """Early stopping by windowed moving variance (ES-WMV).
+
+    Parameters
+    ----------
+    window:
+        Number ``W`` of consecutive outputs whose variance is tracked.
+    patience:
+        Steps without a new variance minimum after which the fit stops.
+    """
+
+    name = "eswmv"
+
+    def __init__(self, window: int = 100, patience: int = 500) -> None:
+        if window < 2 or patience < 1:
+            raise ValueError(f"ES-WMV needs window >= 2 and patience >= 1, got {window}, {patience}")
+        self.window = window
+        self.patience = patience
+        super().__init__()
+
+    def reset(self) -> None:
+        super().reset()
+        self._buffer: deque[Tensor] = deque(maxlen=self.window)
+        self._sum: Tensor | None = None
+        self._sumsq: Tensor | None = None
+
+    def update(self, record: StepRecord) -> bool:
+        x = record.output.detach().to(torch.float64)
+        if len(self._buffer) == self.window:
+            old = self._buffer[0]
+            self._sum -= old
+            self._sumsq -= old * old
+        self._buffer.append(x)
+        self._sum = x.clone() if self._sum is None else self._sum + x
+        self._sumsq = x * x if self._sumsq is None else self._sumsq + x * x
+        if len(self._buffer) < self.window:
+            self.trace.append(float("nan"))
+            return False
+        # Running sums make each step O(n) instead of O(W n); clamp guards round-off.
+        mean = self._sum / self.window
+        var = float((self._sumsq / self.window - mean * mean).clamp_min(0).mean())
+        self.trace.append(var)
+        self._select(record, var)
+        return record.iteration - self.best_iteration >= self.patience
+
+
+class Discrepancy(StoppingRule):
+    """Morozov's discrepancy principle: stop once the residual reaches the noise level.
+
+    Parameters
+    ----------
+    y:
+        The measurements the fit uses (same shape as the prediction).
+    noise_std:
+        Noise standard deviation: a float or a tensor broadcastable to ``y``.
+    tau:
+        Safety factor; stop when ``mean(((F x - y) / noise_std)^2) <= tau``.
+    """
+
+    name = "discrepancy"
+
+    def __init__(self, y: Tensor, noise_std: float | Tensor, tau: float = 1.0) -> None:
+        self.y = y
+        self.noise_std = noise_std
+        self.tau = tau
+        super().__init__()
+
+    def update(self, record: StepRecord) -> bool:
+        y = self.y.to(record.prediction.device)
+        finite = torch.isfinite(y)
+        r = (record.prediction - torch.where(finite, y, record.prediction)) / self.noise_std
+        chi2 = float((r[finite] ** 2).mean())
+        self.trace.append(chi2)
+        # Always keep the latest output so that a fit that never reaches the level
+        # still returns its last state, not its first.
+        self.best_output = record.output.detach().clone()
+        self.best_iteration = record.iteration
+        self.best_score = chi2
+        return chi2 <= self.tau
+
+
+class HeldOut(StoppingRule):
+    """Stop when the loss on held-out measurements stops improving."""
+
+    name = "heldout"
+
+    def __init__(self, patience: int = 200, min_delta: float = 0.0) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        super().__init__()
+
+    def update(self, record: StepRecord) -> bool:
+        if record.heldout is None:
+            raise ValueError("HeldOut stopping needs fit(..., holdout=fraction)")
+        self.trace.append(record.heldout)
+        self._select(record, record.heldout + (self.min_delta if self.best_output is not None else 0.0))
+        return record.iteration - self.best_iteration >= self.patience
+
+
+class Plateau(StoppingRule):
+    """Stop when the loss improved by less than ``tol`` (relative) over ``window`` steps."""
+
+    name = "plateau"
+
+    def __init__(self, window: int = 100, tol: float = 1e-3) -> None:
+        self.window = window
+        self.tol = tol
+        super().__init__()
+
+    def update(self, record: StepRecord) -> bool:
+        self.trace.append(record.loss)
+        self.best_output = record.output.detach().clone()
+        self.best_iteration = record.iteration
+        if len(self.trace) <= self.window:
+            return False
+        before = self.trace[-self.window - 1]
+        return (before - record.loss) <= self.tol * abs(before)
+
+
+def make_rule(name: str | None, **kwargs) -> StoppingRule | None:
+    """Build a rule from its CLI name: ``none``, ``eswmv``, ``heldout``, ``plateau``.
+
+    (``discrepancy`` needs the measurements and noise level; build it directly.)
+    """
+    if name in (None, "none"):
+        return None
+    rules = {"eswmv": ESWMV, "heldout": HeldOut, "plateau": Plateau}
+    if name not in rules:
+        raise ValueError(f"unknown stopping rule {name!r}; choose from none, {', '.join(rules)}, discrepancy")
+    return rules[name](**kwargs)

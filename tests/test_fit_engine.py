@@ -1,0 +1,139 @@
+"""The fitting engine: objective, determinism, masking, averaging, callbacks, errors."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from shared.fit import fit
+from shared.losses import WeightedSquaredError, mse_loss
+from shared.networks import MLP, BatchedMLP
+from shared.stopping import Discrepancy, ESWMV, HeldOut
+
+
+def _toy(seed=0):
+    torch.manual_seed(seed)
+    z = torch.linspace(-1, 1, 64).unsqueeze(-1)
+    y = torch.sin(3 * z)
+    return MLP(1, 1, (32, 32)), z, y
+
+
+def test_fit_lowers_the_loss_and_records_history():
+    net, z, y = _toy()
+    res = fit(net, z, y, iterations=300, lr=1e-2)
+    assert res.history["loss"][-1] < 0.1 * res.history["loss"][0]
+    assert res.stop_iteration == 300 and res.stopped_by == "iterations"
+    assert res.output.shape == y.shape and res.wall_time_s > 0
+
+
+def test_fit_is_deterministic_under_a_seed():
+    outs = []
+    for _ in range(2):
+        net, z, y = _toy(seed=3)
+        outs.append(fit(net, z, y, iterations=50, input_noise=0.05, seed=7).output)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_forward_operator_and_regulariser_enter_the_objective():
+    net, z, y = _toy()
+    A = lambda x: 2.0 * x
+    reg = (0.5, lambda x: (x ** 2).mean())
+    res = fit(net, z, 2.0 * y, forward=A, regularisers={"l2": reg}, iterations=1)
+    with torch.no_grad():
+        net2, _, _ = _toy()
+        out = net2(z)
+        expected = mse_loss(2.0 * out, 2.0 * y) + 0.5 * (out ** 2).mean()
+    assert math.isclose(res.history["loss"][0], float(expected), rel_tol=1e-5)
+
+
+def test_non_finite_measurements_are_treated_as_missing():
+    net, z, y = _toy()
+    y_bad = y.clone()
+    y_bad[::4] = float("nan")
+    res = fit(net, z, y_bad, iterations=100)
+    assert all(math.isfinite(v) for v in res.history["loss"])
+
+
+def test_all_missing_measurements_are_rejected():
+    net, z, y = _toy()
+    with pytest.raises(ValueError, match="no finite measurement"):
+        fit(net, z, torch.full_like(y, float("nan")), iterations=5)
+
+
+def test_averaging_and_metrics():
+    net, z, y = _toy()
+    res = fit(net, z, y, iterations=40, average=0.9, reference=y,
+              metrics={"mse": lambda a, b: float(((a - b) ** 2).mean())}, metric_every=10)
+    assert res.averaged is not None and torch.equal(res.output, res.averaged)
+    assert res.history["metric_iteration"] == [0, 10, 20, 30, 39]
+    value, it = res.best_metric("mse", mode="min")
+    assert it in res.history["metric_iteration"] and value == min(res.history["mse"])
+
+
+def test_callbacks_see_every_step():
+    net, z, y = _toy()
+    seen = []
+    fit(net, z, y, iterations=12, callbacks=[lambda r: seen.append(r.iteration)])
+    assert seen == list(range(12))
+
+
+def test_lbfgs_optimizer_runs():
+    net, z, y = _toy()
+    res = fit(net, z, y, iterations=30, lr=1.0, optimizer="lbfgs")
+    assert res.history["loss"][-1] < res.history["loss"][0]
+
+
+def test_bad_settings_are_rejected():
+    net, z, y = _toy()
+    with pytest.raises(ValueError, match="optimizer"):
+        fit(net, z, y, optimizer="sgdx")
+    with pytest.raises(ValueError, match="iterations"):
+        fit(net, z, y, iterations=0)
+    with pytest.raises(ValueError, match="shape"):
+        fit(net, z, y[:10], iterations=1)
+
+
+def test_batched_networks_fit_independently():
+    """One fit of a BatchedMLP equals separate fits of its members (sum of losses)."""
+    torch.manual_seed(0)
+    bnet = BatchedMLP(3, 2, 3, hidden=(16, 16))
+    members = [bnet.member(b) for b in range(3)]
+    u = torch.rand(3, 20, 2)
+    targets = torch.randn(3, 20, 3)
+    loss = lambda p, t, mask=None: ((p - t) ** 2).mean(dim=(1, 2)).sum()
+    fit(bnet, u, targets, data_loss=loss, iterations=20, lr=1e-2, seed=None)
+    for b, m in enumerate(members):
+        fit(m, u[b], targets[b], data_loss=lambda p, t, mask=None: ((p - t) ** 2).mean(), iterations=20, lr=1e-2, seed=None)
+        with torch.no_grad():
+            assert torch.allclose(m(u[b]), bnet(u)[b], atol=1e-5)
+
+
+def test_heldout_split_and_rule():
+    net, z, y = _toy()
+    y_noisy = y + 0.3 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    rule = HeldOut(patience=50)
+    res = fit(net, z, y_noisy, iterations=2000, lr=1e-2, holdout=0.2, stopping=rule)
+    assert len(res.history["heldout"]) == res.stop_iteration
+    assert res.selected_iteration == rule.best_iteration
+    assert res.history["heldout"][res.selected_iteration] == pytest.approx(min(res.history["heldout"]))
+
+
+def test_discrepancy_rule_on_a_real_fit():
+    net, z, y = _toy()
+    sigma = 0.2
+    y_noisy = y + sigma * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    res = fit(net, z, y_noisy, data_loss=WeightedSquaredError(sigma), iterations=3000,
+              stopping=Discrepancy(y_noisy, sigma, tau=1.0))
+    assert res.stopped_by == "stopping"
+    final_chi2 = float((((res.output - y_noisy) / sigma) ** 2).mean())
+    assert final_chi2 <= 1.0
+    # Stopped at the noise level, it has not interpolated the noise.
+    assert float(((res.output - y) ** 2).mean()) < sigma ** 2
+
+
+def test_eswmv_on_a_real_fit_selects_an_output():
+    net, z, y = _toy()
+    rule = ESWMV(window=20, patience=100)
+    res = fit(net, z, y + 0.1, iterations=3000, stopping=rule)
+    assert res.stopped_by == "stopping"
+    assert 0 <= res.selected_iteration < res.stop_iteration
