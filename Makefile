@@ -7,8 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Python >= 3.12 is required (DOLFINx wheels are cp312+ abi3).
-PYTHON ?= $(shell for c in python3.14 python3.13 python3.12 \
-	$$(command -v pyenv >/dev/null && ls -d $$(pyenv root)/versions/3.1[2-9]*/bin/python 2>/dev/null | sort -V | tail -1) python3; do \
+# Python >= 3.12 is required (DOLFINx wheels are cp312+ abi3); 3.12 is the tested one
+# (pytorch3d's wheels), so it is preferred, then newer ones.
+PYTHON ?= $(shell for c in python3.12 \
+	$$(command -v pyenv >/dev/null && ls -d $$(pyenv root)/versions/3.12*/bin/python 2>/dev/null | sort -V | tail -1) \
+	python3.13 python3.14 python3; do \
 	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { command -v $$c; break; }; done)
 
 .PHONY: demo test test-all setup system-deps benchmarks clean
