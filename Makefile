@@ -40,8 +40,8 @@ $(STAMP): pyproject.toml | system-deps
 	@if [ -z "$(PYTHON)" ]; then echo "error: Python >= 3.12 not found; install it or run 'make PYTHON=/path/to/python3.12'"; exit 1; fi
 	@echo "using $(PYTHON)"
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	@# One retry: a download cut short leaves pip's cache torn ('No such file'), a second run mends it.
+	$(PY) -m pip install -q -e '.[test]' || $(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
 benchmarks: $(STAMP)
