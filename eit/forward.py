@@ -98,10 +98,31 @@ __all__ = [
     "eit_forward",
     "EITForwardFunction",
     "P1Structures",
+    "p1_cell_geometry",
 ]
 
 
 # --------------------------------------------------------------------------- structures
+
+
+def p1_cell_geometry(V):
+    """Cells, dof coordinates, areas, P1 basis gradients and centroids of a P1 space.
+
+    Returns ``cells (C, 3)`` (local dof indices, ghosts included under MPI), ``coords (N, 2)``,
+    ``area (C,)``, ``grads (C, 3, 2)`` (constant gradients of the three basis functions) and
+    ``centroids (C, 2)``.
+    """
+    cells = np.asarray(V.dofmap.list, dtype=np.int64)
+    coords = V.tabulate_dof_coordinates()[:, :2].copy()
+    x = coords[cells]  # (C, 3, 2)
+    e1 = x[:, 1] - x[:, 0]
+    e2 = x[:, 2] - x[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    # rows of the inverse Jacobian = gradients of the barycentric coordinates 1 and 2
+    g1 = np.stack([e2[:, 1], -e2[:, 0]], 1) / det[:, None]
+    g2 = np.stack([-e1[:, 1], e1[:, 0]], 1) / det[:, None]
+    grads = np.stack([-g1 - g2, g1, g2], axis=1)
+    return cells, coords, 0.5 * np.abs(det), grads, x.mean(axis=1)
 
 
 class P1Structures:
@@ -122,26 +143,10 @@ class P1Structures:
         self.mesh = mesh
         self.V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
         self.Q = dolfinx.fem.functionspace(mesh, ("DG", 0))
-        self.cells = np.asarray(self.V.dofmap.list, dtype=np.int64)
-        self.coords = self.V.tabulate_dof_coordinates()[:, :2].copy()
+        self.cells, self.coords, self.area, self.grads, self.centroids = p1_cell_geometry(self.V)
         n = self.V.dofmap.index_map.size_local
         self.n_vertices = n
         self.n_cells = len(self.cells)
-        x = self.coords[self.cells]  # (C, 3, 2)
-        e1 = x[:, 1] - x[:, 0]
-        e2 = x[:, 2] - x[:, 0]
-        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        self.area = 0.5 * np.abs(det)
-        # grad of barycentric coordinates: rows of inverse Jacobian
-        inv = np.empty((self.n_cells, 2, 2))
-        inv[:, 0, 0] = e2[:, 1] / det
-        inv[:, 0, 1] = -e2[:, 0] / det
-        inv[:, 1, 0] = -e1[:, 1] / det
-        inv[:, 1, 1] = e1[:, 0] / det
-        g1 = inv[:, 0]
-        g2 = inv[:, 1]
-        self.grads = np.stack([-g1 - g2, g1, g2], axis=1)  # (C, 3, 2)
-        self.centroids = x.mean(axis=1)
         # K pattern and per-cell stiffness map
         rows = np.repeat(self.cells, 3, axis=1).ravel()  # (C*9,)
         cols = np.tile(self.cells, (1, 3)).ravel()
