@@ -70,7 +70,8 @@ Implementation: DOLFINx gives the mesh, the P1/DG0 spaces, the dof maps and the 
 boundary integrals (assembled from UFL forms); the sigma-dependent stiffness is assembled as
 ``K.data = Kmap @ sigma`` with ``Kmap`` a fixed sparse ``(nnz, C)`` matrix of the per-cell
 P1 stiffness matrices (checked against DOLFINx assembly of ``sigma*inner(grad u, grad v)*dx``
-in the tests), and factorised with SuperLU (``scipy.sparse.linalg.splu``).  For MPI runs see
+in the tests), and factorised with SuperLU (``scipy.sparse.linalg.splu``, fill-reducing ordering computed once
+per mesh; see :meth:`P1Structures.factorize`).  For MPI runs see
 :mod:`eit.parallel` (PETSc/MUMPS on distributed DOLFINx matrices).
 """
 from __future__ import annotations
@@ -162,6 +163,13 @@ class P1Structures:
             (local.ravel(), (pos, np.repeat(np.arange(self.n_cells), 9))),
             shape=(self.nnz, self.n_cells))
         self._keys = ukeys
+        # cell gradient operator: row 2c+k holds d/dx_k of the P1 basis of cell c
+        self.D = sp.csr_matrix(
+            (self.grads.transpose(0, 2, 1).ravel(),
+             (np.repeat(np.arange(2 * self.n_cells), 3),
+              np.repeat(self.cells, 2, axis=0).ravel())),
+            shape=(2 * self.n_cells, n))
+        self._perm = None
         self.p1_to_cells = sp.csr_matrix(
             (np.full(3 * self.n_cells, 1.0 / 3.0),
              (np.repeat(np.arange(self.n_cells), 3), self.cells.ravel())),
@@ -188,13 +196,50 @@ class P1Structures:
 
     def cell_gradients(self, F: np.ndarray) -> np.ndarray:
         """Per-cell gradients ``(C, 2, P)`` of P1 fields ``F (N, P)``."""
-        return np.einsum("cak,cap->ckp", self.grads, F[self.cells])
+        F2 = F.reshape(self.n_vertices, -1)
+        return (self.D @ F2).reshape(self.n_cells, 2, F2.shape[1])
 
     def cell_inner(self, F: np.ndarray, G: np.ndarray) -> np.ndarray:
         """``sum_p int_c grad F_p . grad G_p dx`` for every cell c: shape ``(C,)``."""
-        gF = self.cell_gradients(F)
-        gG = self.cell_gradients(G)
-        return self.area * np.einsum("ckp,ckp->c", gF, gG)
+        prod = ((self.D @ F) * (self.D @ G)).sum(axis=1)
+        return self.area * prod.reshape(self.n_cells, 2).sum(axis=1)
+
+    def factorize(self, data: np.ndarray) -> "_SPDFactor":
+        """Sparse LU of the symmetric positive definite matrix with K's pattern and ``data``.
+
+        The fill-reducing ordering (SuperLU's minimum degree on ``A^T + A``) depends only on
+        the pattern, so it is computed on the first call and then baked into a permuted
+        pattern: later factorisations skip the ordering and pivot on the diagonal (safe for
+        SPD matrices); measured ~30% faster than letting SuperLU reorder every time.
+        """
+        if self._perm is None:
+            A = self.matrix(data)
+            lu0 = spla.splu(A, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+            p = np.argsort(lu0.perm_c)
+            tracer = self.matrix(np.arange(1, self.nnz + 1, dtype=np.float64))
+            Ap = sp.csc_matrix(tracer[p][:, p])
+            Ap.sort_indices()
+            self._perm = p
+            self._perm_src = Ap.data.astype(np.int64) - 1
+            self._perm_pattern = (Ap.indices.copy(), Ap.indptr.copy())
+        Ap = sp.csc_matrix((data[self._perm_src], *self._perm_pattern),
+                           shape=(self.n_vertices,) * 2)
+        lu = spla.splu(Ap, permc_spec="NATURAL", diag_pivot_thresh=0.0,
+                       options={"SymmetricMode": True})
+        return _SPDFactor(lu, self._perm)
+
+
+class _SPDFactor:
+    """``A^{-1}`` through the LU of ``P A P^T`` (``P`` the stored fill-reducing permutation)."""
+
+    def __init__(self, lu, perm):
+        self.lu = lu
+        self.perm = perm
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        x = np.empty_like(b, dtype=np.float64)
+        x[self.perm] = self.lu.solve(np.ascontiguousarray(b[self.perm], dtype=np.float64))
+        return x
 
 
 def _structures(mesh) -> P1Structures:
@@ -270,11 +315,8 @@ class _SigmaModel:
             return g_cells
         return self.fe.p1_to_cells.T @ g_cells
 
-    def _factor(self, data: np.ndarray):
-        A = self.fe.matrix(data)
-        # symmetric pattern: minimum degree on A^T + A gives the least fill for SuperLU
-        return spla.splu(A, permc_spec="MMD_AT_PLUS_A",
-                         options={"SymmetricMode": True})
+    def _factor(self, data: np.ndarray) -> _SPDFactor:
+        return self.fe.factorize(data)
 
     def solve(self, sigma) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -300,18 +342,26 @@ class _SigmaModel:
 class CEMSolution:
     """Result of :meth:`CEM.solve` for one conductivity.
 
-    ``U (L, P)`` grounded electrode potentials (V), ``data (P*M,)``, ``u (N, P)`` P1 fields
-    (nodal potentials, V), ``W (N, L)`` = ``A^{-1} B``, ``Sg`` the grounded Schur complement
-    ``S + 11^T/L``, ``lu`` the SuperLU factorisation of ``A``.
+    ``U (L, P)`` electrode potentials with ``sum_l U_l = 0`` (V), ``data (P*M,)``,
+    ``W (N, L)`` = ``A^{-1} B`` (the field of unit electrode potentials), ``Sg`` the grounded
+    Schur complement ``S + 11^T/L``, ``lu`` the factorisation of ``A``; ``u (N, P)`` the P1
+    fields (nodal potentials, V) ``W U``, formed on first access.
     """
 
     sigma_cells: np.ndarray
     U: np.ndarray
     data: np.ndarray
-    u: np.ndarray
     W: np.ndarray
     Sg: np.ndarray
     lu: Any
+    DW: np.ndarray | None = None
+    _u: np.ndarray | None = None
+
+    @property
+    def u(self) -> np.ndarray:
+        if self._u is None:
+            self._u = self.W @ self.U
+        return self._u
 
 
 class CEM(_SigmaModel):
@@ -418,27 +468,38 @@ class CEM(_SigmaModel):
         Sg = S + np.full((self.L, self.L), 1.0 / self.L)
         U = np.linalg.solve(Sg, self.currents)  # (L, P), sum_l U_l = 0
         data = (self._out @ U).T.reshape(-1)
-        return CEMSolution(sc, U, data, W @ U, W, Sg, lu)
+        return CEMSolution(sc, U, data, W, Sg, lu)
 
     def electrode_potentials(self, sigma) -> np.ndarray:
         """Grounded electrode potentials ``(L, P)``."""
         return self._Gr @ self.solve(sigma).U
 
+    def _DW(self, sol: CEMSolution) -> np.ndarray:
+        """Cell gradients of the electrode fields ``W``: ``(2C, L)`` (cached on sol)."""
+        if sol.DW is None:
+            sol.DW = self.fe.D @ sol.W
+        return sol.DW
+
     def _vjp(self, sol: CEMSolution, dv: np.ndarray) -> np.ndarray:
         gU = self._out.T @ dv.reshape(self.P, self.M).T  # (L, P)
         lam = np.linalg.solve(sol.Sg, gU)
-        w = sol.W @ lam
-        return self._to_sigma_grad(-self.fe.cell_inner(sol.u, w))
+        # sum_p grad u_p . grad w_p with u = W U, w = W lam: only L (not P) fields enter
+        DW = self._DW(sol)
+        prod = ((DW @ (sol.U @ lam.T)) * DW).sum(axis=1)
+        inner = self.fe.area * prod.reshape(self.fe.n_cells, 2).sum(axis=1)
+        return self._to_sigma_grad(-inner)
 
     def jacobian(self, sigma_or_solution) -> np.ndarray:
         """Full Jacobian ``d data / d sigma``: shape ``(P*M, n_sigma)`` (row ``p*M + m``)."""
         sol = sigma_or_solution if isinstance(sigma_or_solution, CEMSolution) \
             else self.solve(sigma_or_solution)
         lam = np.linalg.solve(sol.Sg, self._out.T)  # (L, M)
-        gu = self.fe.cell_gradients(sol.u)  # (C, 2, P)
-        gw = self.fe.cell_gradients(sol.W @ lam)  # (C, 2, M)
-        J = -np.einsum("ckp,ckm->pmc", gu, gw * self.fe.area[:, None, None], optimize=True)
-        J = J.reshape(self.P * self.M, self.fe.n_cells)
+        DW = self._DW(sol)
+        C = self.fe.n_cells
+        gu = (DW @ sol.U).reshape(C, 2, self.P)
+        gw = (DW @ lam).reshape(C, 2, self.M) * self.fe.area[:, None, None]
+        J = -np.einsum("ckp,ckm->pmc", gu, gw, optimize=True)
+        J = J.reshape(self.P * self.M, C)
         if self.sigma_space == "P1":
             J = (self.fe.p1_to_cells.T @ J.T).T
         return J
