@@ -269,6 +269,25 @@ def _check_sigma(sigma, n: int, space: str) -> np.ndarray:
     return s
 
 
+def _pair_products(gu: np.ndarray, gw: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """``J[p, m, c] = area_c * grad u_p . grad w_m`` on cell c, from cell gradients
+    ``gu (C, 2, P)`` and ``gw (C, 2, M)``; returned as ``(P*M, C)``.  Two broadcast passes
+    (one per space dimension) per block of rows, into a preallocated array."""
+    C, _, P = gu.shape
+    M = gw.shape[2]
+    J = np.empty((P, M, C))
+    u0 = np.ascontiguousarray(gu[:, 0, :].T) * area  # (P, C)
+    u1 = np.ascontiguousarray(gu[:, 1, :].T) * area
+    w0 = np.ascontiguousarray(gw[:, 0, :].T)  # (M, C)
+    w1 = np.ascontiguousarray(gw[:, 1, :].T)
+    tmp = np.empty((M, C))
+    for p in range(P):  # one (M, C) block at a time: stays in cache
+        np.multiply(w0, u0[p], out=J[p])
+        np.multiply(w1, u1[p], out=tmp)
+        J[p] += tmp
+    return J.reshape(P * M, C)
+
+
 class _SigmaModel:
     """Shared parts: sigma space handling and the gradient map back to sigma."""
 
@@ -496,10 +515,9 @@ class CEM(_SigmaModel):
         lam = np.linalg.solve(sol.Sg, self._out.T)  # (L, M)
         DW = self._DW(sol)
         C = self.fe.n_cells
-        gu = (DW @ sol.U).reshape(C, 2, self.P)
-        gw = (DW @ lam).reshape(C, 2, self.M) * self.fe.area[:, None, None]
-        J = -np.einsum("ckp,ckm->pmc", gu, gw, optimize=True)
-        J = J.reshape(self.P * self.M, C)
+        J = _pair_products((DW @ sol.U).reshape(C, 2, self.P),
+                           (DW @ lam).reshape(C, 2, self.M), self.fe.area)
+        J *= -1.0
         if self.sigma_space == "P1":
             J = (self.fe.p1_to_cells.T @ J.T).T
         return J
@@ -623,8 +641,8 @@ class NeumannModel(_BoundaryModel):
         w = sol.lu.solve(E)
         gu = self.fe.cell_gradients(sol.u)
         gw = self.fe.cell_gradients(w)
-        J = -np.einsum("ckp,ckm->pmc", gu, gw * self.fe.area[:, None, None], optimize=True)
-        J = J.reshape(self.P * self.nb, self.fe.n_cells)
+        J = _pair_products(gu, gw, self.fe.area)
+        J *= -1.0
         return J if self.sigma_space == "DG0" else (self.fe.p1_to_cells.T @ J.T).T
 
 
@@ -696,8 +714,7 @@ class DirichletModel(_BoundaryModel):
         w = self._extension(sol, mu)
         gu = self.fe.cell_gradients(sol.u)
         gw = self.fe.cell_gradients(w)
-        J = np.einsum("ckp,ckm->pmc", gu, gw * self.fe.area[:, None, None], optimize=True)
-        J = J.reshape(self.P * self.nb, self.fe.n_cells)
+        J = _pair_products(gu, gw, self.fe.area)
         return J if self.sigma_space == "DG0" else (self.fe.p1_to_cells.T @ J.T).T
 
 
