@@ -41,7 +41,9 @@ def test_two_ranks_match_serial_cem(tmp_path):
     c = model.cell_centroids
     sigma = two_inclusions(c[:, 0], c[:, 1])
     data = model.forward(sigma)
-    np.testing.assert_allclose(par["data"], data, rtol=0, atol=1e-9 * np.abs(data).max())
+    # z = 1e-6 makes the CEM system stiff (condition ~1e9): distributed and serial LU agree
+    # to ~1e-7 relative, depending on pivoting, which is the accuracy either can claim.
+    np.testing.assert_allclose(par["data"], data, rtol=0, atol=1e-6 * np.abs(data).max())
     dv = np.cos(np.arange(model.n_data))
     gh = model.vjp(sigma, dv) @ (1.0 + 10.0 * c[:, 0] - 5.0 * c[:, 1])
-    assert abs(float(par["grad_h"]) - gh) < 1e-8 * abs(gh)
+    assert abs(float(par["grad_h"]) - gh) < 1e-6 * abs(gh)
