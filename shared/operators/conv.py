@@ -159,7 +159,7 @@ class _Conv(LinearOperator):
         z = x.reshape(N * C, 1, H, W)
         if self.padding not in ("valid",) and any(self.pads):
             z = F.pad(z, self.pads, mode="constant" if self.padding == "zero" else self.padding)
-        y = F.conv2d(z, self.weight.to(x.dtype), stride=self.stride)
+        y = F.conv2d(z, self.weight.to(x), stride=self.stride)
         return y.reshape(N, C, *y.shape[-2:])
 
     def A_adjoint(self, y: Tensor, image_size: tuple[int, int] | None = None) -> Tensor:
@@ -173,7 +173,7 @@ class _Conv(LinearOperator):
         kh, kw = self.weight.shape[-2:]
         oh, ow = Hp - ((h - 1) * self.stride + kh), Wp - ((w - 1) * self.stride + kw)
         z = y.reshape(N * C, 1, h, w)
-        wt = self.weight.to(y.dtype)
+        wt = self.weight.to(y)
         if self.stride > 1:
             z = F.conv_transpose2d(z, wt, stride=self.stride, output_padding=(oh, ow))
         else:
