@@ -57,6 +57,13 @@ def test_polygon_mesh_electrodes():
         polygon_mesh(sq, [np.pi / 4], 0.04)  # a corner: no single edge holds it
 
 
+def test_mesh_is_reproducible():
+    a = disk_mesh(1.0, 8, h=0.3)
+    disk_mesh(1.0, 5, h=0.2)
+    b = disk_mesh(1.0, 8, h=0.3)
+    assert np.array_equal(a.mesh.geometry.x, b.mesh.geometry.x)
+
+
 def test_mesh_rejects_overlapping_electrodes():
     with pytest.raises(ValueError, match="overlap"):
         disk_mesh(1.0, 8, extent=2 * np.pi / 7)
