@@ -508,6 +508,32 @@ class CEM(_SigmaModel):
         inner = self.fe.area * prod.reshape(self.fe.n_cells, 2).sum(axis=1)
         return self._to_sigma_grad(-inner)
 
+    def vjp_contact(self, sigma_or_solution, dv) -> np.ndarray:
+        """``(d data / d z)^T dv``: gradient w.r.t. the contact impedances, shape ``(L,)``.
+
+        With ``w = A^{-1} B lambda`` and ``lambda`` the adjoint electrode potentials (as in
+        :meth:`vjp`): ``d<dv, d>/dz_l = z_l^{-2} sum_p int_{e_l} (u_p - U_lp)(w_p - lambda_lp) ds``.
+        """
+        sol = sigma_or_solution if isinstance(sigma_or_solution, CEMSolution) \
+            else self.solve(sigma_or_solution)
+        dv = np.asarray(dv, dtype=np.float64)
+        if dv.shape != (self.n_data,):
+            raise ValueError(f"cotangent must have shape ({self.n_data},), got {dv.shape}")
+        lam = np.linalg.solve(sol.Sg, self._out.T @ dv.reshape(self.P, self.M).T)  # (L, P)
+        U, W = sol.U, sol.W
+        bW = self._bload.T @ W  # (L, L): row l = int_{e_l} W ds
+        X, Y = bW @ U, bW @ lam  # int_{e_l} u_p ds, int_{e_l} w_p ds
+        UL = U @ lam.T
+        t4 = np.empty(self.L)
+        if not hasattr(self, "_Msparse"):
+            self._Msparse = [self.fe.matrix(m).tocsr() for m in self._Mdata]
+        for l, Ml in enumerate(self._Msparse):
+            t4[l] = np.sum((W.T @ (Ml @ W)) * UL)  # sum_p int_{e_l} u_p w_p ds
+        t1 = self.electrode_lengths * np.sum(lam * U, axis=1)
+        t2 = np.sum(lam * X, axis=1)
+        t3 = np.sum(Y * U, axis=1)
+        return (t1 - t2 - t3 + t4) / self.z ** 2
+
     def jacobian(self, sigma_or_solution) -> np.ndarray:
         """Full Jacobian ``d data / d sigma``: shape ``(P*M, n_sigma)`` (row ``p*M + m``)."""
         sol = sigma_or_solution if isinstance(sigma_or_solution, CEMSolution) \
@@ -605,7 +631,6 @@ class NeumannModel(_BoundaryModel):
         self._pin = np.zeros(self.fe.nnz)
         r = int(self.boundary_dofs[0])
         self._pin[self.fe.positions(np.array([r]), np.array([r]))] = 1.0
-        self._pin_scale = float(np.mean(self.fe.Kmap.sum(axis=1)) + 1.0)
         wb = self.boundary_weights
         self._mean = wb / wb.sum()
 
