@@ -30,11 +30,17 @@ API (stable; the inverse side builds on it)
 * ``NeumannModel(mesh, g)`` and ``DirichletModel(mesh, f)``: the continuum model with
   Cauchy data on the whole boundary (Bar & Sochen setting), same methods
   (``forward``/``vjp``/``jacobian``/``solve``); see their docstrings.
+* ``model.vjp_contact(sol, dv)``: gradient w.r.t. the contact impedances ``(L,)``;
+  ``model.set_contact_impedance(z)`` changes them in place.
+* Meshes (:mod:`eit.mesh`): the cells/vertices of ``model.fe.cells`` ``(C, 3)`` index
+  ``model.vertex_coordinates``; ``model.fe.mesh`` is the DOLFINx mesh.
 * Every model has ``n_sigma``, ``n_data``, ``cell_centroids`` ``(C, 2)``,
   ``vertex_coordinates`` ``(N, 2)``, ``cell_areas``, ``p1_to_cells`` (sparse ``(C, N)``
   averaging), ``V`` (DOLFINx P1 space), ``Q`` (DOLFINx DG0 space); ``solve(sigma)``
-  returns a solution object that carries the factorisation, the fields and the data;
-  ``vjp(sigma_or_solution, dv)`` reuses it.
+  returns a solution object that carries the factorisation, the fields and the data
+  (:class:`CEMSolution`: ``data``, ``U (L, P)``, ``u (N, P)``, ``W (N, L)``);
+  ``vjp(sigma_or_solution, dv)`` and ``jacobian(sigma_or_solution)`` reuse it.
+* Under MPI use :class:`eit.parallel.ParallelCEM` (same equations, distributed PETSc).
 * Bad input (wrong shapes, non-positive or non-finite conductivity, currents that do not
   sum to zero, electrode count mismatch) raises ``ValueError`` with the reason.
 
@@ -253,6 +259,8 @@ def _structures(mesh) -> P1Structures:
 
 
 def _check_sigma(sigma, n: int, space: str) -> np.ndarray:
+    if hasattr(sigma, "detach"):  # a torch tensor: use eit_forward to differentiate
+        sigma = sigma.detach().cpu().numpy()
     s = np.asarray(sigma, dtype=np.float64)
     if s.ndim != 1 or s.shape[0] != n:
         what = "cells (DG0)" if space == "DG0" else "vertices (P1)"
