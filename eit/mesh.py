@@ -67,11 +67,12 @@ KTC_N_ELECTRODES = 32
 #: element sizes and refinement distance (fractions of the radius)
 #: ``(h, h_electrode, refine_distance)`` for target vertex counts on the KTC tank.  Chosen
 #: by measuring the data error against a 50k-vertex mesh (docs/eit_forward.md): at 1.5k
-#: vertices moving vertices to the electrodes does not help (about 7% either way), at 10k
-#: fine electrodes halve it (1.3% vs 2.3% for (0.0275, 0.0088, 0.25)).
+#: vertices moving vertices to the electrodes does not help (absolute data 6-9%, and the
+#: difference data get worse), at 10k finer electrodes lower both the absolute (1.4% vs
+#: 2.3% for (0.0275, 0.0088, 0.25)) and the difference-data error (1.5% vs 2.0%).
 PRESETS: dict[str, tuple[float, float, float]] = {
     "1500": (0.076, 0.024, 0.25),
-    "10000": (0.04, 0.002, 0.1),
+    "10000": (0.035, 0.0025, 0.1),
 }
 
 
