@@ -30,11 +30,17 @@ API (stable; the inverse side builds on it)
 * ``NeumannModel(mesh, g)`` and ``DirichletModel(mesh, f)``: the continuum model with
   Cauchy data on the whole boundary (Bar & Sochen setting), same methods
   (``forward``/``vjp``/``jacobian``/``solve``); see their docstrings.
+* ``model.vjp_contact(sol, dv)``: gradient w.r.t. the contact impedances ``(L,)``;
+  ``model.set_contact_impedance(z)`` changes them in place.
+* Meshes (:mod:`eit.mesh`): the cells/vertices of ``model.fe.cells`` ``(C, 3)`` index
+  ``model.vertex_coordinates``; ``model.fe.mesh`` is the DOLFINx mesh.
 * Every model has ``n_sigma``, ``n_data``, ``cell_centroids`` ``(C, 2)``,
   ``vertex_coordinates`` ``(N, 2)``, ``cell_areas``, ``p1_to_cells`` (sparse ``(C, N)``
   averaging), ``V`` (DOLFINx P1 space), ``Q`` (DOLFINx DG0 space); ``solve(sigma)``
-  returns a solution object that carries the factorisation, the fields and the data;
-  ``vjp(sigma_or_solution, dv)`` reuses it.
+  returns a solution object that carries the factorisation, the fields and the data
+  (:class:`CEMSolution`: ``data``, ``U (L, P)``, ``u (N, P)``, ``W (N, L)``);
+  ``vjp(sigma_or_solution, dv)`` and ``jacobian(sigma_or_solution)`` reuse it.
+* Under MPI use :class:`eit.parallel.ParallelCEM` (same equations, distributed PETSc).
 * Bad input (wrong shapes, non-positive or non-finite conductivity, currents that do not
   sum to zero, electrode count mismatch) raises ``ValueError`` with the reason.
 
@@ -253,6 +259,8 @@ def _structures(mesh) -> P1Structures:
 
 
 def _check_sigma(sigma, n: int, space: str) -> np.ndarray:
+    if hasattr(sigma, "detach"):  # a torch tensor: use eit_forward to differentiate
+        sigma = sigma.detach().cpu().numpy()
     s = np.asarray(sigma, dtype=np.float64)
     if s.ndim != 1 or s.shape[0] != n:
         what = "cells (DG0)" if space == "DG0" else "vertices (P1)"
@@ -508,6 +516,32 @@ class CEM(_SigmaModel):
         inner = self.fe.area * prod.reshape(self.fe.n_cells, 2).sum(axis=1)
         return self._to_sigma_grad(-inner)
 
+    def vjp_contact(self, sigma_or_solution, dv) -> np.ndarray:
+        """``(d data / d z)^T dv``: gradient w.r.t. the contact impedances, shape ``(L,)``.
+
+        With ``w = A^{-1} B lambda`` and ``lambda`` the adjoint electrode potentials (as in
+        :meth:`vjp`): ``d<dv, d>/dz_l = z_l^{-2} sum_p int_{e_l} (u_p - U_lp)(w_p - lambda_lp) ds``.
+        """
+        sol = sigma_or_solution if isinstance(sigma_or_solution, CEMSolution) \
+            else self.solve(sigma_or_solution)
+        dv = np.asarray(dv, dtype=np.float64)
+        if dv.shape != (self.n_data,):
+            raise ValueError(f"cotangent must have shape ({self.n_data},), got {dv.shape}")
+        lam = np.linalg.solve(sol.Sg, self._out.T @ dv.reshape(self.P, self.M).T)  # (L, P)
+        U, W = sol.U, sol.W
+        bW = self._bload.T @ W  # (L, L): row l = int_{e_l} W ds
+        X, Y = bW @ U, bW @ lam  # int_{e_l} u_p ds, int_{e_l} w_p ds
+        UL = U @ lam.T
+        t4 = np.empty(self.L)
+        if not hasattr(self, "_Msparse"):
+            self._Msparse = [self.fe.matrix(m).tocsr() for m in self._Mdata]
+        for l, Ml in enumerate(self._Msparse):
+            t4[l] = np.sum((W.T @ (Ml @ W)) * UL)  # sum_p int_{e_l} u_p w_p ds
+        t1 = self.electrode_lengths * np.sum(lam * U, axis=1)
+        t2 = np.sum(lam * X, axis=1)
+        t3 = np.sum(Y * U, axis=1)
+        return (t1 - t2 - t3 + t4) / self.z ** 2
+
     def jacobian(self, sigma_or_solution) -> np.ndarray:
         """Full Jacobian ``d data / d sigma``: shape ``(P*M, n_sigma)`` (row ``p*M + m``)."""
         sol = sigma_or_solution if isinstance(sigma_or_solution, CEMSolution) \
@@ -605,7 +639,6 @@ class NeumannModel(_BoundaryModel):
         self._pin = np.zeros(self.fe.nnz)
         r = int(self.boundary_dofs[0])
         self._pin[self.fe.positions(np.array([r]), np.array([r]))] = 1.0
-        self._pin_scale = float(np.mean(self.fe.Kmap.sum(axis=1)) + 1.0)
         wb = self.boundary_weights
         self._mean = wb / wb.sum()
 

@@ -57,6 +57,13 @@ def test_polygon_mesh_electrodes():
         polygon_mesh(sq, [np.pi / 4], 0.04)  # a corner: no single edge holds it
 
 
+def test_mesh_is_reproducible():
+    a = disk_mesh(1.0, 8, h=0.3)
+    disk_mesh(1.0, 5, h=0.2)
+    b = disk_mesh(1.0, 8, h=0.3)
+    assert np.array_equal(a.mesh.geometry.x, b.mesh.geometry.x)
+
+
 def test_mesh_rejects_overlapping_electrodes():
     with pytest.raises(ValueError, match="overlap"):
         disk_mesh(1.0, 8, extent=2 * np.pi / 7)
@@ -177,14 +184,36 @@ def _fd_check(model, seed=0, eps=1e-5):
     return g @ h, fd, g, s, dv
 
 
-@pytest.mark.parametrize("space", ["DG0", "P1"])
-def test_cem_gradient_matches_finite_differences(disk_coarse, space):
-    model = CEM(disk_coarse, adjacent(L, 5), patterns=adjacent(L), z=1e-2, sigma_space=space)
+@pytest.mark.parametrize("space,patterns,ground", [("DG0", "adjacent", "mean"),
+                                                   ("P1", "adjacent", "mean"),
+                                                   ("DG0", None, "mean"), ("DG0", None, 3)])
+def test_cem_gradient_matches_finite_differences(disk_coarse, space, patterns, ground):
+    G = adjacent(L) if patterns == "adjacent" else None
+    model = CEM(disk_coarse, adjacent(L, 5), patterns=G, z=1e-2, sigma_space=space,
+                ground=ground)
     gh, fd, g, s, dv = _fd_check(model)
     assert abs(gh - fd) < 1e-6 * abs(fd)
     J = model.jacobian(s)
     assert J.shape == (model.n_data, model.n_sigma)
     np.testing.assert_allclose(J.T @ dv, g, rtol=1e-10, atol=1e-12 * np.abs(g).max())
+
+
+def test_contact_impedance_gradient_matches_finite_differences(disk_coarse):
+    z = np.linspace(0.01, 0.03, L)
+    model = CEM(disk_coarse, adjacent(L, 4), patterns=adjacent(L), z=z)
+    rng = np.random.default_rng(3)
+    s = random_sigma(model.n_sigma)
+    dv = rng.standard_normal(model.n_data)
+    gz = model.vjp_contact(s, dv)
+    h = rng.standard_normal(L) * z
+    eps = 1e-5
+
+    def f(zz):
+        model.set_contact_impedance(zz)
+        return model.forward(s) @ dv
+
+    fd = (f(z + eps * h) - f(z - eps * h)) / (2 * eps)
+    assert abs(gz @ h - fd) < 1e-6 * abs(fd)
 
 
 @pytest.mark.parametrize("cls", [NeumannModel, DirichletModel])
