@@ -685,7 +685,8 @@ class DirichletModel(_BoundaryModel):
     ``f``: boundary potentials (V) at the boundary vertices, ``(nb, P)``, or a callable.
     Data: the current density ``sigma du_k/dn`` (A/m) at the boundary vertices: the
     variationally consistent flux ``r_i = int sigma grad u . grad phi_i`` represented in the
-    boundary P1 basis (``M_b^{-1} r``); ``data[k * nb + i]``.  Gradient:
+    boundary P1 basis (``M_b^{-1} r``); ``data[k * nb + i]``.  (Where the true flux jumps, at
+    corners of a polygon, this projection oscillates over a few boundary vertices.)  Gradient:
     ``+int_c grad u_k . grad w_k`` with ``w_k`` the sigma-harmonic extension of the adjoint
     boundary data ``M_b^{-1} dv_k`` (same factorisation).
     """
