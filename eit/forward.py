@@ -15,6 +15,7 @@ API (stable; the inverse side builds on it)
     J = model.jacobian(sigma)                             # (76*31, n_sigma) dense
     y = eit_forward(torch_sigma, model)                   # torch, differentiable
                                                           # sigma (n_sigma,) or (B, n_sigma)
+    y = eit_forward(torch_sigma, model, z=torch_z)        # z (L,) learnable too
 
 * ``CEM(mesh, currents, patterns=None, z=1e-6, sigma_space="DG0"|"P1", ground="mean"|r)``
   - ``currents``: ``(L, P)`` injected currents (A), one column per current pattern; each
@@ -383,6 +384,7 @@ class CEMSolution:
     lu: Any
     DW: np.ndarray | None = None
     _u: np.ndarray | None = None
+    z: np.ndarray | None = None  # contact impedances used
 
     @property
     def u(self) -> np.ndarray:
@@ -495,7 +497,7 @@ class CEM(_SigmaModel):
         Sg = S + np.full((self.L, self.L), 1.0 / self.L)
         U = np.linalg.solve(Sg, self.currents)  # (L, P), sum_l U_l = 0
         data = (self._out @ U).T.reshape(-1)
-        return CEMSolution(sc, U, data, W, Sg, lu)
+        return CEMSolution(sc, U, data, W, Sg, lu, z=self.z.copy())
 
     def electrode_potentials(self, sigma) -> np.ndarray:
         """Grounded electrode potentials ``(L, P)``."""
@@ -540,7 +542,8 @@ class CEM(_SigmaModel):
         t1 = self.electrode_lengths * np.sum(lam * U, axis=1)
         t2 = np.sum(lam * X, axis=1)
         t3 = np.sum(Y * U, axis=1)
-        return (t1 - t2 - t3 + t4) / self.z ** 2
+        z = self.z if sol.z is None else sol.z
+        return (t1 - t2 - t3 + t4) / z ** 2
 
     def jacobian(self, sigma_or_solution) -> np.ndarray:
         """Full Jacobian ``d data / d sigma``: shape ``(P*M, n_sigma)`` (row ``p*M + m``)."""
@@ -759,6 +762,7 @@ class EITForwardFunction:
     """``torch.autograd.Function`` wrapper built lazily (torch is imported on first use)."""
 
     _fn = None
+    _fz = None
 
     @classmethod
     def get(cls):
@@ -790,13 +794,42 @@ class EITForwardFunction:
                     gs = torch.from_numpy(grads).to(device=grad_out.device, dtype=grad_out.dtype)
                     return (gs if ctx.batched else gs[0]), None
 
+            class _FZ(torch.autograd.Function):
+                """(sigma, z) -> data for a CEM, z (L,) shared by the batch."""
+
+                @staticmethod
+                def forward(ctx, sigma, z, model):
+                    model.set_contact_impedance(z.detach().to("cpu", torch.float64).numpy())
+                    return _F.forward(ctx, sigma, model)
+
+                @staticmethod
+                def backward(ctx, grad_out):
+                    g = grad_out.detach().to("cpu", torch.float64).numpy()
+                    g2 = g if ctx.batched else g[None]
+                    gs = _F.backward(ctx, grad_out)[0]
+                    gz = sum(ctx.model.vjp_contact(sol, gi) for sol, gi in zip(ctx.sols, g2))
+                    gz = torch.from_numpy(np.asarray(gz)).to(device=grad_out.device,
+                                                             dtype=grad_out.dtype)
+                    return gs, gz, None
+
+            cls._fz = _FZ
             cls._fn = _F
         return cls._fn
 
 
-def eit_forward(sigma, model):
+def eit_forward(sigma, model, z=None):
     """Differentiable forward map: ``sigma`` tensor ``(n_sigma,)`` or ``(B, n_sigma)`` ->
     data ``(n_data,)`` or ``(B, n_data)`` (same dtype/device).  The backward pass is the
     adjoint vector-Jacobian product on the stored factorisation (no Jacobian formed).
-    Works for :class:`CEM`, :class:`NeumannModel` and :class:`DirichletModel`."""
-    return EITForwardFunction.get().apply(sigma, model)
+    Works for :class:`CEM`, :class:`NeumannModel` and :class:`DirichletModel`.
+
+    ``z``: optional tensor ``(L,)`` of contact impedances (Ohm m^2) for a :class:`CEM`, to
+    learn them too (gradient by :meth:`CEM.vjp_contact`); it is set on ``model``
+    (``model.set_contact_impedance``) and stays there.  Keep it positive, e.g.
+    ``z = z0 * torch.exp(t)``."""
+    if z is None:
+        return EITForwardFunction.get().apply(sigma, model)
+    if not isinstance(model, CEM):
+        raise ValueError("contact impedances z only exist in the complete electrode model (CEM)")
+    EITForwardFunction.get()
+    return EITForwardFunction._fz.apply(sigma, z, model)

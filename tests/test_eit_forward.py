@@ -258,6 +258,22 @@ def test_torch_autograd_batched(disk_coarse):
     assert y1.shape == (model.n_data,) and y1.dtype == torch.float32
 
 
+def test_torch_contact_impedance_gradient(disk_coarse):
+    import torch
+
+    model = CEM(disk_coarse, adjacent(L, 3), patterns=adjacent(L), z=0.05)
+    s = torch.tensor(np.stack([random_sigma(model.n_sigma, 1), random_sigma(model.n_sigma, 2)]),
+                     requires_grad=True)
+    z = torch.full((L,), 0.02, dtype=torch.float64, requires_grad=True)
+    dv = torch.randn(2, model.n_data, dtype=torch.float64)
+    gs, gz = torch.autograd.grad((eit_forward(s, model, z) * dv).sum(), (s, z))
+    np.testing.assert_allclose(model.z, 0.02)
+    ref_z = sum(model.vjp_contact(s[b].detach().numpy(), dv[b].numpy()) for b in range(2))
+    np.testing.assert_allclose(gz.numpy(), ref_z, rtol=1e-10)
+    np.testing.assert_allclose(gs[0].numpy(), model.vjp(s[0].detach().numpy(), dv[0].numpy()),
+                               rtol=1e-10)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
