@@ -35,6 +35,8 @@ API (stable; the inverse side builds on it)
   ``model.set_contact_impedance(z)`` changes them in place.
 * Meshes (:mod:`eit.mesh`): the cells/vertices of ``model.fe.cells`` ``(C, 3)`` index
   ``model.vertex_coordinates``; ``model.fe.mesh`` is the DOLFINx mesh.
+* ``model.sigma_function(sigma)`` / ``model.potential_function(sol.u[:, p])``: DOLFINx
+  Functions for XDMF/VTX output (DG0 values go to ``Q.dofmap.list[c, 0]``).
 * Every model has ``n_sigma``, ``n_data``, ``cell_centroids`` ``(C, 2)``,
   ``vertex_coordinates`` ``(N, 2)``, ``cell_areas``, ``p1_to_cells`` (sparse ``(C, N)``
   averaging), ``V`` (DOLFINx P1 space), ``Q`` (DOLFINx DG0 space); ``solve(sigma)``
@@ -95,7 +97,7 @@ import dolfinx  # noqa: E402
 import dolfinx.fem  # noqa: E402
 import ufl  # noqa: E402
 
-from eit.mesh import EITMesh, GAP_TAG, electrode_tag
+from eit.mesh import EITMesh, electrode_tag
 
 __all__ = [
     "CEM",
@@ -333,6 +335,27 @@ class _SigmaModel:
     def sigma_points(self) -> np.ndarray:
         """Where the sigma values live: cell centroids (DG0) or vertices (P1), ``(n_sigma, 2)``."""
         return self.cell_centroids if self.sigma_space == "DG0" else self.vertex_coordinates
+
+    def sigma_function(self, sigma, name: str = "sigma") -> dolfinx.fem.Function:
+        """A DOLFINx Function (DG0 or P1, as ``sigma_space``) holding ``sigma``, e.g. to write
+        XDMF/VTX files (``dolfinx.io.VTXWriter``) for ParaView."""
+        s = _check_sigma(sigma, self.n_sigma, self.sigma_space)
+        if self.sigma_space == "DG0":
+            f = dolfinx.fem.Function(self.Q, name=name)
+            f.x.array[self.Q.dofmap.list[:, 0]] = s  # cell c -> its DG0 dof
+        else:
+            f = dolfinx.fem.Function(self.V, name=name)
+            f.x.array[:] = s  # vertex_coordinates are the P1 dof coordinates
+        return f
+
+    def potential_function(self, u: np.ndarray, name: str = "u") -> dolfinx.fem.Function:
+        """A P1 DOLFINx Function with nodal values ``u (N,)`` (e.g. ``sol.u[:, p]``)."""
+        u = np.asarray(u, dtype=np.float64)
+        if u.shape != (self.fe.n_vertices,):
+            raise ValueError(f"nodal values must have shape ({self.fe.n_vertices},), got {u.shape}")
+        f = dolfinx.fem.Function(self.V, name=name)
+        f.x.array[:] = u
+        return f
 
     def cell_sigma(self, sigma) -> np.ndarray:
         s = _check_sigma(sigma, self.n_sigma, self.sigma_space)

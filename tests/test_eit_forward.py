@@ -105,11 +105,7 @@ def test_stiffness_matches_dolfinx_assembly(disk_coarse, space):
     model = CEM(disk_coarse, adjacent(L), z=1.0, sigma_space=space)
     fe = model.fe
     s = random_sigma(model.n_sigma)
-    f = dolfinx.fem.Function(fe.Q if space == "DG0" else fe.V)
-    if space == "DG0":
-        f.x.array[fe.Q.dofmap.list[:, 0]] = s
-    else:
-        f.x.array[:] = s
+    f = model.sigma_function(s)
     u, v = ufl.TrialFunction(fe.V), ufl.TestFunction(fe.V)
     K = dolfinx.fem.assemble_matrix(
         dolfinx.fem.form(f * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)).to_scipy()
@@ -166,6 +162,20 @@ def test_reciprocity(disk_coarse):
     model = CEM(disk_coarse, I, patterns=I, z=0.05)
     R = model.forward(random_sigma(model.n_sigma)).reshape(L, L)  # R[p, m]
     np.testing.assert_allclose(R, R.T, atol=1e-10 * np.abs(R).max())
+
+
+def test_vtx_output_of_fields(disk_coarse, tmp_path):
+    from dolfinx.io import VTXWriter
+
+    model = CEM(disk_coarse, adjacent(L, 2), z=0.1)
+    s = random_sigma(model.n_sigma)
+    sol = model.solve(s)
+    f = model.sigma_function(s)
+    assert np.allclose(np.sort(f.x.array), np.sort(s))
+    u = model.potential_function(sol.u[:, 0])
+    with VTXWriter(disk_coarse.comm, tmp_path / "u.bp", [u], engine="BP4") as w:
+        w.write(0.0)
+    assert (tmp_path / "u.bp").exists()
 
 
 def test_ground_reference_electrode(disk_coarse):
