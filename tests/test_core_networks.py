@@ -148,3 +148,15 @@ def test_conv_generator_deterministic_and_validates():
 def test_hourglass_rejects_too_small_input():
     with pytest.raises(ValueError, match="too small"):
         skip_light()(torch.rand(1, 32, 32, 32))
+
+
+def test_deep_decoder_init_deterministic_and_pooling_downsampling():
+    z = get_noise_input(16, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(5)
+    a = DeepDecoder(16, 3)(z)
+    torch.manual_seed(5)
+    b = DeepDecoder(16, 3)(z)
+    assert torch.equal(a, b)
+    for mode in ("avg", "max"):
+        net = Hourglass(2, 1, (4, 4), (4, 4), (2, 2), downsample=mode)
+        assert net(torch.rand(1, 2, 16, 16)).shape == (1, 1, 16, 16)
