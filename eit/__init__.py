@@ -1,0 +1,1 @@
+"""Electrical impedance tomography: meshes, forward models, neural conductivities."""
