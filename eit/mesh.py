@@ -134,10 +134,14 @@ def _check_arcs(starts: np.ndarray, ends: np.ndarray) -> None:
 
 
 def _gmsh_session():
+    """A fresh gmsh session: gmsh keeps state between models in one session (its random
+    perturbation of points), which made a second identical mesh differ by 1e-5 m; a fresh
+    session makes every call reproducible."""
     import gmsh
 
-    if not gmsh.isInitialized():
-        gmsh.initialize(interruptible=False)
+    if gmsh.isInitialized():
+        gmsh.finalize()
+    gmsh.initialize(interruptible=False)
     gmsh.option.setNumber("General.Terminal", 0)
     gmsh.option.setNumber("General.Verbosity", 0)
     return gmsh
@@ -185,7 +189,7 @@ def _to_dolfinx(comm, build, *args):
         data = dfx_gmsh.model_to_mesh(gmsh.model if comm.rank == 0 else None, comm, 0, gdim=2)
     finally:
         if comm.rank == 0:
-            gmsh.model.remove()
+            gmsh.finalize()
     return data
 
 
