@@ -125,7 +125,9 @@ def run_reconstruct(args) -> int:
     recs = run_methods(problem, args.method, args.prior, args.iterations, args.tv, args.seed, not args.quiet)
     metrics = {"problem": problem.name, "level": problem.level, "sigma_bg": problem.sigma_bg,
                "n_cells": problem.n_cells, "n_measurements": int(problem.mask.sum()), "setup_s": setup_s,
-               "methods": {}}
+               "data": problem.info.get("data"), "methods": {}}
+    if "fine_cells" in problem.info:
+        metrics["simulation_cells"] = problem.info["fine_cells"]
     for rec in recs:
         save_conductivity_png(problem, rec.sigma, out / f"sigma_{rec.method}.png", title=rec.method)
         save_xdmf(problem, rec.sigma, out / f"sigma_{rec.method}.xdmf")
