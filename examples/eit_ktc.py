@@ -5,7 +5,7 @@ electrodes 1-12 removed), reconstructed by the three methods on one ~1.5k-vertex
 the tank and segmented by three-class Otsu thresholds; the KTC score of each against the
 organisers' truth.  Needs the data folder ``../shared/data/eit/ktc2023``.
 
-    python examples/eit_ktc.py [--out out/eit_ktc] [--hard 7]
+    python examples/eit_ktc.py [--out out/eit_ktc] [--hard 7] [--targets 1 2 3 4]
 
 Writes ``ktc_comparison.png`` (rows: level/target; columns: methods, truth) and
 ``metrics.json``.
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 
-def main(out_dir: str | Path = "out/eit_ktc", hard: int = 7) -> dict:
+def main(out_dir: str | Path = "out/eit_ktc", hard: int = 7, targets=(1, 2, 3, 4)) -> dict:
     from shared.paths import require_data
 
     from eit.evaluate import comparison_figure, evaluate_ktc, summarise
@@ -26,7 +26,7 @@ def main(out_dir: str | Path = "out/eit_ktc", hard: int = 7) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     folder = require_data("eit", "ktc2023", "training")
-    records = evaluate_ktc(folder, (1, 2, 3, 4), (1, hard), keep=True, progress=False)
+    records = evaluate_ktc(folder, targets, (1, hard), keep=True, progress=False)
     comparison_figure(records, out / "ktc_comparison.png")
     summary = summarise(records)
     summary["records"] = [{k: v for k, v in r.items() if k not in ("reconstruction", "truth")} for r in records]
@@ -42,5 +42,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="out/eit_ktc")
     ap.add_argument("--hard", type=int, default=7)
+    ap.add_argument("--targets", type=int, nargs="+", default=[1, 2, 3, 4])
     a = ap.parse_args()
-    main(a.out, a.hard)
+    main(a.out, a.hard, tuple(a.targets))
