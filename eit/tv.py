@@ -1,4 +1,4 @@
-"""Total variation of cell-wise (DG0) fields on a triangle mesh and of pixel images.
+"""Total variation of cell-wise (DG0) fields on a triangle mesh.
 
 On a mesh, the total variation of a piecewise-constant field ``s`` is the jump across each
 interior edge times the edge's length::
@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-__all__ = ["cell_adjacency", "difference_matrix", "MeshTV", "grid_tv"]
+__all__ = ["cell_adjacency", "difference_matrix", "MeshTV"]
 
 
 def cell_adjacency(points: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,10 +70,3 @@ class MeshTV:
         d = s[..., self.i] - s[..., self.j]
         w = self.w.to(device=s.device, dtype=s.dtype)
         return (w * torch.sqrt(d * d + self.eps**2)).sum(-1).sum()
-
-
-def grid_tv(image: Tensor, eps: float = 1e-3) -> Tensor:
-    """Smoothed isotropic TV of images ``(..., H, W)``, mean over pixels."""
-    dx = image[..., :, 1:] - image[..., :, :-1]
-    dy = image[..., 1:, :] - image[..., :-1, :]
-    return torch.sqrt(dx[..., :-1, :] ** 2 + dy[..., :, :-1] ** 2 + eps**2).mean()

@@ -118,3 +118,23 @@ def test_score_real_truths(shared_data):
             assert 0.49 < water < 0.52
         else:
             assert water < 0.1
+
+
+def test_mesh_tv_adjacency():
+    import torch
+
+    from eit.tv import MeshTV, cell_adjacency, difference_matrix
+
+    pts, cells = _disk_mesh()
+    pairs, lengths = cell_adjacency(pts, cells)
+    # Every interior edge once: 3C = 2 E_interior + E_boundary, boundary = 6*12 segments here.
+    assert 3 * len(cells) == 2 * len(pairs) + 72
+    # Each pair really shares two vertices.
+    shared = [len(set(cells[i]) & set(cells[j])) for i, j in pairs]
+    assert set(shared) == {2}
+    # TV of a half-disk indicator: the length of the cut (>= the diameter; a staircase of edges).
+    s = (pts[cells].mean(axis=1)[:, 0] > 0).astype(float)
+    tv = float(MeshTV(pairs, lengths, eps=1e-9, normalise=False)(torch.as_tensor(s)))
+    assert 0.23 <= tv < 0.23 * 1.6
+    D = difference_matrix(pairs, len(cells))
+    np.testing.assert_allclose(np.sum(lengths * np.abs(D @ s)), tv, rtol=1e-6)
