@@ -1,0 +1,88 @@
+"""EIT benchmark: KTC 2023 training targets 1-4 at levels 1, 4, 7 -- neural vs the baselines.
+
+For each target and level: the neural reconstruction (Fourier-feature MLP + TV through the
+complete electrode model, :data:`eit.reconstruct.NEURAL_DEFAULTS`), the organisers'
+one-step linearised difference reconstruction and Gauss-Newton with smoothed TV, all on
+the same ~1.5k-vertex mesh; KTC score (three-class Otsu segmentation vs the organisers'
+truth) and wall time.  Forward + adjoint gradient time for all 76 injections on the 1.5k and
+10k meshes comes from ``benchmarks/eit_forward.py``'s ``fwd_grad_seconds``.
+
+Writes ``benchmarks/results/eit.json`` (keys ``neural_mean_score``, ``onestep_mean_score``,
+``gn_mean_score``, each with ``*_per_level``, ``neural_time_s_max``, ``fwd_grad_s_1500``,
+``fwd_grad_s_10000``, the records) and ``benchmarks/results/eit_ktc.png``.
+
+    python benchmarks/eit.py [--levels 1 4 7] [--targets 1 2 3 4]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _fwd_grad(size: str) -> float:
+    spec = importlib.util.spec_from_file_location("eit_forward_bench", ROOT / "benchmarks" / "eit_forward.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return float(mod.fwd_grad_seconds(size, repeats=5))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 7])
+    ap.add_argument("--targets", type=int, nargs="+", default=[1, 2, 3, 4])
+    ap.add_argument("--methods", nargs="+", default=["neural", "onestep", "gn"])
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eit.json")
+    args = ap.parse_args(argv)
+
+    from shared.paths import require_data
+
+    from eit.evaluate import comparison_figure, evaluate_ktc, summarise
+    from eit.reconstruct import NEURAL_DEFAULTS
+
+    folder = require_data("eit", "ktc2023", "training")
+    t0 = time.perf_counter()
+    records = evaluate_ktc(folder, args.targets, args.levels, args.methods, progress=False, keep=True)
+    total = time.perf_counter() - t0
+    summary = summarise(records)
+    fwd = {"fwd_grad_s_1500": _fwd_grad("1500"), "fwd_grad_s_10000": _fwd_grad("10000")}
+    result = {
+        **{k: summary[k] for k in summary if k.endswith("mean_score")},
+        **{k: summary[k] for k in summary if k.endswith("per_level")},
+        "neural_time_s_max": summary.get("neural_time_s_max"),
+        **fwd,
+        "targets": {"neural_time_s_max": 60.0, "fwd_grad_s_1500": 0.2,
+                    "neural_mean_score": "above onestep and gn at every level"},
+        "times": {k: summary[k] for k in summary if "time" in k},
+        "neural_settings": NEURAL_DEFAULTS,
+        "records": [{k: v for k, v in r.items() if k not in ("reconstruction", "truth")} for r in records],
+        "total_s": total,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "load_avg_1min": os.getloadavg()[0],
+                    "note": "2-core machine shared with other jobs; wall times are inflated by the load"},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    comparison_figure(records, args.out.with_name("eit_ktc.png"), args.methods)
+
+    levels = sorted({r["level"] for r in records})
+    print(f"{'method':10s} " + " ".join(f"L{lv:<6d}" for lv in levels) + "  mean    max time (s)")
+    for m in args.methods:
+        per = summary[f"{m}_mean_score_per_level"]
+        print(f"{m:10s} " + " ".join(f"{per[str(lv)]:.3f}  " for lv in levels)
+              + f"{summary[f'{m}_mean_score']:.3f}  {summary[f'{m}_time_s_max']:.1f}")
+    print(f"fwd+grad 76 injections: {fwd['fwd_grad_s_1500']:.3f} s (1.5k), {fwd['fwd_grad_s_10000']:.3f} s (10k)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Neural conductivities: untrained networks whose output is a positive conductivity per cell.
+
+Both priors output ``sigma (C,)`` (S/m, float64) at the ``C`` cell centroids of the
+inversion mesh, positive by construction around the background::
+
+    sigma = sigma_bg * exp( clamp(s_theta(x), -s_max, s_max) )
+
+so ``s = log(sigma / sigma_bg)`` is the log-contrast the network produces and ``s = 0``
+(water) is its value at initialisation (the last layer starts at zero).
+
+* :class:`MLPConductivity`: a coordinate MLP on random Fourier features,
+  ``s(x) = MLP([cos 2 pi B x/R, sin 2 pi B x/R])`` (:class:`shared.networks.FourierFeatures`,
+  :class:`shared.networks.MLP`); input: the centroids ``x (C, 2)`` (the ``z`` of
+  :func:`shared.fit.fit`).
+* :class:`GridConductivity`: a convolutional generator on a pixel grid covering the tank
+  (the deep decoder of :mod:`shared.networks.deep_decoder`, fixed random input), sampled at
+  the cell centroids by bilinear interpolation (``grid_sample``); the grid's row 0 is the
+  top (largest ``y``), as on the KTC pixel grid.  Its input is the fixed noise tensor.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shared.networks import MLP, DeepDecoder, FourierFeatures
+
+__all__ = ["MLPConductivity", "GridConductivity", "make_prior"]
+
+
+class _Positive(nn.Module):
+    def __init__(self, sigma_bg: float, s_max: float) -> None:
+        super().__init__()
+        if not sigma_bg > 0:
+            raise ValueError(f"background conductivity must be positive, got {sigma_bg}")
+        self.sigma_bg = float(sigma_bg)
+        self.s_max = float(s_max)
+
+    def to_sigma(self, s: Tensor) -> Tensor:
+        # A smooth clamp (tanh) keeps gradients alive near the bound.
+        s = self.s_max * torch.tanh(s / self.s_max)
+        return self.sigma_bg * torch.exp(s.to(torch.float64))
+
+
+class MLPConductivity(_Positive):
+    """Coordinate MLP with Fourier features (module docstring).
+
+    Parameters
+    ----------
+    sigma_bg: background conductivity (S/m).
+    radius: the domain's radius (m); coordinates are divided by it.
+    n_features, scale: Fourier features (``scale`` in cycles per radius).
+    hidden, act: the MLP.
+    s_max: bound of the log-contrast (``sigma`` within ``sigma_bg e^{+-s_max}``).
+    """
+
+    def __init__(self, sigma_bg: float, radius: float, n_features: int = 64, scale: float = 1.5,
+                 hidden=(128, 128, 128), act: str = "relu", s_max: float = 4.0, seed: int = 0) -> None:
+        super().__init__(sigma_bg, s_max)
+        g = torch.Generator().manual_seed(seed)
+        self.radius = float(radius)
+        self.features = FourierFeatures(2, n_features, scale, generator=g)
+        self.mlp = MLP(self.features.out_dim, 1, hidden, act)
+        last = self.mlp.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def log_contrast(self, x: Tensor) -> Tensor:
+        return self.mlp(self.features(x / self.radius)).squeeze(-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.to_sigma(self.log_contrast(x))
+
+
+class GridConductivity(_Positive):
+    """Deep-decoder image on a ``size x size`` grid over ``[-R, R]^2`` sampled at the cells.
+
+    Parameters
+    ----------
+    sigma_bg, radius, s_max: as :class:`MLPConductivity`.
+    centroids: ``(C, 2)`` cell centroids (m) where the image is sampled.
+    size: grid side (a multiple of ``2^(layers-1)``).
+    k, layers: channels and layers of the deep decoder.
+    """
+
+    def __init__(self, sigma_bg: float, radius: float, centroids: np.ndarray, size: int = 64, k: int = 32,
+                 layers: int = 4, s_max: float = 4.0, seed: int = 0) -> None:
+        super().__init__(sigma_bg, s_max)
+        torch.manual_seed(seed)
+        self.decoder = DeepDecoder(k=k, layers=layers, out_ch=1, sigmoid=False)
+        last = self.decoder.net[-1]
+        nn.init.zeros_(last.weight)
+        c = torch.as_tensor(np.asarray(centroids)[:, :2], dtype=torch.float32) / float(radius)
+        # grid_sample: x -> width (left = -1), y -> height with -1 the top row; our row 0 is +y.
+        self.register_buffer("where", torch.stack([c[:, 0], -c[:, 1]], dim=-1).view(1, 1, -1, 2))
+        self.size = size
+        g = torch.Generator().manual_seed(seed)
+        self.input_shape = self.decoder.input_shape(size, size)
+        self.register_buffer("z0", torch.rand(self.input_shape, generator=g) * 0.1)
+
+    def image(self, z: Tensor | None = None) -> Tensor:
+        """The log-contrast image ``(size, size)`` (row 0 at the top)."""
+        return self.decoder(self.z0 if z is None else z)[0, 0]
+
+    def forward(self, z: Tensor | None = None) -> Tensor:
+        img = self.decoder(self.z0 if z is None else z)  # (1, 1, H, W)
+        s = F.grid_sample(img, self.where, mode="bilinear", padding_mode="border", align_corners=False)
+        return self.to_sigma(s.view(-1))
+
+
+def make_prior(kind: str, problem, seed: int = 0, **kwargs) -> tuple[nn.Module, Tensor | None]:
+    """The prior network and its fixed input for a problem: ``("mlp"|"conv", ...)``."""
+    if kind == "mlp":
+        net = MLPConductivity(problem.sigma_bg, problem.radius, seed=seed, **kwargs)
+        return net, torch.as_tensor(problem.centroids, dtype=torch.float32)
+    if kind == "conv":
+        net = GridConductivity(problem.sigma_bg, problem.radius, problem.centroids, seed=seed, **kwargs)
+        return net, net.z0
+    raise ValueError(f"unknown prior {kind!r}; choose 'mlp' or 'conv'")
