@@ -42,6 +42,7 @@ class Cover:
     origin, rotation, scale: ``(P, 3)``, ``(P, 3, 3)``, ``(P,)`` PCA frames (see module docstring).
     local: ``(P, K, 3)`` patch points in their frames (zeros in padding).
     uv: ``(P, K, 2)`` parameter samples in ``[0, 1]^2`` (the chart inputs; padding repeats a sample).
+    oriented: True when the frames' normals ``e3`` were oriented by given point normals.
     """
 
     centres: np.ndarray
@@ -53,6 +54,7 @@ class Cover:
     scale: np.ndarray
     local: np.ndarray
     uv: np.ndarray
+    oriented: bool = False
 
     @property
     def n_patches(self) -> int:
@@ -154,6 +156,7 @@ def build_cover(
     parameters: str = "grid",
     normal_angle: float = 60.0,
     min_points: int = 8,
+    max_points: int | None = None,
     seed: int = 0,
 ) -> Cover:
     """Cover ``points`` ``(N, 3)`` with overlapping patches (see the module docstring).
@@ -161,7 +164,9 @@ def build_cover(
     ``radius`` is the fraction of the bounding-box diagonal giving ``r``; ``overlap`` is
     ``c``; ``method`` is ``"poisson"`` or ``"fps"``.  Patches with fewer than
     ``min_points`` points are grown to their ``min_points`` nearest neighbours so that every
-    chart sees a 2-D neighbourhood.  The parameter samples are assigned to the points by an
+    chart sees a 2-D neighbourhood.  Patches with more than ``max_points`` points (dense
+    overlaps of several scans) keep a random subset that always includes the points the
+    patch owns, so coverage survives; this bounds the padding of the batch.  The parameter samples are assigned to the points by an
     exact 2-D assignment to the points' in-plane coordinates, so that the first matching
     of a chart is fold-free.
     """
@@ -192,6 +197,11 @@ def build_cover(
         idx = np.union1d(idx, np.flatnonzero(owner == i))
         if len(idx) < k_min:
             idx = np.union1d(idx, tree.query(c, k=k_min)[1])
+        if max_points is not None and len(idx) > max_points:
+            own = np.flatnonzero(owner == i)
+            rest = np.setdiff1d(idx, own)
+            extra = max(max_points - len(own), 0)
+            idx = np.union1d(own, rng.choice(rest, size=min(extra, len(rest)), replace=False))
         members.append(idx)
     P = len(members)
     K = max(len(m) for m in members)
@@ -223,4 +233,4 @@ def build_cover(
         uv[i, :n] = u[order]
         uv[i, n:] = u[order][0]
         origin[i], rotation[i], scale[i] = o, rot, s
-    return Cover(centres, r, index, mask, origin, rotation, scale, local, uv)
+    return Cover(centres, r, index, mask, origin, rotation, scale, local, uv, oriented=normals is not None)

@@ -24,13 +24,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from geoprior.charts import ChartPrior
-from geoprior.consistency import consensus_targets
+from geoprior.charts import ChartPrior, affine_init
+from geoprior.consistency import consensus_points, consensus_targets
 from geoprior.cover import Cover, build_cover
 from geoprior.emd import ExactEMDLoss, SinkhornEMDLoss
 from geoprior.io import validate_cloud
 from geoprior.mesh import estimate_normals, poisson_mesh
-from geoprior.sampling import sample_charts
+from geoprior.sampling import outward_sign, sample_charts
 from shared.fit import FitResult, fit
 from shared.stopping import make_rule
 
@@ -46,8 +46,10 @@ class ReconstructionConfig:
     centres: str = "poisson"        # "poisson" or "fps"
     parameters: str = "grid"        # parameter samples: "grid" (jittered) or "lloyd"
     max_fit_points: int = 60_000    # random subset used for fitting
-    patch_normals: bool = False     # estimate KNN normals to keep patches normal-consistent
+    max_patch_points: int | None = None  # cap on patch size (None: 1.25 x the median size)
+    patch_normals: bool = True      # estimate KNN-30 normals (tangent-plane oriented) for the patches
     hidden: tuple[int, ...] = (64, 64, 64)
+    plane_init: bool = True         # start every chart at its least-squares plane (affine part)
     iterations: int = 300
     lr: float = 2e-3
     loss: str = "exact"             # "exact" (linear_sum_assignment) or "sinkhorn" (geomloss)
@@ -61,6 +63,7 @@ class ReconstructionConfig:
     consistency_iterations: int = 100
     density: int = 4                # dense samples per parameter sample
     trim_overlaps: bool = True
+    outlier_factor: float = 3.0     # drop dense samples this many point spacings off the consensus (0: keep)
     depth: int = 8                  # Poisson octree depth
     trim_quantile: float = 0.01     # low-density trimming of the Poisson mesh
     mesh: bool = True
@@ -102,10 +105,11 @@ def fit_charts(cover: Cover, cfg: ReconstructionConfig, reference: np.ndarray | 
     metric of the chart outputs is tracked every ``metric_every`` steps (figures only).
     """
     torch.manual_seed(cfg.seed)
-    model = ChartPrior(cover.n_patches, cfg.hidden)
     uv = torch.as_tensor(cover.uv, dtype=torch.float32)
     target = torch.as_tensor(cover.local, dtype=torch.float32)
     mask = torch.as_tensor(cover.mask)
+    affine = affine_init(uv, target, mask) if cfg.plane_init else None
+    model = ChartPrior(cover.n_patches, cfg.hidden, affine=affine)
     loss = make_loss(cfg.loss, target, mask, cfg)
     rule = None
     if cfg.stopping not in (None, "none"):
@@ -144,14 +148,21 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
     pts, nrm = cloud.points, cloud.normals
+    if nrm is None and cfg.patch_normals:
+        # Point normals keep patches on one side of thin sheets (ears) and orient the
+        # patch frames consistently; a patch only uses their mean, so noise hardly matters.
+        # They are estimated on the whole cloud (KNN-30, consistent tangent plane), where
+        # the neighbourhoods are small enough not to straddle thin parts.
+        nrm = estimate_normals(pts, k=30)
+        nrm = nrm * outward_sign(pts, nrm)
+        timings["normals_s"] = time.perf_counter() - t0
     if len(pts) > cfg.max_fit_points:
         pick = rng.choice(len(pts), cfg.max_fit_points, replace=False)
         pts = pts[pick]
         nrm = None if nrm is None else nrm[pick]
-    if nrm is None and cfg.patch_normals:
-        nrm = estimate_normals(pts, k=30)
     cover = build_cover(pts, nrm, radius=cfg.radius, overlap=cfg.overlap, method=cfg.centres,
-                        parameters=cfg.parameters, seed=cfg.seed)
+                        parameters=cfg.parameters, max_points=cfg.max_patch_points or _median_patch_cap(pts, cfg),
+                        seed=cfg.seed)
     timings["cover_s"] = time.perf_counter() - t0
 
     from geoprior.metrics import point_metrics
@@ -179,7 +190,16 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
         timings["consistency_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    dense, dense_n, _ = sample_charts(model, cover, density=cfg.density, seed=cfg.seed, trim=cfg.trim_overlaps)
+    anchors = None
+    if cfg.outlier_factor > 0:
+        # The charts' consensus positions of the fit points: a denoised copy of the input.
+        with torch.no_grad():
+            pred = model(torch.as_tensor(cover.uv, dtype=torch.float32, device=cfg.device)).cpu().double().numpy()
+        perm = loss.perm.cpu().numpy() if isinstance(loss, ExactEMDLoss) else _nearest_perm(pred, cover)
+        anchors, counts = consensus_points(cover, pred, perm, len(pts))
+        anchors = anchors[counts > 0]
+    dense, dense_n, _ = sample_charts(model, cover, density=cfg.density, seed=cfg.seed, trim=cfg.trim_overlaps,
+                                      anchors=anchors, outlier_factor=cfg.outlier_factor)
     timings["sampling_s"] = time.perf_counter() - t0
     verts = faces = None
     if cfg.mesh:
@@ -196,6 +216,17 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
         info["matchings"] = loss.matchings
         info["matching_time_s"] = loss.match_time_s
     return Reconstruction(dense, dense_n, verts, faces, cover, result, consistency, timings, info)
+
+
+def _median_patch_cap(points: np.ndarray, cfg: ReconstructionConfig, n_probe: int = 200) -> int:
+    """1.25 x the median number of points within ``c r`` of random probe points (bounds the padding)."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(cfg.seed + 1)
+    diag = float(np.linalg.norm(points.max(0) - points.min(0)))
+    probe = points[rng.choice(len(points), min(n_probe, len(points)), replace=False)]
+    counts = cKDTree(points).query_ball_point(probe, cfg.overlap * cfg.radius * diag, return_length=True)
+    return max(16, int(1.25 * np.median(counts)))
 
 
 def _nearest_perm(pred: np.ndarray, cover: Cover) -> np.ndarray:

@@ -6,8 +6,8 @@
   charts extrapolate badly beyond it.
 * **Normals** ``n = d phi/du x d phi/dv / |.|`` by autograd (three backward passes), rotated
   to world coordinates.
-* **Orientation.** Within a chart the Jacobian normal is continuous, so each chart is first
-  flipped to agree with its PCA normal ``e3_i``.  The ``e3_i`` are then made consistent
+* **Orientation.** A patch is small against the surface's curvature, so each sample's
+  normal is first flipped to agree with its patch's PCA normal ``e3_i``.  The ``e3_i`` are then made consistent
   over the surface by propagation along a minimum spanning tree of the patch graph
   (edges between overlapping patches, weight ``1 - |e3_i . e3_j|``; Hoppe et al. 1992 at
   patch level), and finally flipped together so that most normals point away from the
@@ -48,8 +48,8 @@ def orient_patches(cover: Cover) -> np.ndarray:
     e3 = cover.rotation[:, :, 2]
     P = len(e3)
     signs = np.ones(P)
-    if P == 1:
-        return signs
+    if P == 1 or cover.oriented:
+        return signs  # single patch, or frames already oriented by point normals
     tree = cKDTree(cover.centres)
     pairs = tree.query_pairs(2.0 * cover.radius * 1.5, output_type="ndarray")
     if len(pairs) == 0:
@@ -91,8 +91,14 @@ def orient_points_mst(points: np.ndarray, normals: np.ndarray, k: int = 10) -> n
 
 @torch.no_grad()
 def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: int = 0, trim: bool = True,
-                  chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dense oriented samples of all charts: world points ``(M, 3)``, unit normals ``(M, 3)``, patch ids ``(M,)``."""
+                  chunk: int = 256, anchors: np.ndarray | None = None, outlier_factor: float = 3.0,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense oriented samples of all charts: world points ``(M, 3)``, unit normals ``(M, 3)``, patch ids ``(M,)``.
+
+    With ``anchors`` (e.g. the charts' consensus positions of the input points), samples
+    farther than ``outlier_factor`` times the anchors' median nearest-neighbour spacing
+    from every anchor are removed as outliers (chart extrapolation off the data).
+    """
     rng = np.random.default_rng(seed)
     uv, mask = dense_samples(cover, density, rng)
     device = next(model.parameters()).device
@@ -103,10 +109,12 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
         nrm.append(n.cpu().numpy())
     local = np.concatenate(pts, 1).astype(np.float64)
     nloc = np.concatenate(nrm, 1).astype(np.float64)
-    # A chart's Jacobian normal is continuous: align each chart with its PCA normal first.
-    chart_sign = np.sign((nloc[..., 2] * mask).sum(1))
-    chart_sign[chart_sign == 0] = 1.0
-    signs = orient_patches(cover) * chart_sign
+    # Patches are small against the surface's curvature, so every sample's normal lies
+    # within 90 degrees of its patch normal e3: orient each sample by it (this also fixes
+    # the orientation inside a chart that folded over itself).
+    sample_sign = np.where(nloc[..., 2] < 0, -1.0, 1.0)
+    nloc = nloc * sample_sign[..., None]
+    signs = orient_patches(cover)
     world = cover.to_world(local)
     wnorm = cover.normals_to_world(nloc) * signs[:, None, None]
     pid = np.broadcast_to(np.arange(cover.n_patches)[:, None], mask.shape)
@@ -124,5 +132,10 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
         # Nearest centre whose patch faces the same way (thin sheets keep both sides).
         first = np.where(agree.any(1), near[np.arange(len(world)), agree.argmax(1)], near[:, 0])
         keep = first == pid
+        world, wnorm, pid = world[keep], wnorm[keep], pid[keep]
+    if anchors is not None and len(anchors) > 2 and outlier_factor > 0:
+        tree = cKDTree(anchors)
+        spacing = float(np.median(tree.query(anchors, k=2)[0][:, 1]))
+        keep = tree.query(world, k=1)[0] <= outlier_factor * spacing
         world, wnorm, pid = world[keep], wnorm[keep], pid[keep]
     return world, wnorm, pid
