@@ -85,8 +85,8 @@ def validate_cloud(points: np.ndarray, normals: np.ndarray | None = None, source
     return Cloud(np.ascontiguousarray(pts), None if nrm is None else np.ascontiguousarray(nrm), source)
 
 
-def _ply_header(path: Path) -> tuple[str, list[str]]:
-    """Format and vertex property names of a PLY header (a clear error when it is not one)."""
+def _ply_header(path: Path) -> tuple[str, list[str], int]:
+    """Format, vertex property names and vertex count of a PLY header (a clear error when it is not one)."""
     with open(path, "rb") as fh:
         head = fh.read(65536)
     if not head.startswith(b"ply"):
@@ -94,7 +94,7 @@ def _ply_header(path: Path) -> tuple[str, list[str]]:
     end = head.find(b"end_header")
     if end < 0:
         raise ValueError(f"{path}: malformed PLY header (no 'end_header' line)")
-    fmt, props, in_vertex = "", [], False
+    fmt, props, in_vertex, count = "", [], False, -1
     for line in head[:end].decode("latin-1").splitlines():
         words = line.split()
         if not words:
@@ -103,17 +103,22 @@ def _ply_header(path: Path) -> tuple[str, list[str]]:
             fmt = words[1]
         elif words[0] == "element":
             in_vertex = len(words) > 1 and words[1] == "vertex"
+            if in_vertex and len(words) > 2 and words[2].isdigit():
+                count = int(words[2])
         elif words[0] == "property" and in_vertex:
             props.append(words[-1])
     if not fmt:
         raise ValueError(f"{path}: malformed PLY header (no 'format' line)")
     if not {"x", "y", "z"} <= set(props):
         raise ValueError(f"{path}: PLY has no vertex element with x, y, z properties")
-    return fmt, props
+    return fmt, props, count
 
 
 def _load_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    _fmt, props = _ply_header(path)
+    _fmt, props, count = _ply_header(path)
+    fast = _load_ply_open3d(path, count, {"nx", "ny", "nz"} <= set(props))
+    if fast is not None:
+        return fast
     import trimesh
 
     try:
@@ -129,6 +134,41 @@ def _load_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         elif hasattr(geom, "faces") and "vertex_normals" in getattr(geom, "_cache", {}):
             normals = np.asarray(geom.vertex_normals, dtype=np.float64)
     return verts, normals
+
+
+def _load_ply_open3d(path: Path, count: int, has_normals: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """open3d's fast PLY reader; None (use trimesh) unless it read exactly the header's vertex count."""
+    if count <= 0:
+        return None
+    try:
+        import open3d as o3d
+
+        pcd = o3d.io.read_point_cloud(str(path), format="ply")
+    except Exception:
+        return None
+    if len(pcd.points) != count:
+        return None
+    if _fmt_of(path) == "ascii" and not _ascii_body_complete(path, count):
+        return None  # open3d is lenient with truncated text; trimesh gives the precise error
+    normals = np.asarray(pcd.normals, dtype=np.float64) if has_normals and pcd.has_normals() else None
+    return np.asarray(pcd.points, dtype=np.float64), normals
+
+
+def _fmt_of(path: Path) -> str:
+    return _ply_header(path)[0]
+
+
+def _ascii_body_complete(path: Path, count: int) -> bool:
+    """True if an ASCII PLY has ``count`` vertex lines of at least 3 numbers after its header."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    body = data[data.find(b"end_header") + len(b"end_header"):].split(b"\n")[1:count + 1]
+    if len(body) < count:
+        return False
+    try:
+        return all(len(line.split()) >= 3 and [float(w) for w in line.split()[:3]] for line in body)
+    except ValueError:
+        return False
 
 
 def _load_text(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -263,7 +303,7 @@ def load_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such mesh file")
     if path.suffix.lower() == ".ply":
-        _ply_header(path)
+        _ply_header(path)  # a clear error for what is not a PLY
     try:
         mesh = trimesh.load(path, process=False, force="mesh")
     except Exception as exc:
