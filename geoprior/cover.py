@@ -1,0 +1,236 @@
+"""Patch cover of a point cloud (Williams et al. 2019, section 4).
+
+Centres ``c_i`` are chosen so that every point lies within ``r`` of a centre (Poisson-disk
+sampling: centres are at least ``r`` apart; or farthest-point sampling until the covering
+radius drops below ``r``), with ``r = radius * diag`` a fraction of the bounding-box
+diagonal.  Patch ``i`` holds the points within ``c r`` of ``c_i`` (``c = overlap > 1`` makes
+neighbouring patches overlap); where normals exist, points whose normal disagrees with the
+centre's by more than ``normal_angle`` are left out (thin sheets stay apart).  Each point
+keeps at least its owner, the centre within ``r``, so the cover is complete.
+
+Every patch is expressed in its PCA frame::
+
+    q = (p - o_i) R_i / s_i,      p = o_i + s_i q R_i^T
+
+with ``o_i`` the patch mean, ``R_i`` the principal axes (columns, the third is the patch
+normal, ``det R_i = +1``) and ``s_i`` the largest in-plane distance from ``o_i``, so that
+patch coordinates lie in the unit ball.  Patch ``i`` of ``n_i`` points gets ``n_i``
+parameter samples ``u in [0, 1]^2`` (jittered grid or Lloyd-relaxed), padded to ``K =
+max n_i`` with a mask, so that all patches batch into ``(P, K, .)`` tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
+
+__all__ = ["Cover", "build_cover", "poisson_disk_centres", "farthest_point_centres", "parameter_samples"]
+
+
+@dataclass
+class Cover:
+    """A batched patch cover.
+
+    Attributes (``P`` patches, at most ``K`` points each)
+    ----------------------------------------------------
+    centres: ``(P, 3)`` centre positions (world).
+    radius: covering radius ``r`` (world units).
+    index: ``(P, K)`` int64 indices into the cloud (``-1`` in padding).
+    mask: ``(P, K)`` bool, True for real points.
+    origin, rotation, scale: ``(P, 3)``, ``(P, 3, 3)``, ``(P,)`` PCA frames (see module docstring).
+    local: ``(P, K, 3)`` patch points in their frames (zeros in padding).
+    uv: ``(P, K, 2)`` parameter samples in ``[0, 1]^2`` (the chart inputs; padding repeats a sample).
+    oriented: True when the frames' normals ``e3`` were oriented by given point normals.
+    """
+
+    centres: np.ndarray
+    radius: float
+    index: np.ndarray
+    mask: np.ndarray
+    origin: np.ndarray
+    rotation: np.ndarray
+    scale: np.ndarray
+    local: np.ndarray
+    uv: np.ndarray
+    oriented: bool = False
+
+    @property
+    def n_patches(self) -> int:
+        return len(self.centres)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self.mask.sum(1)
+
+    def to_world(self, local: np.ndarray) -> np.ndarray:
+        """Map ``(P, M, 3)`` patch coordinates to world coordinates."""
+        return self.origin[:, None, :] + self.scale[:, None, None] * np.einsum("pmj,pij->pmi", local, self.rotation)
+
+    def to_local(self, world: np.ndarray) -> np.ndarray:
+        """Map ``(P, M, 3)`` world coordinates to patch coordinates."""
+        return np.einsum("pmi,pij->pmj", world - self.origin[:, None, :], self.rotation) / self.scale[:, None, None]
+
+    def normals_to_world(self, local_normals: np.ndarray) -> np.ndarray:
+        """Rotate ``(P, M, 3)`` patch-frame normals to the world frame (scaling does not change directions)."""
+        return np.einsum("pmj,pij->pmi", local_normals, self.rotation)
+
+
+def poisson_disk_centres(points: np.ndarray, r: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy Poisson-disk sampling: visit points in random order, make an uncovered one a centre.
+
+    Returns centre indices and, per point, the index (into the centres) of the centre that
+    first covered it (its owner, within ``r``).
+    """
+    tree = cKDTree(points)
+    owner = np.full(len(points), -1, dtype=np.int64)
+    centres: list[int] = []
+    for i in rng.permutation(len(points)):
+        if owner[i] >= 0:
+            continue
+        near = np.asarray(tree.query_ball_point(points[i], r), dtype=np.int64)
+        near = near[owner[near] < 0]
+        owner[near] = len(centres)
+        owner[i] = len(centres)
+        centres.append(int(i))
+    return np.asarray(centres, dtype=np.int64), owner
+
+
+def farthest_point_centres(points: np.ndarray, r: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Farthest-point sampling until every point is within ``r`` of a centre; owner = nearest centre."""
+    first = int(rng.integers(len(points)))
+    centres = [first]
+    dist = np.linalg.norm(points - points[first], axis=1)
+    owner = np.zeros(len(points), dtype=np.int64)
+    while dist.max() > r:
+        nxt = int(dist.argmax())
+        d = np.linalg.norm(points - points[nxt], axis=1)
+        closer = d < dist
+        owner[closer] = len(centres)
+        dist = np.minimum(dist, d)
+        centres.append(nxt)
+    return np.asarray(centres, dtype=np.int64), owner
+
+
+def parameter_samples(n: int, rng: np.random.Generator, method: str = "grid", lloyd_iterations: int = 10) -> np.ndarray:
+    """``n`` well-spread samples in ``[0, 1]^2``: a jittered grid or Lloyd-relaxed random points."""
+    if method == "grid":
+        m = int(np.ceil(np.sqrt(n)))
+        cells = rng.choice(m * m, size=n, replace=False)
+        ij = np.stack([cells // m, cells % m], axis=1).astype(np.float64)
+        return (ij + rng.uniform(0.2, 0.8, size=(n, 2))) / m
+    if method == "lloyd":
+        u = rng.uniform(size=(n, 2))
+        dense = rng.uniform(size=(max(40 * n, 2000), 2))
+        for _ in range(lloyd_iterations):
+            lab = cKDTree(u).query(dense)[1]
+            counts = np.bincount(lab, minlength=n)
+            sums = np.stack([np.bincount(lab, dense[:, k], minlength=n) for k in range(2)], axis=1)
+            filled = counts > 0
+            u[filled] = sums[filled] / counts[filled, None]
+        return u
+    raise ValueError(f"unknown parameter sampling {method!r}; choose 'grid' or 'lloyd'")
+
+
+def _pca_frame(p: np.ndarray, normal_hint: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
+    o = p.mean(0)
+    q = p - o
+    evals, evecs = np.linalg.eigh(q.T @ q)
+    rot = evecs[:, ::-1].copy()  # columns: largest, middle, smallest variance (normal)
+    if normal_hint is not None and rot[:, 2] @ normal_hint < 0:
+        rot[:, 2] *= -1
+    if np.linalg.det(rot) < 0:
+        rot[:, 1] *= -1
+    planar = q @ rot[:, :2]
+    s = float(np.sqrt((planar ** 2).sum(1).max())) if len(p) > 1 else 1.0
+    return o, rot, max(s, 1e-12)
+
+
+def build_cover(
+    points: np.ndarray,
+    normals: np.ndarray | None = None,
+    radius: float = 0.05,
+    overlap: float = 1.5,
+    method: str = "poisson",
+    parameters: str = "grid",
+    normal_angle: float = 60.0,
+    min_points: int = 8,
+    max_points: int | None = None,
+    seed: int = 0,
+) -> Cover:
+    """Cover ``points`` ``(N, 3)`` with overlapping patches (see the module docstring).
+
+    ``radius`` is the fraction of the bounding-box diagonal giving ``r``; ``overlap`` is
+    ``c``; ``method`` is ``"poisson"`` or ``"fps"``.  Patches with fewer than
+    ``min_points`` points are grown to their ``min_points`` nearest neighbours so that every
+    chart sees a 2-D neighbourhood.  Patches with more than ``max_points`` points (dense
+    overlaps of several scans) keep a random subset that always includes the points the
+    patch owns, so coverage survives; this bounds the padding of the batch.  The parameter samples are assigned to the points by an
+    exact 2-D assignment to the points' in-plane coordinates, so that the first matching
+    of a chart is fold-free.
+    """
+    if not 0 < radius < 1:
+        raise ValueError(f"radius must be a fraction of the bounding-box diagonal in (0, 1), got {radius}")
+    if overlap < 1:
+        raise ValueError(f"overlap c must be >= 1 (patches of radius c*r), got {overlap}")
+    if len(points) < 4:
+        raise ValueError(f"a cover needs at least 4 points, got {len(points)}")
+    rng = np.random.default_rng(seed)
+    diag = float(np.linalg.norm(points.max(0) - points.min(0)))
+    r = radius * diag
+    if method == "poisson":
+        centre_idx, owner = poisson_disk_centres(points, r, rng)
+    elif method == "fps":
+        centre_idx, owner = farthest_point_centres(points, r, rng)
+    else:
+        raise ValueError(f"unknown centre sampling {method!r}; choose 'poisson' or 'fps'")
+    centres = points[centre_idx]
+    tree = cKDTree(points)
+    cos_max = np.cos(np.deg2rad(normal_angle))
+    members: list[np.ndarray] = []
+    k_min = min(min_points, len(points))
+    for i, c in enumerate(centres):
+        idx = np.asarray(tree.query_ball_point(c, overlap * r), dtype=np.int64)
+        if normals is not None:
+            idx = idx[normals[idx] @ normals[centre_idx[i]] >= cos_max]
+        idx = np.union1d(idx, np.flatnonzero(owner == i))
+        if len(idx) < k_min:
+            idx = np.union1d(idx, tree.query(c, k=k_min)[1])
+        if max_points is not None and len(idx) > max_points:
+            own = np.flatnonzero(owner == i)
+            rest = np.setdiff1d(idx, own)
+            extra = max(max_points - len(own), 0)
+            idx = np.union1d(own, rng.choice(rest, size=min(extra, len(rest)), replace=False))
+        members.append(idx)
+    P = len(members)
+    K = max(len(m) for m in members)
+    index = np.full((P, K), -1, dtype=np.int64)
+    mask = np.zeros((P, K), dtype=bool)
+    origin = np.zeros((P, 3))
+    rotation = np.zeros((P, 3, 3))
+    scale = np.zeros(P)
+    local = np.zeros((P, K, 3))
+    uv = np.zeros((P, K, 2))
+    for i, idx in enumerate(members):
+        n = len(idx)
+        p = points[idx]
+        hint = normals[idx].mean(0) if normals is not None else None
+        o, rot, s = _pca_frame(p, hint)
+        q = (p - o) @ rot / s
+        u = parameter_samples(n, rng, parameters)
+        # Fold-free start: match samples to the in-plane coordinates mapped into [0, 1]^2.
+        planar = q[:, :2]
+        lo, hi = planar.min(0), planar.max(0)
+        planar01 = (planar - lo) / np.maximum(hi - lo, 1e-12)
+        cost = ((u[:, None, :] - planar01[None, :, :]) ** 2).sum(-1)
+        rows, cols = linear_sum_assignment(cost)
+        order = np.empty(n, dtype=np.int64)
+        order[cols] = rows  # point j gets sample order[j]
+        index[i, :n] = idx
+        mask[i, :n] = True
+        local[i, :n] = q
+        uv[i, :n] = u[order]
+        uv[i, n:] = u[order][0]
+        origin[i], rotation[i], scale[i] = o, rot, s
+    return Cover(centres, r, index, mask, origin, rotation, scale, local, uv, oriented=normals is not None)
