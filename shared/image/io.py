@@ -36,6 +36,7 @@ __all__ = [
     "fit_to_multiple",
     "to_grey",
     "resize",
+    "centre_crop",
 ]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy"}
@@ -332,3 +333,13 @@ def fit_to_multiple(x: Tensor, multiple: int, mode: str = "pad", name: str = "im
     if warn:
         warnings.warn(geo.message, UserWarning, stacklevel=2)
     return out, geo
+
+
+def centre_crop(x: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """The central ``size`` (``(H', W')`` or a side) window of a ``(..., H, W)`` tensor."""
+    hh, ww = (size, size) if isinstance(size, int) else size
+    h, w = x.shape[-2:]
+    if hh > h or ww > w:
+        raise ValueError(f"cannot crop {ww}x{hh} from an image of {w}x{h}")
+    t, l = (h - hh) // 2, (w - ww) // 2
+    return x[..., t : t + hh, l : l + ww].contiguous()

@@ -75,6 +75,8 @@ class NetSpec:
     average: float | None
 
 
+LIGHT_CHANNELS = (16, 32, 64, 64)
+
 NETS: dict[str, NetSpec] = {
     # The light default: few channels, 4 scales -- a few minutes at 256x256 on 2 cores.
     "skip": NetSpec("skip", "light skip U-Net (default)", 16, 0.01, 1 / 30, 0.99),
@@ -99,18 +101,20 @@ def make_network(name: str, out_channels: int, size: tuple[int, int], seed: int 
         raise ValueError(f"{name} needs H, W multiples of {spec.multiple}, got {H}x{W}")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # parameter initialisation
-    if name == "skip":
-        net = N.skip_light(in_ch=32, out_ch=out_channels)
-    elif name == "hourglass":
-        net = N.skip_light(in_ch=32, out_ch=out_channels, channels_skip=(0,) * 4)
+    if name in ("skip", "hourglass"):
+        # The official layout (stride-2 down, bilinear up, reflection padding, BN, LeakyReLU,
+        # sigmoid) with 4 scales and few channels: most of the cost is at full resolution.
+        net = N.Hourglass(32, out_channels, channels_down=LIGHT_CHANNELS, channels_up=LIGHT_CHANNELS,
+                          channels_skip=(4 if name == "skip" else 0,) * len(LIGHT_CHANNELS))
     elif name == "official":
         net = N.skip_official(in_ch=32, out_ch=out_channels)
     if name != "decoder":
         # The official DIP input: 32 channels of U(0, 1/10) noise.
         z = N.get_noise_input(32, H, W, kind="uniform", scale=0.1, generator=gen)
     else:
-        net = N.DeepDecoder(out_ch=out_channels, channels=64, num_layers=6)
-        z = net.input_for(H, W, generator=gen)
+        net = N.DeepDecoder(k=64, layers=6, out_ch=out_channels)
+        _, k, h, w = net.input_shape(H, W)
+        z = N.get_noise_input(k, h, w, kind="uniform", scale=0.1, generator=gen)
     return net, z
 
 
@@ -258,7 +262,7 @@ def superres_problem(image: Tensor, *, multiple: int, scale: int = 4, simulate: 
         # The HR image must be a multiple of both the network's multiple and the scale.
         m = math.lcm(multiple, scale)
         hr, geo = _adjust(image, m, size_mode, "input", messages)
-        op = Downsample(scale, channels=C)
+        op = Downsample(scale)
         y = op.A(hr)
         ref = hr
         messages.append(f"simulated measurement: down-sampled by {scale} to {y.shape[-1]}x{y.shape[-2]}")
@@ -269,7 +273,7 @@ def superres_problem(image: Tensor, *, multiple: int, scale: int = 4, simulate: 
     else:
         lr_multiple = max(1, multiple // math.gcd(multiple, scale))
         y, geo = _adjust(image, lr_multiple, size_mode, "input", messages)
-        op = Downsample(scale, channels=C)
+        op = Downsample(scale)
         ref = None
         if reference is not None:
             H, W = image.shape[-2] * scale, image.shape[-1] * scale
@@ -292,24 +296,11 @@ def superres_problem(image: Tensor, *, multiple: int, scale: int = 4, simulate: 
                    info={"scale": scale, "simulated": simulate}, baseline_name="bicubic")
 
 
-def gaussian_kernel(std: float, size: int | None = None) -> Tensor:
-    """Normalised 2-D Gaussian kernel of standard deviation ``std`` pixels (odd size, default ~6 std)."""
-    if std <= 0:
-        raise ValueError(f"blur standard deviation must be positive, got {std}")
-    size = size or (2 * math.ceil(3 * std) + 1)
-    if size % 2 == 0:
-        raise ValueError(f"blur kernel size must be odd, got {size}")
-    r = torch.arange(size, dtype=torch.float32) - size // 2
-    g = torch.exp(-(r**2) / (2 * std**2))
-    k = g[:, None] * g[None, :]
-    return k / k.sum()
-
-
 def deblur_problem(image: Tensor, *, multiple: int, blur_std: float = 2.0, sigma: float = 2 / 255,
                    simulate: bool = False, reference: Tensor | None = None, size_mode: str = "pad",
                    seed: int = 0) -> Problem:
     """Deblurring: ``A x = k * x`` with a Gaussian kernel ``k`` of std ``blur_std`` pixels."""
-    from shared.operators import Blur
+    from shared.operators import Blur, gaussian_kernel
 
     messages: list[str] = []
     if simulate:
@@ -317,7 +308,7 @@ def deblur_problem(image: Tensor, *, multiple: int, blur_std: float = 2.0, sigma
     _check_reference(reference, image)
     reference = _reference_channels(reference, image.shape[1])
     x, geo = _adjust(image, multiple, size_mode, "input", messages)
-    op = Blur(gaussian_kernel(blur_std))
+    op = Blur(gaussian_kernel(blur_std), padding="reflect")
     ref = geo.apply(reference) if reference is not None else None
     if simulate:
         y = op.A(x)
@@ -365,16 +356,15 @@ def cs_problem(image: Tensor, *, multiple: int, ratio: float = 0.25, size: int =
     x = _grey_square(image, size, messages, "compressed sensing")
     n = size * size
     m = max(1, round(ratio * n))
-    op = GaussianMatrix(m, (1, size, size), seed=seed)
+    op = GaussianMatrix(m, n, generator=_generator(seed), in_shape=(1, size, size))
     y = op.A(x)
     if noise > 0:
         y = y + _noise(y, noise * float(y.pow(2).mean().sqrt()), seed + 1)
-    observation = op.A_adjoint(y)
-    observation = (observation - observation.min()) / (observation.max() - observation.min() + 1e-12)
+    observation = op.A_dagger(y).clamp(0, 1)  # minimum-norm solution A^T (A A^T)^-1 y
     geo = Geometry((size, size), (size, size))
     messages.append(f"compressed sensing: m = {m} Gaussian measurements of n = {n} pixels (ratio {m / n:.3f})")
     return Problem("cs", op, y, (1, 1, size, size), observation, x, geo, messages=messages,
-                   info={"m": m, "n": n, "ratio": m / n, "noise_rel": noise}, baseline_name="A^T y (scaled)")
+                   info={"m": m, "n": n, "ratio": m / n, "noise_rel": noise}, baseline_name="min-norm A^+ y")
 
 
 def ct_problem(image: Tensor, *, multiple: int, angles: int = 30, size: int = 128, noise: float = 0.01,
@@ -391,8 +381,7 @@ def ct_problem(image: Tensor, *, multiple: int, angles: int = 30, size: int = 12
         raise ValueError(f"--size must be a multiple of {multiple} for this network, got {size}")
     messages: list[str] = []
     x = _grey_square(image, size, messages, "CT")
-    theta = torch.arange(angles, dtype=torch.float32) * (180.0 / angles)
-    op = Radon(size, theta)
+    op = Radon(angles, size)  # equispaced in [0, pi)
     y = op.A(x)
     if noise > 0:
         y = y + _noise(y, noise * float(y.pow(2).mean().sqrt()), seed + 1)
