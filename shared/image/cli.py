@@ -150,6 +150,14 @@ def build_problem(args: argparse.Namespace, multiple: int):
     raise ValueError(f"unknown image task {task!r}")
 
 
+def check_outputs_spare_inputs(out: Path, inputs: list[Path]) -> None:
+    """Refuse (before any work) an --out folder where an output would replace an input file."""
+    targets = {(out / name).resolve() for name in OUTPUT_FILES}
+    for i in inputs:
+        if Path(i).resolve() in targets:
+            raise ValueError(f"refusing to overwrite the input file {i}; choose another --out folder")
+
+
 def write_outputs(out: Path, rec, inputs: list[Path], extra: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write result.png, comparison.png, curves.png and metrics.json for a reconstruction."""
     from shared.image.figures import fit_curves, side_by_side
@@ -164,9 +172,7 @@ def write_outputs(out: Path, rec, inputs: list[Path], extra: dict[str, Any] | No
                (f"\n{m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}" if "psnr" in m else ""), rec.output)]
     if problem.reference is not None:
         panels.append(("reference", problem.reference))
-    for p in (paths["comparison.png"], paths["curves.png"], paths["metrics.json"]):
-        if any(Path(i).resolve() == p.resolve() for i in inputs):
-            raise ValueError(f"refusing to overwrite the input file {p}; choose another --out folder")
+    check_outputs_spare_inputs(out, inputs)
     side_by_side(paths["comparison.png"], panels)
     fit_curves(paths["curves.png"], rec.fit.history, selected_iteration=rec.fit.selected_iteration,
                baseline=m.get(base_key), title=f"{problem.task}: {rec.config['net']}, stop = {rec.config['stop']}")
@@ -203,12 +209,13 @@ def run(args: argparse.Namespace) -> int:
     _positive("lr", args.lr)
     _positive("patience", args.patience)
     spec = NETS[args.net]
+    inputs = [p for p in (args.input, getattr(args, "mask", None), getattr(args, "reference", None)) if p is not None]
+    check_outputs_spare_inputs(args.out, inputs)
     problem = build_problem(args, spec.multiple)
     out = prepare_out_dir(args.out)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     for msg in problem.messages:
         say(f"note: {msg}")
-    inputs = [p for p in (args.input, getattr(args, "mask", None), getattr(args, "reference", None)) if p is not None]
     rec = reconstruct(problem, net=args.net, iterations=args.iterations, lr=args.lr, stop=args.stop,
                       patience=args.patience, seed=args.seed, device=args.device,
                       progress=False if args.quiet else f"{args.task} ({args.net})")

@@ -49,7 +49,7 @@ def grid(path: str | Path, rows: Sequence[Sequence[tuple[str, Tensor | np.ndarra
     """Write a grid of titled images (one list of ``(title, image)`` per row)."""
     n_rows = len(rows)
     n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_inches * n_cols, panel_inches * n_rows + 0.3), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_inches * n_cols, (panel_inches + 0.45) * n_rows + (0.3 if suptitle else 0)), squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
             if j < len(row):

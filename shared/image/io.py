@@ -293,25 +293,33 @@ def _pad(x: Tensor, pad: tuple[int, int, int, int]) -> Tensor:
     return F.pad(x, pad, mode=mode)
 
 
-def fit_to_multiple(x: Tensor, multiple: int, mode: str = "pad", name: str = "image", warn: bool = True) -> tuple[Tensor, Geometry]:
+def fit_to_multiple(x: Tensor, multiple: int, mode: str = "pad", name: str = "image", warn: bool = True,
+                    min_size: int = 0) -> tuple[Tensor, Geometry]:
     """Pad (reflection) or crop ``x`` so that H and W are multiples of ``multiple``.
 
-    Padding is split evenly between the two sides; cropping keeps the centre.  When the
-    size changes, a message saying what was done is stored in ``Geometry.message`` and
-    issued as a ``UserWarning`` (unless ``warn=False``).
+    Padding is split evenly between the two sides; cropping keeps the centre.  Sides
+    shorter than ``min_size`` are padded up to it (rounded up to the multiple) in either
+    mode: a network with ``S`` scales needs more than one pixel at its coarsest scale.
+    When the size changes, a message saying what was done is stored in
+    ``Geometry.message`` and issued as a ``UserWarning`` (unless ``warn=False``).
     """
     if multiple < 1:
         raise ValueError(f"multiple must be >= 1, got {multiple}")
     h, w = x.shape[-2:]
-    if h % multiple == 0 and w % multiple == 0:
+    small = h < min_size or w < min_size
+    if h % multiple == 0 and w % multiple == 0 and not small:
         return x, Geometry((h, w), (h, w))
+    if small:
+        mode = "pad"
     if mode == "pad":
-        H, W = math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple
+        H, W = (max(math.ceil(s / multiple), math.ceil(min_size / multiple)) * multiple for s in (h, w))
+
         t, l = (H - h) // 2, (W - w) // 2
         pad = (l, W - w - l, t, H - h - t)
         geo = Geometry((h, w), (H, W), pad=pad, mode="pad")
+        need = f"multiples of {multiple}" + (f" and at least {min_size} pixels" if small else "")
         geo.message = (
-            f"{name} is {w}x{h} (width x height); the network needs multiples of {multiple}: "
+            f"{name} is {w}x{h} (width x height); the network needs {need}: "
             f"padded by reflection to {W}x{H}; the padding is removed from the result"
         )
         out = _pad(x, pad)

@@ -162,7 +162,8 @@ def _noise(like: Tensor, std: float, seed: int) -> Tensor:
 def _adjust(x: Tensor, multiple: int, mode: str, name: str, messages: list[str]) -> tuple[Tensor, Geometry]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        x2, geo = fit_to_multiple(x, multiple, mode=mode, name=name, warn=False)
+        # Twice the multiple: the coarsest scale must hold more than one pixel (batch norm).
+        x2, geo = fit_to_multiple(x, multiple, mode=mode, name=name, warn=False, min_size=2 * multiple)
     if geo.changed:
         messages.append(geo.message)
     return x2, geo
@@ -350,8 +351,8 @@ def cs_problem(image: Tensor, *, multiple: int, ratio: float = 0.25, size: int =
 
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"--ratio is m/n in (0, 1], got {ratio}")
-    if size % multiple:
-        raise ValueError(f"--size must be a multiple of {multiple} for this network, got {size}")
+    if size % multiple or size < 2 * multiple:
+        raise ValueError(f"--size must be a multiple of {multiple} and at least {2 * multiple} for this network, got {size}")
     messages: list[str] = []
     x = _grey_square(image, size, messages, "compressed sensing")
     n = size * size
@@ -377,8 +378,8 @@ def ct_problem(image: Tensor, *, multiple: int, angles: int = 30, size: int = 12
 
     if angles < 1:
         raise ValueError(f"--angles must be >= 1, got {angles}")
-    if size % multiple:
-        raise ValueError(f"--size must be a multiple of {multiple} for this network, got {size}")
+    if size % multiple or size < 2 * multiple:
+        raise ValueError(f"--size must be a multiple of {multiple} and at least {2 * multiple} for this network, got {size}")
     messages: list[str] = []
     x = _grey_square(image, size, messages, "CT")
     op = Radon(angles, size)  # equispaced in [0, pi)
