@@ -120,7 +120,7 @@ def run_config(name: str, clean: torch.Tensor, noisy: torch.Tensor, iterations: 
     model, z = make_network(net_name, clean.shape[1], tuple(clean.shape[-2:]), seed=seed)
     stamps: list[float] = []
     partial: list[dict] = []
-    rule = WithTimeLimit(ESWMV(window=100, patience=patience), time_limit)
+    rule = WithTimeLimit(ESWMV(window=100, patience=patience, source="raw"), time_limit)
     t0 = time.perf_counter()
 
     def stamp(rec) -> None:
@@ -150,7 +150,7 @@ def run_config(name: str, clean: torch.Tensor, noisy: torch.Tensor, iterations: 
         "lr": spec.lr,
         "input_noise": spec.input_noise,
         "average": spec.average,
-        "stopping": f"ES-WMV(window=100, patience={patience})",
+        "stopping": f"ES-WMV(window=100, patience={patience}) on the raw outputs",
         "max_iterations": iterations,
         "iterations_run": n,
         "stopped_by": "time limit" if rule.timed_out else res.stopped_by,

@@ -410,7 +410,9 @@ def make_stopping(name: str, *, window: int = 100, patience: int = 300) -> tuple
     if name in (None, "none"):
         return None, None
     if name == "eswmv":
-        return ESWMV(window=window, patience=patience), None
+        # Variance of the raw (un-averaged) outputs: the averaged output's variance keeps
+        # shrinking long after the raw outputs start fitting noise (see ESWMV's docstring).
+        return ESWMV(window=window, patience=patience, source="raw"), None
     if name == "heldout":
         return HeldOut(patience=patience), 0.1
     raise ValueError(f"unknown stopping rule {name!r}; choose from eswmv, heldout, none")
