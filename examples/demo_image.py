@@ -46,9 +46,11 @@ def main(out_dir: str | Path = "out/demo/image", iterations: int = 1500, quiet: 
                       progress=False if quiet else "demo: denoise")
     write_outputs(out, rec, inputs=[], extra={"image": f"skimage.data.astronaut() resized to {SIZE}x{SIZE}"})
     m = rec.metrics
+    how = (f"ES-WMV stopped at {m['iterations_run']} and chose iteration {m['selected_iteration']}"
+           if m["stopped_by"] == "stopping" else
+           f"all {m['iterations_run']} iterations run, output of iteration {m['selected_iteration']}")
     print(f"denoising {SIZE}x{SIZE} astronaut, sigma 25/255: noisy {m['psnr_noisy_input']:.2f} dB -> DIP "
-          f"{m['psnr']:.2f} dB (iteration {m['selected_iteration']} chosen by ES-WMV, "
-          f"{m['iterations_run']} run, {m['wall_time_s']:.0f} s)")
+          f"{m['psnr']:.2f} dB ({how}; {m['wall_time_s']:.0f} s)")
     return m
 
 
