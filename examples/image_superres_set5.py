@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
         rec = reconstruct(problem, net=args.net, iterations=args.iterations, stop=args.stop, seed=args.seed,
                           progress=False if args.quiet else name)
         bicubic = problem.geometry.undo(problem.observation, scale=s)
-        p_dip = float(psnr_y(rec.result, hr, border=s))
-        p_bic = float(psnr_y(bicubic, hr, border=s))
+        p_dip = float(psnr_y(rec.result, hr, s))
+        p_bic = float(psnr_y(bicubic, hr, s))
         report["images"][name] = {"hr_size": [hr.shape[-2], hr.shape[-1]], "psnr_y_dip": p_dip,
                                   "psnr_y_bicubic": p_bic, "iterations_run": rec.metrics["iterations_run"],
                                   "selected_iteration": rec.metrics["selected_iteration"],
