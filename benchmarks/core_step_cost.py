@@ -3,7 +3,8 @@
 For each network: forward+backward of ``mean((G(z) - y)^2)``, and a full Adam step
 (zero_grad, forward, backward, step), median over ``--repeat`` steps after 2 warm-up steps.
 For each operator: ``A x`` and ``A^* y`` on one 256x256 image (3 channels; Radon 1 channel).
-Prints a table and writes ``benchmarks/results/core_step_cost.json``.
+Prints a table and appends the run (with thread count and load averages) to the list
+``runs`` in ``benchmarks/results/core_step_cost.json``.
 
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/core_step_cost.py
 """
@@ -90,17 +91,22 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--note", default="", help="free text stored in the JSON (e.g. machine load)")
+    ap.add_argument("--no-operators", action="store_true", help="time the networks only")
     args = ap.parse_args()
-    result = dict(size=args.size, repeat=args.repeat, torch=torch.__version__,
+    result = dict(time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), size=args.size, repeat=args.repeat, torch=torch.__version__,
                   threads=torch.get_num_threads(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
                   cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), note=args.note,
                   load_average_before=os.getloadavg())
     result["networks"] = network_costs(args.size, args.repeat)
-    result["operators"] = operator_costs(args.size, args.repeat)
+    if not args.no_operators:
+        result["operators"] = operator_costs(args.size, args.repeat)
     result["load_average_after"] = os.getloadavg()
     out = Path(__file__).parent / "results" / "core_step_cost.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    data = json.loads(out.read_text()) if out.exists() else {}
+    runs = data.get("runs", [data] if "networks" in data else [])
+    runs.append(result)
+    out.write_text(json.dumps({"runs": runs}, indent=2))
     print(f"wrote {out}")
 
 
