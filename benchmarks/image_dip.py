@@ -8,7 +8,8 @@ the one reported, no ground truth used to stop) and the PSNR tracked every 10 st
 * ``official`` -- the official DIP setting: skip net 5 scales x 128 channels, 4 skip
   channels, lr 0.01, input noise 1/30, output averaging 0.99, 3000 iterations.
 * ``default``  -- the suite's default (``untrained image denoise``): light skip net
-  (4 scales, 16-64 channels), same optimiser settings, ES-WMV.
+  (4 scales, 16-64 channels), same optimiser settings, ES-WMV; capped at 2400 steps here
+  (the CLI caps denoising at 1800).
 * ``hourglass`` -- the light net without skip connections.
 * ``decoder``  -- deep decoder, k = 64, 6 layers.
 
