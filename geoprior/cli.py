@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _plot_cloud(ax, pts: np.ndarray, title: str, n: int = 15000, seed: int = 0) -> None:
     if len(pts) > n:
         pts = pts[np.random.default_rng(seed).choice(len(pts), n, replace=False)]
-    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=0.3, c=pts[:, 2], cmap="viridis", linewidths=0)
+    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=1.5 if len(pts) < 20000 else 0.3, c=pts[:, 2], cmap="viridis", linewidths=0)
     _frame(ax, pts, title)
 
 
