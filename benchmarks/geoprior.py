@@ -117,7 +117,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "geoprior.json")
     args = parser.parse_args(argv)
 
-    bunny = require_data("scans", "bunny")
+    try:
+        bunny = require_data("scans", "bunny")
+    except FileNotFoundError as exc:
+        # The benchmark needs the real scans; without them it is skipped, not failed.
+        print(f"geoprior benchmark skipped: {exc}")
+        return 0
     t0 = time.perf_counter()
     cloud = load_conf(bunny / "bun.conf")
     load_s = time.perf_counter() - t0
