@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,9 @@ from shared.paths import require_data  # noqa: E402
 
 NOISE_LEVELS = ["0", "0.25", "0.5"]
 
-# The settings used for every noise level (chosen on subsampled runs; see docs/geoprior.md).
-CONFIG = dict(radius=0.03, overlap=1.5, max_fit_points=30_000, hidden=(32, 32, 32), iterations=200,
-              consistency_iterations=60, lr=2e-3, loss="exact", rematch_every=25, rematch_start=50,
-              density=4, depth=8, trim_quantile=0.0)
+# The settings used for every noise level: the defaults of ReconstructionConfig (chosen on
+# subsampled runs at 0.25% noise; see docs/geoprior.md).
+CONFIG: dict = {}
 
 
 def score(reference, mesh=None, points=None, n_out=200_000, n_ref=1_000_000):
@@ -87,7 +87,7 @@ def throughput(points: np.ndarray, iterations: int = 20, loop_patches: int = 12)
             "loop_patches_timed": loop_patches, "batched_speedup": batched / loop}
 
 
-def loss_choice(iterations: int = 200) -> dict:
+def loss_choice(iterations: int = 150) -> dict:
     """Exact assignment vs Sinkhorn EMD on a noisy torus: time and Chamfer to the clean surface."""
     sys.path.insert(0, str(ROOT / "examples"))
     from demo_geoprior import make_torus
@@ -117,7 +117,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "geoprior.json")
     args = parser.parse_args(argv)
 
-    bunny = require_data("scans", "bunny")
+    try:
+        bunny = require_data("scans", "bunny")
+    except FileNotFoundError as exc:
+        # The benchmark needs the real scans; without them it is skipped, not failed.
+        print(f"geoprior benchmark skipped: {exc}")
+        return 0
     t0 = time.perf_counter()
     cloud = load_conf(bunny / "bun.conf")
     load_s = time.perf_counter() - t0
@@ -179,7 +184,7 @@ def main(argv=None) -> int:
     results["targets_met"] = targets
     results["meta"] = {
         "input": "bun.conf merged scans", "n_input": len(points), "reference_diagonal_m": diag, "load_s": load_s,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in CONFIG.items()},
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "metric_samples": {"output": n_out, "reference": n_ref}, "noise_seed": 0, "quick": args.quick,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs (load average "
                    f"{os.getloadavg()[0]:.1f} at the end)", "torch_threads": __import__("torch").get_num_threads(),

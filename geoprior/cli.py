@@ -23,8 +23,10 @@ __all__ = ["register", "run_reconstruct", "render_comparison"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from geoprior.reconstruct import ReconstructionConfig
     from shared.cli import add_common_options
 
+    d = ReconstructionConfig()  # the CLI's defaults are the library's (tuned on the bunny)
     gp = subparsers.add_parser("geoprior", help="deep geometric prior: surfaces from noisy point clouds")
     sub = gp.add_subparsers(dest="command", metavar="{reconstruct}")
     sub.required = True
@@ -32,19 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="point cloud file(s) or a .conf scan set")
     p.add_argument("--reference", type=Path, help="reference mesh to score against (PLY/OBJ/OFF/STL)")
-    p.add_argument("--radius", type=float, default=0.025, help="covering radius r as a fraction of the bbox diagonal (default: %(default)s)")
-    p.add_argument("--overlap", type=float, default=1.5, help="patch radius c in units of r (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=300, help="chart fitting iterations (default: %(default)s)")
-    p.add_argument("--consistency-iterations", type=int, default=100, help="refit iterations towards the charts' consensus (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64, 64], help="chart MLP widths (default: 64 64 64)")
+    p.add_argument("--radius", type=float, default=d.radius, help="covering radius r as a fraction of the bbox diagonal (default: %(default)s)")
+    p.add_argument("--overlap", type=float, default=d.overlap, help="patch radius c in units of r (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=d.iterations, help="chart fitting iterations (default: %(default)s)")
+    p.add_argument("--consistency-iterations", type=int, default=d.consistency_iterations, help="refit iterations towards the charts' consensus (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden), help="chart MLP widths (default: %(default)s)")
     p.add_argument("--loss", choices=["exact", "sinkhorn"], default="exact", help="EMD: exact assignment or geomloss Sinkhorn (default: %(default)s)")
     p.add_argument("--stopping", choices=["none", "eswmv", "plateau"], default="none", help="early stopping rule (default: %(default)s)")
-    p.add_argument("--max-fit-points", type=int, default=60_000, help="random subset used for fitting (default: %(default)s)")
+    p.add_argument("--max-fit-points", type=int, default=d.max_fit_points, help="random subset used for fitting (default: %(default)s)")
     p.add_argument("--centres", choices=["poisson", "fps"], default="poisson", help="patch centre sampling (default: %(default)s)")
-    p.add_argument("--density", type=int, default=4, help="dense samples per parameter sample (default: %(default)s)")
-    p.add_argument("--depth", type=int, default=8, help="Poisson octree depth (default: %(default)s)")
-    p.add_argument("--trim", type=float, default=0.0, help="low-density trimming quantile of the mesh (default: %(default)s)")
+    p.add_argument("--density", type=int, default=d.density, help="dense samples per parameter sample (default: %(default)s)")
+    p.add_argument("--depth", type=int, default=d.depth, help="Poisson octree depth (default: %(default)s)")
+    p.add_argument("--trim", type=float, default=d.trim_quantile, help="low-density trimming quantile of the mesh (default: %(default)s)")
     p.add_argument("--no-mesh", action="store_true", help="write the dense cloud only")
     add_common_options(p, default_out="out/geoprior")
     p.set_defaults(func=run_reconstruct)
@@ -53,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _plot_cloud(ax, pts: np.ndarray, title: str, n: int = 15000, seed: int = 0) -> None:
     if len(pts) > n:
         pts = pts[np.random.default_rng(seed).choice(len(pts), n, replace=False)]
-    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=0.3, c=pts[:, 2], cmap="viridis", linewidths=0)
+    ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=1.5 if len(pts) < 20000 else 0.3, c=pts[:, 2], cmap="viridis", linewidths=0)
     _frame(ax, pts, title)
 
 
@@ -65,6 +67,14 @@ def _frame(ax, pts: np.ndarray, title: str) -> None:
     ax.set_xlim(mid[0] - half, mid[0] + half)
     ax.set_ylim(mid[1] - half, mid[1] + half)
     ax.set_zlim(mid[2] - half, mid[2] + half)
+
+
+def _decimate(v: np.ndarray, f: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    import open3d as o3d
+
+    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(v), o3d.utility.Vector3iVector(f.astype(np.int32)))
+    m = m.simplify_quadric_decimation(n)
+    return np.asarray(m.vertices), np.asarray(m.triangles)
 
 
 def render_comparison(path: Path, input_points: np.ndarray, dense: np.ndarray, mesh: tuple | None = None,
@@ -86,8 +96,8 @@ def render_comparison(path: Path, input_points: np.ndarray, dense: np.ndarray, m
     ax.view_init(*view)
     if mesh is not None:
         v, f = mesh
-        if len(f) > 60000:
-            f = f[np.random.default_rng(0).choice(len(f), 60000, replace=False)]
+        if len(f) > 40000:
+            v, f = _decimate(v, f, 40000)  # matplotlib draws every polygon: keep it light
         ax = fig.add_subplot(1, panels, 3, projection="3d")
         tri = v[f]
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])

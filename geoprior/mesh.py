@@ -25,14 +25,16 @@ def _cloud(points: np.ndarray, normals: np.ndarray | None = None):
     return pcd
 
 
-def estimate_normals(points: np.ndarray, k: int = 30, orient_k: int | None = None) -> np.ndarray:
-    """PCA normals of the ``k`` nearest neighbours, oriented by the consistent tangent plane."""
+def estimate_normals(points: np.ndarray, k: int = 30, orient_k: int | None = None, orient: bool = True) -> np.ndarray:
+    """PCA normals of the ``k`` nearest neighbours, oriented by the consistent tangent plane
+    (``orient=False``: unoriented)."""
     import open3d as o3d
 
     pcd = _cloud(points)
     pcd.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(knn=k))
-    pcd.orient_normals_consistent_tangent_plane(orient_k or k)
-    return np.asarray(pcd.normals)
+    if orient:
+        pcd.orient_normals_consistent_tangent_plane(orient_k or k)
+    return np.asarray(pcd.normals).copy()
 
 
 def poisson_mesh(points: np.ndarray, normals: np.ndarray, depth: int = 8, trim_quantile: float = 0.01,

@@ -30,7 +30,7 @@ from geoprior.cover import Cover, build_cover
 from geoprior.emd import ExactEMDLoss, SinkhornEMDLoss
 from geoprior.io import validate_cloud
 from geoprior.mesh import estimate_normals, poisson_mesh
-from geoprior.sampling import outward_sign, sample_charts
+from geoprior.sampling import orient_points_mst, sample_charts
 from shared.fit import FitResult, fit
 from shared.stopping import make_rule
 
@@ -41,31 +41,31 @@ __all__ = ["ReconstructionConfig", "Reconstruction", "reconstruct", "make_loss",
 class ReconstructionConfig:
     """Settings of :func:`reconstruct` (lengths are fractions of the bounding-box diagonal)."""
 
-    radius: float = 0.025           # covering radius r / diag
-    overlap: float = 1.5            # patch radius c (in units of r)
+    radius: float = 0.03            # covering radius r / diag
+    overlap: float = 1.3            # patch radius c (in units of r)
     centres: str = "poisson"        # "poisson" or "fps"
     parameters: str = "grid"        # parameter samples: "grid" (jittered) or "lloyd"
-    max_fit_points: int = 60_000    # random subset used for fitting
+    max_fit_points: int = 80_000    # random subset used for fitting
     max_patch_points: int | None = None  # cap on patch size (None: 1.25 x the median size)
     patch_normals: bool = True      # estimate KNN-30 normals (tangent-plane oriented) for the patches
-    hidden: tuple[int, ...] = (64, 64, 64)
+    hidden: tuple[int, ...] = (32, 32, 32)
     plane_init: bool = True         # start every chart at its least-squares plane (affine part)
-    iterations: int = 300
-    lr: float = 2e-3
+    iterations: int = 150
+    lr: float = 1e-2
     loss: str = "exact"             # "exact" (linear_sum_assignment) or "sinkhorn" (geomloss)
-    rematch_every: int = 25
+    rematch_every: int = 50
     rematch_start: int = 50
     blur: float = 0.01              # Sinkhorn blur in patch units (patch radius ~ 1)
     scaling: float = 0.7
     stopping: str = "none"          # a rule of shared.stopping: none, eswmv, plateau
     stopping_window: int = 20
     stopping_patience: int = 60
-    consistency_iterations: int = 100
+    consistency_iterations: int = 40
     density: int = 4                # dense samples per parameter sample
     trim_overlaps: bool = True
     outlier_factor: float = 3.0     # drop dense samples this many point spacings off the consensus (0: keep)
     depth: int = 8                  # Poisson octree depth
-    trim_quantile: float = 0.01     # low-density trimming of the Poisson mesh
+    trim_quantile: float = 0.005    # low-density trimming of the Poisson mesh
     mesh: bool = True
     seed: int = 0
     device: str = "cpu"
@@ -148,18 +148,21 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
     pts, nrm = cloud.points, cloud.normals
-    if nrm is None and cfg.patch_normals:
+    estimate = nrm is None and cfg.patch_normals
+    if estimate:
         # Point normals keep patches on one side of thin sheets (ears) and orient the
         # patch frames consistently; a patch only uses their mean, so noise hardly matters.
-        # They are estimated on the whole cloud (KNN-30, consistent tangent plane), where
-        # the neighbourhoods are small enough not to straddle thin parts.
-        nrm = estimate_normals(pts, k=30)
-        nrm = nrm * outward_sign(pts, nrm)
-        timings["normals_s"] = time.perf_counter() - t0
+        # PCA of the 30 nearest neighbours in the *whole* cloud (small neighbourhoods that do
+        # not straddle thin parts); the orientation (a spanning-tree propagation, the costly
+        # part) then runs on the fit subset only.
+        nrm = estimate_normals(pts, k=30, orient=False)
     if len(pts) > cfg.max_fit_points:
         pick = rng.choice(len(pts), cfg.max_fit_points, replace=False)
         pts = pts[pick]
         nrm = None if nrm is None else nrm[pick]
+    if estimate:
+        nrm = orient_points_mst(pts, nrm, k=30)
+        timings["normals_s"] = time.perf_counter() - t0
     cover = build_cover(pts, nrm, radius=cfg.radius, overlap=cfg.overlap, method=cfg.centres,
                         parameters=cfg.parameters, max_points=cfg.max_patch_points or _median_patch_cap(pts, cfg),
                         seed=cfg.seed)
