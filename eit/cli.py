@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--prior", choices=("mlp", "conv"), default="mlp", help="neural prior (default: %(default)s)")
     p.add_argument("--iterations", type=int, default=None, help="neural: optimiser steps (default: the tuned setting)")
     p.add_argument("--tv", type=float, default=None, help="neural: TV weight (default: the tuned setting)")
+    p.add_argument("--stopping", choices=("plateau", "discrepancy", "none"), default="plateau",
+                   help="neural: stopping rule (discrepancy: Morozov with the problem's noise model; default: %(default)s)")
     p.add_argument("--mesh", default="1500", choices=("1500", "10000"), help="inversion mesh size (vertices)")
     p.add_argument("--data", choices=("difference", "absolute"), default="difference",
                    help="KTC: fit Uel - Uelref + F(sigma_bg) (difference) or Uel (absolute)")
@@ -80,7 +82,7 @@ def simulated_problem(phantom: str = "two-inclusion", mesh_size: str = "1500", n
 
 
 def run_methods(problem, methods, prior: str = "mlp", iterations: int | None = None, tv: float | None = None,
-                seed: int = 0, progress: bool = True):
+                seed: int = 0, progress: bool = True, stopping: str = "plateau", device: str | None = None):
     """Run the named methods (``neural``, ``onestep``, ``gn``) on a problem."""
     from eit.baselines import gauss_newton, onestep
     from eit.reconstruct import NEURAL_DEFAULTS, neural
@@ -90,6 +92,8 @@ def run_methods(problem, methods, prior: str = "mlp", iterations: int | None = N
         if m == "neural":
             kw = dict(NEURAL_DEFAULTS)
             kw["prior"] = prior
+            kw["stopping"] = stopping
+            kw["device"] = device
             if iterations is not None:
                 kw["iterations"] = iterations
             if tv is not None:
@@ -122,7 +126,8 @@ def run_reconstruct(args) -> int:
     if not args.quiet:
         print(f"problem {problem.name} level {problem.level}: {problem.n_cells} cells, "
               f"{int(problem.mask.sum())} measurements, sigma_bg {problem.sigma_bg:.4g} S/m ({setup_s:.1f} s)")
-    recs = run_methods(problem, args.method, args.prior, args.iterations, args.tv, args.seed, not args.quiet)
+    recs = run_methods(problem, args.method, args.prior, args.iterations, args.tv, args.seed, not args.quiet,
+                       args.stopping, args.device)
     metrics = {"problem": problem.name, "level": problem.level, "sigma_bg": problem.sigma_bg,
                "n_cells": problem.n_cells, "n_measurements": int(problem.mask.sum()), "setup_s": setup_s,
                "data": problem.info.get("data"), "methods": {}}
