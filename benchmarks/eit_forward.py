@@ -4,7 +4,8 @@ On the KTC tank (32 electrodes, z = 1e-6 Ohm m^2, DG0 conductivity) meshed with 
 and 10k vertices: the time of one ``CEM.solve`` (assemble A(sigma), factorise once, 32
 solves, Schur complement, 76 x 31 data) plus one ``CEM.vjp`` (adjoint gradient), median of
 ``repeats`` runs after a warm-up.  Also: the full Jacobian time, the parts (factorisation,
-the 32 solves), the PETSc/MUMPS alternative, and a 2-rank MPI run of the forward solve.
+the 32 solves), the PETSc/MUMPS alternative, a 2-rank MPI run of the forward solve, and
+the discretisation error of both meshes against a ~50k-vertex mesh.
 
 Writes ``benchmarks/results/eit_forward.json`` with keys ``fwd_grad_s_1500``,
 ``fwd_grad_s_10000`` (the issue's target: fwd_grad_s_1500 <= 0.2 s) and the details.
@@ -125,6 +126,39 @@ def _petsc_factor_times(A, B, repeats):
     return res
 
 
+def _phantom(x, y):
+    """0.8 S/m water, a 0.1 S/m and a 3 S/m disk (as in examples/eit_forward_mpi.py)."""
+    s = np.full(np.shape(x), 0.8)
+    s[np.hypot(x - 0.04, y - 0.03) < 0.025] = 0.1
+    s[np.hypot(x + 0.05, y + 0.02) < 0.02] = 3.0
+    return s
+
+
+def discretisation_errors():
+    """Relative data error of the two presets against a ~50k-vertex mesh (h = 0.02 R,
+    0.0007 R on the electrodes): absolute data of the water tank (0.8 S/m) and of the
+    two-disk phantom, and the difference data phantom - water."""
+    from eit.mesh import KTC_RADIUS
+
+    inj, G, _ = ktc_patterns()
+    out = {}
+
+    def data(size):
+        model = CEM(ktc_mesh(size), inj, G, z=1e-6)
+        c = model.cell_centroids
+        return (model.eit_mesh.num_vertices(), model.forward(np.full(model.n_sigma, 0.8)),
+                model.forward(_phantom(*c.T)))
+
+    nref, w_ref, p_ref = data((0.02 * KTC_RADIUS, 0.0007 * KTC_RADIUS, 0.12 * KTC_RADIUS))
+    out["reference_vertices"] = nref
+    for size in ("1500", "10000"):
+        n, w, p = data(size)
+        rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
+        out[size] = {"vertices": n, "water": rel(w, w_ref), "phantom": rel(p, p_ref),
+                     "difference": rel(p - w, p_ref - w_ref)}
+    return out
+
+
 def mpi_forward_seconds(ranks: int = 2):
     """Wall time of the KTC forward solve in ``examples/eit_forward_mpi.py`` under MPI."""
     from eit.parallel import find_mpiexec
@@ -153,12 +187,14 @@ def main(argv=None):
     for size in ("1500", "10000"):
         rows[size] = fwd_grad_seconds(size, args.repeats, details=True)
     mpi = mpi_forward_seconds(2)
+    disc = discretisation_errors()
     result = {
         "fwd_grad_s_1500": rows["1500"]["fwd_grad_s"],
         "fwd_grad_s_10000": rows["10000"]["fwd_grad_s"],
         "target_fwd_grad_s_1500": 0.2,
         "details": rows,
         "mpi_forward_s_ktc1500_adjacent32": mpi,
+        "relative_data_error_vs_fine_mesh": disc,
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
@@ -175,6 +211,11 @@ def main(argv=None):
               f"{r['petsc_mumps_lu_factor_and_32_solves_s']:>11.4f}")
     if mpi:
         print("MPI forward (KTC 1.5k, 32 adjacent patterns):", mpi)
+    print(f"relative data error vs a {disc['reference_vertices']}-vertex mesh:")
+    for size in ("1500", "10000"):
+        e = disc[size]
+        print(f"  {size:>6} ({e['vertices']} vertices): water {e['water']:.4f}  "
+              f"phantom {e['phantom']:.4f}  difference {e['difference']:.4f}")
     out = ROOT / "benchmarks" / "results" / "eit_forward.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -15,6 +15,7 @@ API (stable; the inverse side builds on it)
     J = model.jacobian(sigma)                             # (76*31, n_sigma) dense
     y = eit_forward(torch_sigma, model)                   # torch, differentiable
                                                           # sigma (n_sigma,) or (B, n_sigma)
+    y = eit_forward(torch_sigma, model, z=torch_z)        # z (L,) learnable too
 
 * ``CEM(mesh, currents, patterns=None, z=1e-6, sigma_space="DG0"|"P1", ground="mean"|r)``
   - ``currents``: ``(L, P)`` injected currents (A), one column per current pattern; each
@@ -34,6 +35,8 @@ API (stable; the inverse side builds on it)
   ``model.set_contact_impedance(z)`` changes them in place.
 * Meshes (:mod:`eit.mesh`): the cells/vertices of ``model.fe.cells`` ``(C, 3)`` index
   ``model.vertex_coordinates``; ``model.fe.mesh`` is the DOLFINx mesh.
+* ``model.sigma_function(sigma)`` / ``model.potential_function(sol.u[:, p])``: DOLFINx
+  Functions for XDMF/VTX output (DG0 values go to ``Q.dofmap.list[c, 0]``).
 * Every model has ``n_sigma``, ``n_data``, ``cell_centroids`` ``(C, 2)``,
   ``vertex_coordinates`` ``(N, 2)``, ``cell_areas``, ``p1_to_cells`` (sparse ``(C, N)``
   averaging), ``V`` (DOLFINx P1 space), ``Q`` (DOLFINx DG0 space); ``solve(sigma)``
@@ -94,7 +97,7 @@ import dolfinx  # noqa: E402
 import dolfinx.fem  # noqa: E402
 import ufl  # noqa: E402
 
-from eit.mesh import EITMesh, GAP_TAG, electrode_tag
+from eit.mesh import EITMesh, electrode_tag
 
 __all__ = [
     "CEM",
@@ -333,6 +336,27 @@ class _SigmaModel:
         """Where the sigma values live: cell centroids (DG0) or vertices (P1), ``(n_sigma, 2)``."""
         return self.cell_centroids if self.sigma_space == "DG0" else self.vertex_coordinates
 
+    def sigma_function(self, sigma, name: str = "sigma") -> dolfinx.fem.Function:
+        """A DOLFINx Function (DG0 or P1, as ``sigma_space``) holding ``sigma``, e.g. to write
+        XDMF/VTX files (``dolfinx.io.VTXWriter``) for ParaView."""
+        s = _check_sigma(sigma, self.n_sigma, self.sigma_space)
+        if self.sigma_space == "DG0":
+            f = dolfinx.fem.Function(self.Q, name=name)
+            f.x.array[self.Q.dofmap.list[:, 0]] = s  # cell c -> its DG0 dof
+        else:
+            f = dolfinx.fem.Function(self.V, name=name)
+            f.x.array[:] = s  # vertex_coordinates are the P1 dof coordinates
+        return f
+
+    def potential_function(self, u: np.ndarray, name: str = "u") -> dolfinx.fem.Function:
+        """A P1 DOLFINx Function with nodal values ``u (N,)`` (e.g. ``sol.u[:, p]``)."""
+        u = np.asarray(u, dtype=np.float64)
+        if u.shape != (self.fe.n_vertices,):
+            raise ValueError(f"nodal values must have shape ({self.fe.n_vertices},), got {u.shape}")
+        f = dolfinx.fem.Function(self.V, name=name)
+        f.x.array[:] = u
+        return f
+
     def cell_sigma(self, sigma) -> np.ndarray:
         s = _check_sigma(sigma, self.n_sigma, self.sigma_space)
         return s if self.sigma_space == "DG0" else self.fe.p1_to_cells @ s
@@ -383,6 +407,7 @@ class CEMSolution:
     lu: Any
     DW: np.ndarray | None = None
     _u: np.ndarray | None = None
+    z: np.ndarray | None = None  # contact impedances used
 
     @property
     def u(self) -> np.ndarray:
@@ -495,7 +520,7 @@ class CEM(_SigmaModel):
         Sg = S + np.full((self.L, self.L), 1.0 / self.L)
         U = np.linalg.solve(Sg, self.currents)  # (L, P), sum_l U_l = 0
         data = (self._out @ U).T.reshape(-1)
-        return CEMSolution(sc, U, data, W, Sg, lu)
+        return CEMSolution(sc, U, data, W, Sg, lu, z=self.z.copy())
 
     def electrode_potentials(self, sigma) -> np.ndarray:
         """Grounded electrode potentials ``(L, P)``."""
@@ -540,7 +565,8 @@ class CEM(_SigmaModel):
         t1 = self.electrode_lengths * np.sum(lam * U, axis=1)
         t2 = np.sum(lam * X, axis=1)
         t3 = np.sum(Y * U, axis=1)
-        return (t1 - t2 - t3 + t4) / self.z ** 2
+        z = self.z if sol.z is None else sol.z
+        return (t1 - t2 - t3 + t4) / z ** 2
 
     def jacobian(self, sigma_or_solution) -> np.ndarray:
         """Full Jacobian ``d data / d sigma``: shape ``(P*M, n_sigma)`` (row ``p*M + m``)."""
@@ -685,7 +711,8 @@ class DirichletModel(_BoundaryModel):
     ``f``: boundary potentials (V) at the boundary vertices, ``(nb, P)``, or a callable.
     Data: the current density ``sigma du_k/dn`` (A/m) at the boundary vertices: the
     variationally consistent flux ``r_i = int sigma grad u . grad phi_i`` represented in the
-    boundary P1 basis (``M_b^{-1} r``); ``data[k * nb + i]``.  Gradient:
+    boundary P1 basis (``M_b^{-1} r``); ``data[k * nb + i]``.  (Where the true flux jumps, at
+    corners of a polygon, this projection oscillates over a few boundary vertices.)  Gradient:
     ``+int_c grad u_k . grad w_k`` with ``w_k`` the sigma-harmonic extension of the adjoint
     boundary data ``M_b^{-1} dv_k`` (same factorisation).
     """
@@ -758,6 +785,7 @@ class EITForwardFunction:
     """``torch.autograd.Function`` wrapper built lazily (torch is imported on first use)."""
 
     _fn = None
+    _fz = None
 
     @classmethod
     def get(cls):
@@ -789,13 +817,42 @@ class EITForwardFunction:
                     gs = torch.from_numpy(grads).to(device=grad_out.device, dtype=grad_out.dtype)
                     return (gs if ctx.batched else gs[0]), None
 
+            class _FZ(torch.autograd.Function):
+                """(sigma, z) -> data for a CEM, z (L,) shared by the batch."""
+
+                @staticmethod
+                def forward(ctx, sigma, z, model):
+                    model.set_contact_impedance(z.detach().to("cpu", torch.float64).numpy())
+                    return _F.forward(ctx, sigma, model)
+
+                @staticmethod
+                def backward(ctx, grad_out):
+                    g = grad_out.detach().to("cpu", torch.float64).numpy()
+                    g2 = g if ctx.batched else g[None]
+                    gs = _F.backward(ctx, grad_out)[0]
+                    gz = sum(ctx.model.vjp_contact(sol, gi) for sol, gi in zip(ctx.sols, g2))
+                    gz = torch.from_numpy(np.asarray(gz)).to(device=grad_out.device,
+                                                             dtype=grad_out.dtype)
+                    return gs, gz, None
+
+            cls._fz = _FZ
             cls._fn = _F
         return cls._fn
 
 
-def eit_forward(sigma, model):
+def eit_forward(sigma, model, z=None):
     """Differentiable forward map: ``sigma`` tensor ``(n_sigma,)`` or ``(B, n_sigma)`` ->
     data ``(n_data,)`` or ``(B, n_data)`` (same dtype/device).  The backward pass is the
     adjoint vector-Jacobian product on the stored factorisation (no Jacobian formed).
-    Works for :class:`CEM`, :class:`NeumannModel` and :class:`DirichletModel`."""
-    return EITForwardFunction.get().apply(sigma, model)
+    Works for :class:`CEM`, :class:`NeumannModel` and :class:`DirichletModel`.
+
+    ``z``: optional tensor ``(L,)`` of contact impedances (Ohm m^2) for a :class:`CEM`, to
+    learn them too (gradient by :meth:`CEM.vjp_contact`); it is set on ``model``
+    (``model.set_contact_impedance``) and stays there.  Keep it positive, e.g.
+    ``z = z0 * torch.exp(t)``."""
+    if z is None:
+        return EITForwardFunction.get().apply(sigma, model)
+    if not isinstance(model, CEM):
+        raise ValueError("contact impedances z only exist in the complete electrode model (CEM)")
+    EITForwardFunction.get()
+    return EITForwardFunction._fz.apply(sigma, z, model)

@@ -57,6 +57,21 @@ def test_polygon_mesh_electrodes():
         polygon_mesh(sq, [np.pi / 4], 0.04)  # a corner: no single edge holds it
 
 
+def test_polygon_dirichlet_linear_potential_is_exact():
+    """P1 reproduces u = x exactly on any mesh: checks the lifting of Dirichlet data and the
+    polygon mesher; the flux on the edge x = 0.2 is sigma away from the corners (the boundary
+    L2 projection of a flux that jumps at a corner oscillates there, decaying geometrically)."""
+    sq = [[0, 0], [0.2, 0], [0.2, 0.1], [0, 0.1]]
+    m = polygon_mesh(sq, [0.0, np.pi], 0.03, h=0.006)
+    model = DirichletModel(m, lambda x, y: x[None], sigma_space="P1")
+    sol = model.solve(np.full(model.n_sigma, 3.0))
+    np.testing.assert_allclose(sol.u[:, 0], model.vertex_coordinates[:, 0], atol=1e-12)
+    xb = model.boundary_coordinates
+    edge = (np.abs(xb[:, 0] - 0.2) < 1e-12) & (xb[:, 1] > 0.035) & (xb[:, 1] < 0.065)
+    assert edge.sum() >= 3
+    np.testing.assert_allclose(sol.data[edge], 3.0, rtol=1e-2)
+
+
 def test_mesh_is_reproducible():
     a = disk_mesh(1.0, 8, h=0.3)
     disk_mesh(1.0, 5, h=0.2)
@@ -90,11 +105,7 @@ def test_stiffness_matches_dolfinx_assembly(disk_coarse, space):
     model = CEM(disk_coarse, adjacent(L), z=1.0, sigma_space=space)
     fe = model.fe
     s = random_sigma(model.n_sigma)
-    f = dolfinx.fem.Function(fe.Q if space == "DG0" else fe.V)
-    if space == "DG0":
-        f.x.array[fe.Q.dofmap.list[:, 0]] = s
-    else:
-        f.x.array[:] = s
+    f = model.sigma_function(s)
     u, v = ufl.TrialFunction(fe.V), ufl.TestFunction(fe.V)
     K = dolfinx.fem.assemble_matrix(
         dolfinx.fem.form(f * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)).to_scipy()
@@ -151,6 +162,20 @@ def test_reciprocity(disk_coarse):
     model = CEM(disk_coarse, I, patterns=I, z=0.05)
     R = model.forward(random_sigma(model.n_sigma)).reshape(L, L)  # R[p, m]
     np.testing.assert_allclose(R, R.T, atol=1e-10 * np.abs(R).max())
+
+
+def test_vtx_output_of_fields(disk_coarse, tmp_path):
+    from dolfinx.io import VTXWriter
+
+    model = CEM(disk_coarse, adjacent(L, 2), z=0.1)
+    s = random_sigma(model.n_sigma)
+    sol = model.solve(s)
+    f = model.sigma_function(s)
+    assert np.allclose(np.sort(f.x.array), np.sort(s))
+    u = model.potential_function(sol.u[:, 0])
+    with VTXWriter(disk_coarse.comm, tmp_path / "u.bp", [u], engine="BP4") as w:
+        w.write(0.0)
+    assert (tmp_path / "u.bp").exists()
 
 
 def test_ground_reference_electrode(disk_coarse):
@@ -241,6 +266,22 @@ def test_torch_autograd_batched(disk_coarse):
         np.testing.assert_allclose(g[b].numpy(), ref, rtol=1e-12)
     y1 = eit_forward(s[0].float(), model)
     assert y1.shape == (model.n_data,) and y1.dtype == torch.float32
+
+
+def test_torch_contact_impedance_gradient(disk_coarse):
+    import torch
+
+    model = CEM(disk_coarse, adjacent(L, 3), patterns=adjacent(L), z=0.05)
+    s = torch.tensor(np.stack([random_sigma(model.n_sigma, 1), random_sigma(model.n_sigma, 2)]),
+                     requires_grad=True)
+    z = torch.full((L,), 0.02, dtype=torch.float64, requires_grad=True)
+    dv = torch.randn(2, model.n_data, dtype=torch.float64)
+    gs, gz = torch.autograd.grad((eit_forward(s, model, z) * dv).sum(), (s, z))
+    np.testing.assert_allclose(model.z, 0.02)
+    ref_z = sum(model.vjp_contact(s[b].detach().numpy(), dv[b].numpy()) for b in range(2))
+    np.testing.assert_allclose(gz.numpy(), ref_z, rtol=1e-10)
+    np.testing.assert_allclose(gs[0].numpy(), model.vjp(s[0].detach().numpy(), dv[0].numpy()),
+                               rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------- bad input
