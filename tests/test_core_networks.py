@@ -148,3 +148,34 @@ def test_conv_generator_deterministic_and_validates():
 def test_hourglass_rejects_too_small_input():
     with pytest.raises(ValueError, match="too small"):
         skip_light()(torch.rand(1, 32, 32, 32))
+
+
+def test_deep_decoder_init_deterministic_and_pooling_downsampling():
+    z = get_noise_input(16, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(5)
+    a = DeepDecoder(16, 3)(z)
+    torch.manual_seed(5)
+    b = DeepDecoder(16, 3)(z)
+    assert torch.equal(a, b)
+    for mode in ("avg", "max"):
+        net = Hourglass(2, 1, (4, 4), (4, 4), (2, 2), downsample=mode)
+        assert net(torch.rand(1, 2, 16, 16)).shape == (1, 1, 16, 16)
+
+
+def test_conv_generator_2d_jacobian_gram_is_low_frequency():
+    n = 16
+    g = ConvGenerator((n, n), k=128, width=1.5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gram = g.jacobian_gram()
+    J = ConvGenerator((6, 6), k=5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.allclose(J.jacobian_gram(), J.jacobian() @ J.jacobian().T, atol=1e-12)
+    _, vecs = torch.linalg.eigh(gram)
+    lead = vecs[:, -5:]  # eigenvectors of J J^T = left singular vectors of J
+    i = torch.arange(n, dtype=torch.float64)
+    basis = []
+    for p in (-1, 0, 1):
+        for q in (-1, 0, 1):
+            phase = 2 * math.pi * (p * i[:, None] + q * i[None, :]) / n
+            basis += [torch.cos(phase).flatten(), torch.sin(phase).flatten()]
+    Q, R = torch.linalg.qr(torch.stack(basis, 1))
+    Q = Q[:, R.diagonal().abs() > 1e-8]  # the 9 real 2-D Fourier modes with |p|, |q| <= 1
+    assert ((Q.T @ lead).norm(dim=0) ** 2).min() > 0.9

@@ -22,8 +22,8 @@ With ``s = 1``, ``U U^T`` and ``rho`` are circulant, so ``Sigma`` is circulant: 
 eigenvectors are the trigonometric (Fourier) vectors, and its eigenvalues decay with
 frequency for a smooth kernel.  Gradient descent therefore fits the low-frequency
 components of a signal first -- the "structural bias" that makes early-stopped fits
-denoise.  :meth:`ConvGenerator.jacobian` and :meth:`ConvGenerator.expected_gram` give both
-matrices densely (small ``n`` only).
+denoise.  :meth:`ConvGenerator.jacobian`, :meth:`ConvGenerator.jacobian_gram` (``J J^T``, cheap)
+and :meth:`ConvGenerator.expected_gram` give these matrices densely (small ``n`` only).
 
 The network has no input: call it as ``G()`` (``shared.fit.fit(G, None, y, ...)``); any
 argument given is ignored.  Output ``(1, n)`` for 1-D and ``(1, 1, H, W)`` for 2-D.
@@ -162,6 +162,16 @@ class ConvGenerator(nn.Module):
         active = (self.apply_U(C).reshape(self.k, self.n) > 0).to(U.dtype)  # (k, n)
         blocks = self.v[:, None, None] * active[:, :, None] * U[None]  # (k, n, n_c)
         return blocks.permute(1, 0, 2).reshape(self.n, self.k * self.n_coarse)
+
+    @torch.no_grad()
+    def jacobian_gram(self, C: Tensor | None = None) -> Tensor:
+        """``J J^T = sum_j v_j^2 D_j U U^T D_j = (U U^T) .* (a^T a) / k`` (``(n, n)``), where ``a``
+        is the ``(k, n)`` 0/1 matrix of active units: ``O(k n^2)`` instead of forming ``J``.
+        Its eigenvectors are the left singular vectors of ``J``."""
+        C = self.C if C is None else C
+        U = self.U_matrix()
+        active = (self.apply_U(C).reshape(self.k, self.n) > 0).to(U.dtype)
+        return (U @ U.T) * (active.T @ active) / self.k
 
     @torch.no_grad()
     def expected_gram(self) -> Tensor:
