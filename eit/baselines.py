@@ -42,7 +42,7 @@ def smoothness_prior(points: np.ndarray, corr_length: float = 0.115, std: float 
     """Upper-triangular ``L`` with ``L^T L = Gamma^{-1}`` for the Gaussian-kernel prior (see module doc)."""
     gamma = prior_covariance(points, corr_length, std, c)
     # Gamma^{-1} = Gamma_chol^{-T} Gamma_chol^{-1}; L = chol(Gamma^{-1}) upper.
-    inv = sla.cho_solve(sla.cho_factor(gamma, lower=True), np.eye(len(p)))
+    inv = sla.cho_solve(sla.cho_factor(gamma, lower=True), np.eye(len(gamma)))
     inv = 0.5 * (inv + inv.T)
     return sla.cholesky(inv, lower=False)
 

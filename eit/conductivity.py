@@ -89,7 +89,6 @@ class GridConductivity(_Positive):
     def __init__(self, sigma_bg: float, radius: float, centroids: np.ndarray, size: int = 64, k: int = 32,
                  layers: int = 4, s_max: float = 4.0, seed: int = 0) -> None:
         super().__init__(sigma_bg, s_max)
-        torch.manual_seed(seed)
         self.decoder = DeepDecoder(k=k, layers=layers, out_ch=1, sigmoid=False)
         last = self.decoder.net[-1]
         nn.init.zeros_(last.weight)
@@ -112,11 +111,17 @@ class GridConductivity(_Positive):
 
 
 def make_prior(kind: str, problem, seed: int = 0, **kwargs) -> tuple[nn.Module, Tensor | None]:
-    """The prior network and its fixed input for a problem: ``("mlp"|"conv", ...)``."""
-    if kind == "mlp":
-        net = MLPConductivity(problem.sigma_bg, problem.radius, seed=seed, **kwargs)
-        return net, torch.as_tensor(problem.centroids, dtype=torch.float32)
-    if kind == "conv":
+    """The prior network and its fixed input for a problem: ``("mlp"|"conv", ...)``.
+
+    The initial weights depend only on ``seed`` (drawn inside a forked RNG state, so the
+    caller's random stream is left alone): the same seed gives the same reconstruction.
+    """
+    if kind not in ("mlp", "conv"):
+        raise ValueError(f"unknown prior {kind!r}; choose 'mlp' or 'conv'")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if kind == "mlp":
+            net = MLPConductivity(problem.sigma_bg, problem.radius, seed=seed, **kwargs)
+            return net, torch.as_tensor(problem.centroids, dtype=torch.float32)
         net = GridConductivity(problem.sigma_bg, problem.radius, problem.centroids, seed=seed, **kwargs)
         return net, net.z0
-    raise ValueError(f"unknown prior {kind!r}; choose 'mlp' or 'conv'")

@@ -15,12 +15,12 @@ import numpy as np
 
 __all__ = ["evaluate_ktc", "summarise", "comparison_figure", "METHOD_KEYS"]
 
-#: method name in records -> short key used in benchmark JSON
-METHOD_KEYS = {"neural": "neural", "onestep": "onestep", "gn": "gn"}
+#: method name in records -> key prefix in the summary / benchmark JSON
+METHOD_KEYS = {"neural": "neural", "onestep": "onestep", "gn": "gn", "gn-tv": "gn_tv"}
 
 
 def evaluate_ktc(folder: str | Path, targets: Iterable[int] = (1, 2, 3, 4), levels: Iterable[int] = (1,),
-                 methods: Sequence[str] = ("neural", "onestep", "gn"), mesh_size: str = "1500", seed: int = 0,
+                 methods: Sequence[str] = ("neural", "onestep", "gn", "gn-tv"), mesh_size: str = "1500", seed: int = 0,
                  progress: bool = True, keep: bool = False, log=print) -> list[dict]:
     """Records ``{level, target, method, score, time_s, ...}`` (``keep``: also the reconstruction)."""
     from eit.cli import run_methods
@@ -56,15 +56,16 @@ def summarise(records: list[dict]) -> dict:
     levels = sorted({r["level"] for r in records})
     for m in methods:
         rs = [r for r in records if r["method"] == m]
-        out[f"{m}_mean_score"] = float(np.mean([r["score"] for r in rs]))
-        out[f"{m}_mean_score_per_level"] = {
+        k = METHOD_KEYS.get(m, m.replace("-", "_"))
+        out[f"{k}_mean_score"] = float(np.mean([r["score"] for r in rs]))
+        out[f"{k}_mean_score_per_level"] = {
             str(lv): float(np.mean([r["score"] for r in rs if r["level"] == lv])) for lv in levels}
-        out[f"{m}_time_s_max"] = float(np.max([r["time_s"] for r in rs]))
-        out[f"{m}_time_s_mean"] = float(np.mean([r["time_s"] for r in rs]))
+        out[f"{k}_time_s_max"] = float(np.max([r["time_s"] for r in rs]))
+        out[f"{k}_time_s_mean"] = float(np.mean([r["time_s"] for r in rs]))
     return out
 
 
-def comparison_figure(records: list[dict], path: str | Path, methods: Sequence[str] = ("neural", "onestep", "gn")) -> Path:
+def comparison_figure(records: list[dict], path: str | Path, methods: Sequence[str] = ("neural", "onestep", "gn", "gn-tv")) -> Path:
     """Segmentations of each (level, target) row: one column per method, then the truth."""
     import matplotlib
 

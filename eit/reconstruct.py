@@ -43,7 +43,7 @@ NEURAL_DEFAULTS = dict(prior="mlp", iterations=300, lr=3e-3, tv_weight=1e-2, tv_
 def neural(problem, prior: str = "mlp", iterations: int = 300, lr: float = 3e-3, tv_weight: float = 1e-2,
            tv_eps: float = 1e-2, stopping: str = "plateau", tau: float = 1.0, plateau_window: int = 50,
            plateau_tol: float = 0.02, seed: int = 0, progress: bool | str = False,
-           prior_options: dict | None = None, callbacks=()) -> Reconstruction:
+           prior_options: dict | None = None, callbacks=(), device: str | None = None) -> Reconstruction:
     """Fit a neural conductivity to ``problem`` (see the module docstring)."""
     from eit.forward import eit_forward
 
@@ -70,7 +70,7 @@ def neural(problem, prior: str = "mlp", iterations: int = 300, lr: float = 3e-3,
     result = fit(net, z, y, forward=lambda sigma: eit_forward(sigma, model),
                  data_loss=WeightedSquaredError(noise), regularisers=regularisers, iterations=iterations,
                  lr=lr, stopping=rule, reference=reference, metrics=metrics, metric_every=10,
-                 seed=seed, progress=progress, callbacks=callbacks)
+                 seed=seed, progress=progress, callbacks=callbacks, device=device)
     sigma = result.output.detach().cpu().numpy().astype(np.float64)
     return finish(problem, sigma, f"neural-{prior}", result.wall_time_s, history=result.history,
                   iterations=result.stop_iteration, stopped_by=result.stopped_by)

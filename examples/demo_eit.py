@@ -4,7 +4,7 @@ A conductive disk and a resistive square in the KTC tank (radius 0.115 m, 32 ele
 KTC-like injections), simulated on a fine mesh with 1% noise and reconstructed on a
 coarser mesh by the neural conductivity (Fourier-feature MLP + TV, fitted through the
 complete electrode model), by the organisers' one-step linearised method and by
-Gauss-Newton with smoothed TV.
+Gauss-Newton with the smoothness prior and with smoothed TV.
 
 Writes ``comparison.png`` (conductivity, segmentation, truth), ``sigma_*.png``,
 ``sigma_*.xdmf`` (ParaView) and ``metrics.json`` to ``out_dir``.
@@ -19,7 +19,7 @@ def main(out_dir: str | Path = "out/demo/eit") -> dict:
     from shared.cli import main as cli
 
     out = Path(out_dir)
-    rc = cli(["eit", "reconstruct", "--phantom", "two-inclusion", "--method", "neural", "onestep", "gn",
+    rc = cli(["eit", "reconstruct", "--phantom", "two-inclusion", "--method", "neural", "onestep", "gn", "gn-tv",
               "--out", str(out)])
     if rc:
         raise SystemExit(rc)

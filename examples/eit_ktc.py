@@ -1,5 +1,7 @@
 """KTC 2023 training targets: neural conductivity vs the organisers' one-step method and Gauss-Newton.
 
+Gauss-Newton runs twice: with the smoothness prior (``gn``) and with smoothed TV (``gn-tv``).
+
 All four training targets at level 1 (all 32 electrodes) and at a hard level (default 7:
 electrodes 1-12 removed), reconstructed by the three methods on one ~1.5k-vertex mesh of
 the tank and segmented by three-class Otsu thresholds; the KTC score of each against the
@@ -31,7 +33,7 @@ def main(out_dir: str | Path = "out/eit_ktc", hard: int = 7, targets=(1, 2, 3, 4
     summary = summarise(records)
     summary["records"] = [{k: v for k, v in r.items() if k not in ("reconstruction", "truth")} for r in records]
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    for m in ("neural", "onestep", "gn"):
+    for m in ("neural", "onestep", "gn", "gn_tv"):
         print(f"{m:8s} mean score {summary[f'{m}_mean_score']:.3f}  per level {summary[f'{m}_mean_score_per_level']}")
     print(f"wrote {out / 'ktc_comparison.png'}")
     return summary

@@ -138,3 +138,17 @@ def test_mesh_tv_adjacency():
     assert 0.23 <= tv < 0.23 * 1.6
     D = difference_matrix(pairs, len(cells))
     np.testing.assert_allclose(np.sum(lengths * np.abs(D @ s)), tv, rtol=1e-6)
+
+
+def test_smoothness_prior():
+    from eit.baselines import prior_covariance, smoothness_prior
+
+    pts = np.random.default_rng(0).uniform(-0.1, 0.1, (60, 2))
+    gamma = prior_covariance(pts, 0.115, 0.05)
+    # Variance std^2 on the diagonal; correlation 1 % at the correlation length.
+    np.testing.assert_allclose(np.diag(gamma), 0.05**2)
+    far = prior_covariance(np.array([[0.0, 0.0], [0.115, 0.0]]), 0.115, 0.05)
+    assert far[0, 1] / far[0, 0] == pytest.approx(0.01, rel=1e-3)
+    L = smoothness_prior(pts, 0.115, 0.05)
+    assert np.allclose(L, np.triu(L))
+    np.testing.assert_allclose(L.T @ L @ gamma, np.eye(60), atol=1e-4)
