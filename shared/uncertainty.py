@@ -280,21 +280,25 @@ def randomized_svd(
 
 
 # --------------------------------------------------------------------------- evidence
-def log_evidence(log_alpha: float, log_beta: float, s2: np.ndarray, d_proj2: np.ndarray, d_perp2: float, m: int) -> float:
+def log_evidence(log_alpha: float, log_beta: float, s2: np.ndarray, d_proj2: np.ndarray, d_perp2: float, m: int,
+                 tail: float = 0.0) -> float:
     """Log marginal likelihood of the rank-k linear-Gaussian model (see the module docstring).
 
     ``s2``: squared singular values ``s_i^2``; ``d_proj2``: ``(u_i^T d)^2``; ``d_perp2``:
-    ``||d - U U^T d||^2``; ``m``: number of measurements.
+    ``||d - U U^T d||^2``; ``m``: number of measurements; ``tail``: mean squared singular
+    value ``t`` of the ``m - k`` directions beyond the rank (their prior variance is
+    ``t / alpha``, isotropic: 0 treats them as pure noise).
     """
     a, b = math.exp(log_alpha), math.exp(log_beta)
     k = len(s2)
     var = s2 / a + 1.0 / b
-    return float(-0.5 * np.sum(np.log(var) + d_proj2 / var) + 0.5 * (m - k) * log_beta - 0.5 * b * d_perp2
-                 - 0.5 * m * math.log(2 * math.pi))
+    var_perp = tail / a + 1.0 / b
+    return float(-0.5 * np.sum(np.log(var) + d_proj2 / var) - 0.5 * (m - k) * math.log(var_perp)
+                 - 0.5 * d_perp2 / var_perp - 0.5 * m * math.log(2 * math.pi))
 
 
 def fit_precisions(s: Tensor | np.ndarray, d_proj: Tensor | np.ndarray, d_perp2: float, m: int,
-                   alpha: float | None = None, beta: float | None = None) -> tuple[float, float, float]:
+                   alpha: float | None = None, beta: float | None = None, tail: float = 0.0) -> tuple[float, float, float]:
     """Maximise :func:`log_evidence` over ``alpha`` and/or ``beta`` (a fixed one is kept).
 
     Returns ``(alpha, beta, log_evidence)``.  The optimisation is over ``log alpha`` and
@@ -318,7 +322,7 @@ def fit_precisions(s: Tensor | np.ndarray, d_proj: Tensor | np.ndarray, d_perp2:
     if beta is None:
         x0.append(math.log(max(b0, 1e-30)))
     if not x0:
-        return alpha, beta, log_evidence(math.log(alpha), math.log(beta), s2, dp2, d_perp2, m)
+        return alpha, beta, log_evidence(math.log(alpha), math.log(beta), s2, dp2, d_perp2, m, tail)
 
     def unpack(v):
         i = 0
@@ -329,7 +333,7 @@ def fit_precisions(s: Tensor | np.ndarray, d_proj: Tensor | np.ndarray, d_perp2:
 
     def neg(v):
         la, lb = unpack(v)
-        return -log_evidence(la, lb, s2, dp2, d_perp2, m)
+        return -log_evidence(la, lb, s2, dp2, d_perp2, m, tail)
 
     best = minimize(neg, np.array(x0), method="L-BFGS-B", bounds=[(-80.0, 80.0)] * len(x0))
     la, lb = unpack(best.x)
@@ -361,6 +365,7 @@ class LinearisedUncertainty:
     singular_values: Tensor
     rank: int
     log_evidence: float
+    tail: float
     n_parameters: int
     n_measurements: int
     timings: dict[str, float] = field(default_factory=dict)
@@ -399,6 +404,7 @@ def linearised_laplace(
     alpha: float | None = None,
     beta: float | None = None,
     extra_probes: int = 0,
+    tail_model: str = "none",
     seed: int = 0,
     keep_vectors: bool = False,
     progress: bool = False,
@@ -420,6 +426,12 @@ def linearised_laplace(
         ``"fitted"`` (``theta*``; then the evidence sees only the residual).
     alpha, beta:
         Fix a precision instead of fitting it by marginal likelihood.
+    tail_model:
+        ``"isotropic"`` (default): the ``m - k`` measurement directions beyond the rank get
+        the prior variance ``t / alpha`` with ``t`` their mean squared singular value
+        (a Hutchinson estimate of ``tr(J_y^T J_y) - sum_i s_i^2`` from the range-finder
+        probes), so the signal they carry is not mistaken for noise; ``"none"``: they
+        are pure noise (the exact evidence of the rank-k subspace model).
     extra_probes:
         Additional Hutchinson probes for the unobserved-variance term (the first
         ``rank + oversample`` probes of the range finder are always reused).
@@ -443,9 +455,12 @@ def linearised_laplace(
     first_jx = torch.empty(op.n, ell, dtype=dtype, device=device)
     probe_seed = seed + 7919
 
+    first_energy = torch.zeros(ell, dtype=torch.float64)
+
     def first_products(w: Tensor, j: int) -> Tensor:
         jx, jy = op.jvp_y(w)
         first_jx[:, j] = jx
+        first_energy[j] = jy.double().pow(2).sum()  # E ||J_y w||^2 = sum of all s_i^2
         return jy
 
     # Probes of the first pass are regenerated later from the same generator state.
@@ -472,7 +487,13 @@ def linearised_laplace(
         d = d - op.jvp_y(delta)[1]
     d_proj = U.T @ d
     d_perp2 = float(torch.clamp(d.double().pow(2).sum() - d_proj.double().pow(2).sum(), min=0.0))
-    a, b, logev = fit_precisions(S, d_proj, d_perp2, op.m, alpha=alpha, beta=beta)
+    if tail_model == "isotropic" and op.m > k:
+        tail = max(float(first_energy.mean()) - float(S.double().pow(2).sum()), 0.0) / (op.m - k)
+    elif tail_model in ("none", "isotropic"):
+        tail = 0.0
+    else:
+        raise ValueError(f"tail_model must be 'isotropic' or 'none', got {tail_model!r}")
+    a, b, logev = fit_precisions(S, d_proj, d_perp2, op.m, alpha=alpha, beta=beta, tail=tail)
     timings["evidence_s"] = time.perf_counter() - t1
 
     # Predictive variance.
@@ -495,6 +516,10 @@ def linearised_laplace(
         w = w - V @ (V.T @ w)
         acc += op.jvp_x(w).double().pow(2)
     var_un = (acc / (ell + extra_probes)).to(dtype) / a
+    if forward is None and op.mask is None:
+        # Denoising: the tail directions are measured too; their posterior variance is the
+        # prior's times the isotropic-tail shrinkage (1/beta) / (t/alpha + 1/beta).
+        var_un = var_un * ((1.0 / b) / (tail / a + 1.0 / b))
     timings["variance_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
 
@@ -513,6 +538,7 @@ def linearised_laplace(
         singular_values=S.detach().cpu(),
         rank=k,
         log_evidence=logev,
+        tail=tail,
         n_parameters=op.p,
         n_measurements=op.m,
         timings=timings,
