@@ -404,7 +404,7 @@ def linearised_laplace(
     alpha: float | None = None,
     beta: float | None = None,
     extra_probes: int = 0,
-    tail_model: str = "none",
+    tail_model: str = "auto",
     seed: int = 0,
     keep_vectors: bool = False,
     progress: bool = False,
@@ -427,7 +427,9 @@ def linearised_laplace(
     alpha, beta:
         Fix a precision instead of fitting it by marginal likelihood.
     tail_model:
-        ``"isotropic"`` (default): the ``m - k`` measurement directions beyond the rank get
+        ``"auto"`` (default): ``"isotropic"`` when ``beta`` is given (a known noise level),
+        else ``"none"`` (with both precisions free, an isotropic tail and the noise cannot
+        be told apart).  ``"isotropic"``: the ``m - k`` measurement directions beyond the rank get
         the prior variance ``t / alpha`` with ``t`` their mean squared singular value
         (a Hutchinson estimate of ``tr(J_y^T J_y) - sum_i s_i^2`` from the range-finder
         probes), so the signal they carry is not mistaken for noise; ``"none"``: they
@@ -455,12 +457,12 @@ def linearised_laplace(
     first_jx = torch.empty(op.n, ell, dtype=dtype, device=device)
     probe_seed = seed + 7919
 
-    first_energy = torch.zeros(ell, dtype=torch.float64)
+    first_jy = torch.empty(op.m, ell, dtype=dtype, device=device)
 
     def first_products(w: Tensor, j: int) -> Tensor:
         jx, jy = op.jvp_y(w)
         first_jx[:, j] = jx
-        first_energy[j] = jy.double().pow(2).sum()  # E ||J_y w||^2 = sum of all s_i^2
+        first_jy[:, j] = jy
         return jy
 
     # Probes of the first pass are regenerated later from the same generator state.
@@ -487,12 +489,23 @@ def linearised_laplace(
         d = d - op.jvp_y(delta)[1]
     d_proj = U.T @ d
     d_perp2 = float(torch.clamp(d.double().pow(2).sum() - d_proj.double().pow(2).sum(), min=0.0))
+    # Regenerate the first-pass probes w_j: V^T w_j gives the projected products
+    # J (I - V V^T) w_j = J w_j - (J V)(V^T w_j) for the Hutchinson estimates below.
+    gen.manual_seed(probe_seed)
+    VtW = torch.empty(k, ell, dtype=dtype, device=device)
+    for j in range(ell):
+        VtW[:, j] = V.T @ torch.randn(op.p, generator=gen, dtype=dtype).to(device)
+    if tail_model == "auto":
+        tail_model = "isotropic" if beta is not None else "none"
     if tail_model == "isotropic" and op.m > k:
-        tail = max(float(first_energy.mean()) - float(S.double().pow(2).sum()), 0.0) / (op.m - k)
+        # E ||J_y (I - V V^T) w||^2 = sum_{i>k} s_i^2 (low variance: the leading directions are removed).
+        resid_y = first_jy - (U * S) @ VtW
+        tail = float(resid_y.double().pow(2).sum(dim=0).mean()) / (op.m - k)
     elif tail_model in ("none", "isotropic"):
         tail = 0.0
     else:
         raise ValueError(f"tail_model must be 'isotropic' or 'none', got {tail_model!r}")
+    del first_jy
     a, b, logev = fit_precisions(S, d_proj, d_perp2, op.m, alpha=alpha, beta=beta, tail=tail)
     timings["evidence_s"] = time.perf_counter() - t1
 
@@ -504,11 +517,7 @@ def linearised_laplace(
         JxV = torch.stack([op.jvp_x(V[:, j]) for j in range(k)], dim=1)
     var_obs = (JxV.pow(2) / (b * S.pow(2) + a)).sum(dim=1)
     # Hutchinson: J_x (I - V V^T) w = J_x w - (J_x V)(V^T w), with the first-pass probes.
-    gen.manual_seed(probe_seed)
-    acc = torch.zeros(op.n, dtype=torch.float64, device=device)
-    for j in range(ell):
-        w = torch.randn(op.p, generator=gen, dtype=dtype).to(device)
-        acc += (first_jx[:, j] - JxV @ (V.T @ w)).double().pow(2)
+    acc = (first_jx - JxV @ VtW).double().pow(2).sum(dim=1)
     del first_jx
     g2 = torch.Generator().manual_seed(seed + 104729)
     for _ in range(extra_probes):
