@@ -311,6 +311,7 @@ def fit(
             loss=loss_value,
             data=float(state["data"]),
             heldout=heldout_value,
+            raw_output=out,
         )
         for cb in callbacks:
             cb(record)

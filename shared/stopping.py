@@ -39,7 +39,9 @@ class StepRecord:
 
     ``output`` is the network output (averaged when averaging is on), ``prediction``
     the forward model applied to the training-pass output, ``loss`` the objective,
-    ``data`` its data term, ``heldout`` the held-out data term (or None).
+    ``data`` its data term, ``heldout`` the held-out data term (or None), ``raw_output``
+    the training-pass output before averaging (None when a caller does not provide it;
+    then rules fall back to ``output``).
     """
 
     iteration: int
@@ -48,6 +50,7 @@ class StepRecord:
     loss: float
     data: float
     heldout: float | None = None
+    raw_output: Tensor | None = None
 
 
 class StoppingRule:
@@ -86,15 +89,25 @@ class ESWMV(StoppingRule):
         Number ``W`` of consecutive outputs whose variance is tracked.
     patience:
         Steps without a new variance minimum after which the fit stops.
+    source:
+        Whose variance is tracked: ``"output"`` (the record's output: the averaged output
+        when the engine averages) or ``"raw"`` (the un-averaged training-pass output,
+        ``record.raw_output``).  The selected output is always ``record.output``.  An
+        exponential average changes slowly and smoothly, so its window variance keeps
+        shrinking while the raw outputs already drift towards the noise; with averaging
+        on, ``"raw"`` is the variance the ES-WMV paper tracks.
     """
 
     name = "eswmv"
 
-    def __init__(self, window: int = 100, patience: int = 500) -> None:
+    def __init__(self, window: int = 100, patience: int = 500, source: str = "output") -> None:
         if window < 2 or patience < 1:
             raise ValueError(f"ES-WMV needs window >= 2 and patience >= 1, got {window}, {patience}")
+        if source not in ("output", "raw"):
+            raise ValueError(f"ES-WMV source must be 'output' or 'raw', got {source!r}")
         self.window = window
         self.patience = patience
+        self.source = source
         super().__init__()
 
     def reset(self) -> None:
@@ -104,7 +117,8 @@ class ESWMV(StoppingRule):
         self._sumsq: Tensor | None = None
 
     def update(self, record: StepRecord) -> bool:
-        x = record.output.detach().to(torch.float64)
+        tracked = record.raw_output if self.source == "raw" and record.raw_output is not None else record.output
+        x = tracked.detach().to(torch.float64)
         if len(self._buffer) == self.window:
             old = self._buffer[0]
             self._sum -= old

@@ -174,3 +174,24 @@ def test_radon_validates_input():
         Radon(0, 16)
     with pytest.raises(ValueError, match="finite"):
         Radon([0.0, float("nan")], 16)
+
+
+def test_operators_networks_and_tv_work_inside_the_fitting_engine():
+    from shared.fit import fit
+    from shared.networks import ConvGenerator, DeepDecoder, get_noise_input
+    from shared.regularisers import TotalVariation
+
+    g = _gen(9)
+    x = torch.rand(1, 1, 32, 32, generator=g)
+    op = Downsample(2, "bicubic")
+    dd = DeepDecoder(k=8, layers=3, out_ch=1)
+    z = get_noise_input(8, *dd.input_shape(32, 32)[2:], generator=g)
+    res = fit(dd, z, op(x), forward=op, regularisers={"tv": (1e-3, TotalVariation())}, iterations=30,
+              lr=0.01, seed=0)
+    assert res.output.shape == (1, 1, 32, 32)
+    assert res.history["loss"][-1] < 0.5 * res.history["loss"][0]
+    # The input-free generator fits through fit(model, None, y).
+    G = ConvGenerator(32, k=16, generator=g)
+    target = torch.sin(torch.linspace(0, 6.28, 32))[None]
+    res = fit(G, None, target, iterations=50, lr=0.05, seed=0)
+    assert res.history["loss"][-1] < 0.5 * res.history["loss"][0]

@@ -59,3 +59,35 @@ def test_make_rule():
         make_rule("magic")
     with pytest.raises(ValueError, match="window"):
         ESWMV(window=1)
+
+
+def test_eswmv_on_raw_outputs_selects_by_raw_variance_and_returns_the_output():
+    """Raw outputs jitter least near t=300; the averaged output drifts ever more slowly,
+    so its own variance never stops shrinking. source='raw' must find t=300 and return
+    the averaged output of that iteration."""
+    g = torch.Generator().manual_seed(0)
+    raw_rule, avg_rule = ESWMV(window=20, patience=100, source="raw"), ESWMV(window=20, patience=100)
+    stop = None
+    for t in range(1500):
+        raw = (abs(t - 300) / 300 + 1e-3) * torch.randn(64, generator=g)
+        avg = torch.full((64,), 1.0 / (t + 1))  # slow, smooth drift
+        rec = StepRecord(iteration=t, output=avg, prediction=raw, loss=1.0, data=1.0, raw_output=raw)
+        avg_rule.update(rec)
+        if stop is None and raw_rule.update(rec):
+            stop = t
+    assert stop is not None and 280 <= raw_rule.best_iteration <= 330
+    assert torch.equal(raw_rule.best_output, torch.full((64,), 1.0 / (raw_rule.best_iteration + 1)))
+    assert avg_rule.best_iteration > 1400  # the averaged output's variance keeps falling
+    with pytest.raises(ValueError, match="source"):
+        ESWMV(source="ema")
+
+
+def test_fit_passes_the_raw_output_to_rules():
+    from shared.fit import fit
+    from shared.networks import MLP
+
+    seen = []
+    z = torch.linspace(-1, 1, 16).unsqueeze(-1)
+    fit(MLP(1, 1, (8,)), z, torch.sin(z), iterations=3, average=0.9, callbacks=[seen.append])
+    assert all(r.raw_output is not None and r.raw_output.shape == (16, 1) for r in seen)
+    assert not torch.equal(seen[-1].raw_output, seen[-1].output)  # averaged differs from raw

@@ -73,11 +73,11 @@ class PixelMask(LinearOperator):
 
     def A(self, x: Tensor) -> Tensor:
         self._check(x)
-        return x * self.mask.to(x.dtype)
+        return x * self.mask.to(x)
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         self._check(y)
-        return y * self.mask.to(y.dtype)
+        return y * self.mask.to(y)
 
     def A_dagger(self, y: Tensor, *args, **kwargs) -> Tensor:
         return self.A(y)
@@ -115,12 +115,12 @@ class GaussianMatrix(LinearOperator):
         if tuple(x.shape[1:]) != self.in_shape:
             raise ValueError(f"GaussianMatrix expects input (N, {', '.join(map(str, self.in_shape))}), "
                              f"got {tuple(x.shape)}")
-        return x.reshape(x.shape[0], self.n) @ self.matrix.to(x.dtype).T
+        return x.reshape(x.shape[0], self.n) @ self.matrix.to(x).T
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         if y.ndim != 2 or y.shape[1] != self.m:
             raise ValueError(f"GaussianMatrix adjoint expects (N, {self.m}), got {tuple(y.shape)}")
-        return (y @ self.matrix.to(y.dtype)).reshape(y.shape[0], *self.in_shape)
+        return (y @ self.matrix.to(y)).reshape(y.shape[0], *self.in_shape)
 
     def A_dagger(self, y: Tensor, *args, **kwargs) -> Tensor:
         if self.m > self.n:
@@ -128,5 +128,5 @@ class GaussianMatrix(LinearOperator):
         if self._chol is None or self._chol.device != self.matrix.device:
             M = self.matrix.double()
             self._chol = torch.linalg.cholesky(M @ M.T)
-        w = torch.cholesky_solve(y.double().T, self._chol).T
-        return self.A_adjoint(w.to(y.dtype)) if y.dtype != torch.float64 else self.A_adjoint(w)
+        w = torch.cholesky_solve(y.double().to(self._chol.device).T, self._chol).T
+        return self.A_adjoint(w.to(y))

@@ -127,9 +127,9 @@ class Radon(LinearOperator):
         out = x.new_zeros(N * C, self.n_angles * self.n_det)
         for a in range(0, self.n_angles, self.chunk):
             sl = slice(a, a + self.chunk)
-            idx = self.index[sl].reshape(-1).long()
-            v0 = (xf * self.w0[sl].to(x.dtype)).reshape(N * C, -1)
-            v1 = (xf * self.w1[sl].to(x.dtype)).reshape(N * C, -1)
+            idx = self.index[sl].reshape(-1).to(device=x.device, dtype=torch.long)
+            v0 = (xf * self.w0[sl].to(x)).reshape(N * C, -1)
+            v1 = (xf * self.w1[sl].to(x)).reshape(N * C, -1)
             out = out.index_add(1, idx, v0).index_add(1, idx + 1, v1)
         return out.reshape(N, C, self.n_angles, self.n_det)
 
@@ -140,11 +140,11 @@ class Radon(LinearOperator):
         out = y.new_zeros(N * C, self.n * self.n)
         for a in range(0, self.n_angles, self.chunk):
             sl = slice(a, a + self.chunk)
-            idx = self.index[sl].reshape(-1).long()
+            idx = self.index[sl].reshape(-1).to(device=y.device, dtype=torch.long)
             k = self.index[sl].shape[0]
             g0 = torch.index_select(yf, 1, idx).reshape(N * C, k, -1)
             g1 = torch.index_select(yf, 1, idx + 1).reshape(N * C, k, -1)
-            out = out + (g0 * self.w0[sl].to(y.dtype)).sum(1) + (g1 * self.w1[sl].to(y.dtype)).sum(1)
+            out = out + (g0 * self.w0[sl].to(y)).sum(1) + (g1 * self.w1[sl].to(y)).sum(1)
         return out.reshape(N, C, self.n, self.n)
 
     def filter(self, sinogram: Tensor, window: str | None = None) -> Tensor:
