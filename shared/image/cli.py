@@ -211,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     _positive("iterations", args.iterations)
     _positive("lr", args.lr)
     _positive("patience", args.patience)
+    _positive("uncertainty-rank", args.uncertainty_rank)
     spec = NETS[args.net]
     inputs = [p for p in (args.input, getattr(args, "mask", None), getattr(args, "reference", None)) if p is not None]
     check_outputs_spare_inputs(args.out, inputs)
@@ -226,7 +227,6 @@ def run(args: argparse.Namespace) -> int:
     if args.uncertainty:
         from shared.image.uncertainty_maps import image_uncertainty
 
-        _positive("uncertainty-rank", args.uncertainty_rank)
         _, rep = image_uncertainty(rec, args, out, rank=args.uncertainty_rank)
         if "calibration" in rep:
             say(f"uncertainty: {rep['calibration']['fraction_within']:.1%} of pixels within 2 predicted std")
