@@ -186,10 +186,16 @@ class JacobianOperator:
 
     def vjp_y(self, u: Tensor) -> Tensor:
         """``J_y^T u`` for a flat measurement-space vector ``u`` (length ``m``)."""
+        # Plain reverse mode on a retained graph: works with any autograd.Function
+        # (torch.func transforms need Functions written with setup_context).
         if self._vjp_fn is None:
-            fn = lambda th: self._forward_flat(self._model_flat(th))
-            _, self._vjp_fn = torch.func.vjp(fn, self.theta)
-        return self._vjp_fn(u)[0]
+            with torch.enable_grad():
+                th = self.theta.detach().requires_grad_(True)
+                out = self._forward_flat(self._model_flat(th))
+            self._vjp_fn = (th, out)
+        th, out = self._vjp_fn
+        (g,) = torch.autograd.grad(out, th, grad_outputs=u.to(out.dtype), retain_graph=True)
+        return g
 
 
 def _jvp(fn: Callable[[Tensor], Tensor], primal: Tensor, tangent: Tensor, owner: Any, flag: str) -> Tensor:
@@ -405,6 +411,7 @@ def linearised_laplace(
     beta: float | None = None,
     extra_probes: int = 0,
     tail_model: str = "auto",
+    method: str = "auto",
     seed: int = 0,
     keep_vectors: bool = False,
     progress: bool = False,
@@ -434,6 +441,10 @@ def linearised_laplace(
         (a Hutchinson estimate of ``tr(J_y^T J_y) - sum_i s_i^2`` from the range-finder
         probes), so the signal they carry is not mistaken for noise; ``"none"``: they
         are pure noise (the exact evidence of the rank-k subspace model).
+    method:
+        ``"randomized"`` (Halko SVD through JVPs and VJPs), ``"exact"`` (``J_y^T`` formed by
+        ``m`` VJPs; needs no forward-mode product through ``forward``), or ``"auto"``
+        (exact when ``m <= rank + oversample``: few measurements, e.g. EIT electrodes).
     extra_probes:
         Additional Hutchinson probes for the unobserved-variance term (the first
         ``rank + oversample`` probes of the range finder are always reused).
@@ -465,13 +476,33 @@ def linearised_laplace(
         first_jy[:, j] = jy
         return jy
 
-    # Probes of the first pass are regenerated later from the same generator state.
-    gen.manual_seed(probe_seed)
-    U, S, V = randomized_svd(
-        lambda v: op.jvp_y(v)[1], op.vjp_y, (op.m, op.p), rank, oversample=oversample,
-        power_iterations=power_iterations, generator=gen, dtype=dtype, device=device,
-        on_first_products=first_products, progress=progress,
-    )
+    if method == "auto":
+        method = "exact" if op.m <= rank + oversample else "randomized"
+    Jy_T = None
+    if method == "exact":
+        # m is small: form J_y^T column by column with m vector-Jacobian products (no
+        # forward-mode product through the forward model is needed, e.g. a FEM solve
+        # whose autograd Function only has a backward).
+        Jy_T = torch.stack([op.vjp_y(e) for e in torch.eye(op.m, dtype=dtype, device=device)], dim=1)
+        V, S, Ut = torch.linalg.svd(Jy_T, full_matrices=False)
+        U = Ut.T
+        k_full = S.numel()
+        tail_exact = float(S[rank:].double().pow(2).sum()) / max(op.m - min(rank, k_full), 1)
+        U, S, V = U[:, :rank].contiguous(), S[:rank].contiguous(), V[:, :rank].contiguous()
+        gen.manual_seed(probe_seed)
+        for j in range(ell):
+            first_jx[:, j] = op.jvp_x(torch.randn(op.p, generator=gen, dtype=dtype).to(device))
+    elif method == "randomized":
+        # Probes of the first pass are regenerated later from the same generator state.
+        gen.manual_seed(probe_seed)
+        U, S, V = randomized_svd(
+            lambda v: op.jvp_y(v)[1], op.vjp_y, (op.m, op.p), rank, oversample=oversample,
+            power_iterations=power_iterations, generator=gen, dtype=dtype, device=device,
+            on_first_products=first_products, progress=progress,
+        )
+    else:
+        raise ValueError(f"method must be 'auto', 'randomized' or 'exact', got {method!r}")
+    jy_apply = (lambda v: Jy_T.T @ v) if Jy_T is not None else (lambda v: op.jvp_y(v)[1])
     k = S.numel()
     timings["svd_s"] = time.perf_counter() - t0
 
@@ -480,13 +511,13 @@ def linearised_laplace(
     y_sel = y.reshape(-1)[finite.reshape(-1)] if not bool(finite.all()) else y.reshape(-1)
     d = y_sel.to(dtype) - op._select(op.y_pred.reshape(-1))
     if prior_mean is None or (isinstance(prior_mean, str) and prior_mean == "zero"):
-        d = d + op.jvp_y(op.theta)[1]  # d = y - F(x*) - J_y (0 - theta*)
+        d = d + jy_apply(op.theta)  # d = y - F(x*) - J_y (0 - theta*)
     elif isinstance(prior_mean, str):
         if prior_mean != "fitted":
             raise ValueError(f"prior_mean must be a parameter snapshot, 'zero' or 'fitted', got {prior_mean!r}")
     else:
         delta = op.flatten(prior_mean) - op.theta
-        d = d - op.jvp_y(delta)[1]
+        d = d - jy_apply(delta)
     d_proj = U.T @ d
     d_perp2 = float(torch.clamp(d.double().pow(2).sum() - d_proj.double().pow(2).sum(), min=0.0))
     # Regenerate the first-pass probes w_j: V^T w_j gives the projected products
@@ -497,7 +528,9 @@ def linearised_laplace(
         VtW[:, j] = V.T @ torch.randn(op.p, generator=gen, dtype=dtype).to(device)
     if tail_model == "auto":
         tail_model = "isotropic" if beta is not None else "none"
-    if tail_model == "isotropic" and op.m > k:
+    if tail_model == "isotropic" and method == "exact":
+        tail = tail_exact
+    elif tail_model == "isotropic" and op.m > k:
         # E ||J_y (I - V V^T) w||^2 = sum_{i>k} s_i^2 (low variance: the leading directions are removed).
         resid_y = first_jy - (U * S) @ VtW
         tail = float(resid_y.double().pow(2).sum(dim=0).mean()) / (op.m - k)
@@ -505,7 +538,8 @@ def linearised_laplace(
         tail = 0.0
     else:
         raise ValueError(f"tail_model must be 'isotropic' or 'none', got {tail_model!r}")
-    del first_jy
+    if method != "exact":
+        del first_jy
     a, b, logev = fit_precisions(S, d_proj, d_perp2, op.m, alpha=alpha, beta=beta, tail=tail)
     timings["evidence_s"] = time.perf_counter() - t1
 

@@ -170,3 +170,32 @@ def test_fit_precisions_keeps_a_fixed_value():
     s = torch.linspace(1, 0.1, 10)
     a, b, _ = fit_precisions(s, torch.ones(10), 5.0, 100, beta=7.0)
     assert b == 7.0 and a > 0
+
+
+class _NoForwardMode(torch.autograd.Function):
+    """A linear map with a backward only (like a FEM solve wrapped for autograd)."""
+
+    @staticmethod
+    def forward(ctx, x, A):
+        ctx.save_for_backward(A)
+        return A @ x
+
+    @staticmethod
+    def backward(ctx, g):
+        (A,) = ctx.saved_tensors
+        return A.T @ g.detach(), None
+
+
+def test_exact_method_needs_only_backward_through_the_forward_model():
+    J, theta, x, _ = _linear_gaussian(m=300, p=80, seed=7)
+    g = torch.Generator().manual_seed(8)
+    A = torch.randn(40, 300, generator=g) / math.sqrt(300)
+    y = A @ x + torch.randn(40, generator=g) / 10.0
+    net = LinearModel(J)
+    fwd = lambda v: _NoForwardMode.apply(v, A)
+    u = linearised_laplace(net, torch.zeros(1), y, forward=fwd, rank=40, prior_mean="zero", beta=100.0)
+    ref = linearised_laplace(net, torch.zeros(1), y, forward=lambda v: A @ v, rank=40, prior_mean="zero",
+                             beta=100.0, method="randomized", oversample=0, power_iterations=2)
+    assert abs(u.alpha / ref.alpha - 1) < 1e-3
+    assert torch.allclose(u.singular_values, ref.singular_values, rtol=1e-4)
+    assert torch.allclose(u.std_observed, ref.std_observed, rtol=1e-3, atol=1e-6)
