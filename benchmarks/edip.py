@@ -40,11 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared.image.edip import (CTSetup, curve_stats, edip_network, finetune, load_checkpoint,  # noqa: E402
-                               simulate_ct, time_to_psnr)
+                               network_output, simulate_ct, time_to_psnr)
 from shared.image.phantoms import random_ellipses  # noqa: E402
 from shared.metrics import psnr, ssim  # noqa: E402
 from shared.spectral import jacobian_spectrum  # noqa: E402
-from shared.uncertainty import calibration, linearised_uncertainty  # noqa: E402
+from shared.uncertainty import batch_statistics, calibration, linearised_uncertainty  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         ft = finetune(y, op, fbp, net=net, input=inp, iterations=its, lr=lr, reference=x, metric_every=10,
                       progress=name)
         stats = curve_stats(ft.iterations, ft.psnr, ft.times)
-        out = ft.result.final.clamp(0, 1)
+        out = network_output(ft.result.model, ft.z).clamp(0, 1)
         stats.update(final_psnr=psnr(out, x), final_ssim=ssim(out, x), iterations=its, lr=lr,
                      wall_time_s=time.perf_counter() - t, seconds_per_iteration=ft.times[-1] / max(ft.iterations[-1], 1))
         ft.stats = stats
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     unc = linearised_uncertainty(edip.result, edip.z, forward=op.A, y=y, rank=args.rank, prior_mean="zero",
                                  beta=1.0 / sigma ** 2, progress=True)
-    cal = calibration(edip.result.final.clamp(0, 1), unc.std, x)
+    est = unc.mean.clamp(0, 1)  # the linearisation point (batch-norm batch statistics)
+    cal = calibration(est, unc.std, x)
     print(f"uncertainty ({time.perf_counter() - t:.0f} s): within 2 std {cal['fraction_within']:.3f}, test LL "
           f"{cal['test_log_likelihood']:.3f} vs constant-std {cal['baseline_log_likelihood']:.3f}, "
           f"corr(std, |err|) {cal['std_error_correlation']:.2f}")
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("DIP (FBP)", "EDIP (FBP)"):
         for when, model in (("init", inits[name]), ("fitted", runs[name].result.model)):
             model.eval()
-            S = jacobian_spectrum(model, runs[name].z, rank=args.spectrum_rank, forward=op.A, power_iterations=1)
+            with batch_statistics(model):
+                S = jacobian_spectrum(model, runs[name].z, rank=args.spectrum_rank, forward=op.A, power_iterations=1)
             spectra[f"{name} {when}"] = [float(s) for s in S]
     print("leading Jacobian singular value: " + ", ".join(f"{k} {v[0]:.3g}" for k, v in spectra.items()))
 
@@ -139,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     fig.savefig(args.out / "edip_psnr.png", dpi=70)
     plt.close(fig)
 
-    err = (edip.result.final.clamp(0, 1) - x)[0, 0]
+    err = (est - x)[0, 0]
     fig, ax = plt.subplots(1, 5, figsize=(15, 3.2))
     panels = ((x[0, 0], "phantom", "gray", (0, 1)), (fbp[0, 0], f"FBP {psnr(fbp, x):.1f} dB", "gray", (0, 1)),
-              (edip.result.final[0, 0].clamp(0, 1), f"EDIP {edip.stats['final_psnr']:.1f} dB", "gray", (0, 1)),
+              (est[0, 0], f"EDIP {edip.stats['final_psnr']:.1f} dB", "gray", (0, 1)),
               (err.abs(), "|error|", "magma", (0, float(2 * unc.std.max()))),
               (unc.std[0, 0], f"predicted std ({cal['fraction_within']:.0%} within 2 std)", "magma", (0, float(2 * unc.std.max()))))
     for a, (im, title, cmap, lim) in zip(ax, panels):

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.fit import fit  # noqa: E402
-from shared.image.edip import CTSetup, edip_network, simulate_ct  # noqa: E402
+from shared.image.edip import CTSetup, edip_network, network_output, simulate_ct  # noqa: E402
 from shared.image.iterative import tv_pdhg  # noqa: E402
 from shared.image.phantoms import random_ellipses, shepp_logan  # noqa: E402
 from shared.metrics import psnr, ssim  # noqa: E402
@@ -58,7 +58,7 @@ def dip(y, op, size, *, tv_weight: float = 0.0, iterations: int, lr: float, seed
     z = get_noise_input(1, size, size, generator=torch.Generator().manual_seed(seed))
     regs = {"tv": (tv_weight, TotalVariation("isotropic"))} if tv_weight > 0 else None
     res = fit(net, z, y, forward=op.A, regularisers=regs, iterations=iterations, lr=lr, seed=seed)
-    return res.final.clamp(0, 1), res.wall_time_s
+    return network_output(res.model, z).clamp(0, 1), res.wall_time_s
 
 
 def run_setting(name: str, x: torch.Tensor, angles: int, noise: float, args) -> tuple[dict, dict]:

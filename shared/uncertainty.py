@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -74,6 +75,7 @@ __all__ = [
     "fit_precisions",
     "calibration",
     "snapshot",
+    "batch_statistics",
 ]
 
 
@@ -119,13 +121,14 @@ class JacobianOperator:
         with torch.no_grad():
             x = self._call_model(self._unflatten(self.theta))
         self.x_shape = x.shape
-        self.x = x.detach()
+        self.x_dtype = x.dtype
+        self.x = x.detach().to(self.theta.dtype)
         self.n = x.numel()
         if forward is not None:
             with torch.no_grad():
                 yy = forward(x)
             self.y_shape = yy.shape
-            self.y_pred = yy.detach()
+            self.y_pred = yy.detach().to(self.theta.dtype)
         else:
             self.y_shape = x.shape
             self.y_pred = self.x
@@ -158,7 +161,7 @@ class JacobianOperator:
         return torch.func.functional_call(self.model, params, args)
 
     def _model_flat(self, flat: Tensor) -> Tensor:
-        return self._call_model(self._unflatten(flat)).reshape(-1)
+        return self._call_model(self._unflatten(flat)).reshape(-1).to(self.theta.dtype)
 
     def _select(self, yflat: Tensor) -> Tensor:
         return yflat if self.mask is None else yflat[self.mask]
@@ -166,7 +169,9 @@ class JacobianOperator:
     def _forward_flat(self, xflat: Tensor) -> Tensor:
         if self.forward is None:
             return self._select(xflat)
-        return self._select(self.forward(xflat.view(self.x_shape)).reshape(-1))
+        # Products live in the parameters' dtype (a float64 FEM forward on a float32 net).
+        out = self.forward(xflat.view(self.x_shape).to(self.x_dtype)).reshape(-1)
+        return self._select(out.to(self.theta.dtype))
 
     # -- products
     def jvp_x(self, v: Tensor) -> Tensor:
@@ -589,20 +594,48 @@ def linearised_laplace(
     )
 
 
+@contextmanager
+def batch_statistics(model: nn.Module):
+    """Evaluate batch-norm layers with the statistics of the current batch, as in training,
+    without updating their running averages (the function the fit optimised)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    saved = []
+    for mod in model.modules():
+        if isinstance(mod, _BatchNorm) and mod.running_mean is not None:
+            saved.append((mod, mod.running_mean, mod.running_var))
+            mod.running_mean, mod.running_var = None, None
+    try:
+        yield model
+    finally:
+        for mod, mean, var in saved:
+            mod.running_mean, mod.running_var = mean, var
+
+
 def linearised_uncertainty(result: Any, z: Any, forward: Callable[[Tensor], Tensor] | None = None,
-                           y: Tensor | None = None, rank: int = 64, **kwargs) -> LinearisedUncertainty:
+                           y: Tensor | None = None, rank: int = 64, batchnorm: str = "batch",
+                           **kwargs) -> LinearisedUncertainty:
     """:func:`linearised_laplace` for a :class:`shared.fit.FitResult` (its fitted ``model``).
 
     The network is linearised at its final parameters (``FitResult.model``); when a
     stopping rule selected an earlier output, the std still refers to the final network.
-    ``y`` is required (the measurements of the fit).
+    ``y`` is required (the measurements of the fit).  ``batchnorm``: ``"batch"`` (default)
+    evaluates batch-norm layers with batch statistics, the function the fit optimised
+    (DIP trains on a batch of one); ``"running"`` uses their running averages (eval mode,
+    as ``FitResult.final``).  ``result.mean`` is the network output at the linearisation
+    point; compare errors against it.
     """
     if y is None:
         raise ValueError("linearised_uncertainty needs the measurements y that were fitted")
+    if batchnorm not in ("batch", "running"):
+        raise ValueError(f"batchnorm must be 'batch' or 'running', got {batchnorm!r}")
     model = result.model
     was_training = model.training
-    model.eval()
+    model.eval()  # no dropout; batch norm as chosen below
     try:
+        if batchnorm == "batch":
+            with batch_statistics(model):
+                return linearised_laplace(model, z, y, forward=forward, rank=rank, **kwargs)
         return linearised_laplace(model, z, y, forward=forward, rank=rank, **kwargs)
     finally:
         model.train(was_training)

@@ -199,3 +199,19 @@ def test_exact_method_needs_only_backward_through_the_forward_model():
     assert abs(u.alpha / ref.alpha - 1) < 1e-3
     assert torch.allclose(u.singular_values, ref.singular_values, rtol=1e-4)
     assert torch.allclose(u.std_observed, ref.std_observed, rtol=1e-3, atol=1e-6)
+
+
+def test_batch_statistics_reproduce_the_training_function_without_touching_buffers():
+    from shared.uncertainty import batch_statistics
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU())
+    z = torch.randn(1, 1, 8, 8)
+    net.train()
+    train_out = net(z)
+    mean = net[1].running_mean.clone()
+    net.eval()
+    with batch_statistics(net):
+        out = net(z)
+    assert torch.allclose(out, train_out) and torch.equal(net[1].running_mean, mean)
+    assert not torch.allclose(net(z), train_out)  # eval mode (running stats) differs

@@ -51,6 +51,7 @@ __all__ = [
     "finetune",
     "curve_stats",
     "time_to_psnr",
+    "network_output",
 ]
 
 #: The network of the CT experiments: 4 scales, few channels (~146k parameters), one input
@@ -159,6 +160,20 @@ def load_checkpoint(path: str | Path) -> tuple[Hourglass, dict[str, Any]]:
     net = Hourglass(in_ch, out_ch, **cfg)
     net.load_state_dict(ckpt["state_dict"])
     return net, dict(ckpt.get("meta", {}))
+
+
+def network_output(model: nn.Module, z: Tensor) -> Tensor:
+    """``G_theta(z)`` as the fit optimised it: batch norm with the statistics of the batch
+    (DIP trains on a batch of one; eval-mode running averages give a different image)."""
+    from shared.uncertainty import batch_statistics
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), batch_statistics(model):
+            return model(z).detach()
+    finally:
+        model.train(was)
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -283,7 +298,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     ft = finetune(y, op, fbp, net=net, input=args.input, iterations=args.iterations, lr=args.lr, reference=x,
                   seed=args.seed, progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
-    out = ft.result.output.clamp(0, 1)
+    out = network_output(ft.result.model, ft.z).clamp(0, 1)
     stats = curve_stats(ft.iterations, ft.psnr, ft.times)
     report = {"psnr_fbp": psnr(fbp, x), "psnr": psnr(out, x), "ssim": ssim(out, x), **stats,
               "checkpoint": str(args.checkpoint) if args.checkpoint else None, "input": args.input}
