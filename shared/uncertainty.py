@@ -34,7 +34,17 @@ finder with ``power_iterations`` subspace iterations) gives ``J_y ~ U S V^T`` of
           = sum_j (J_x v_j)_i^2 / (beta s_j^2 + alpha) + alpha^-1 [J_x (I - V V^T) J_x^T]_ii``.
   The first term is exact; the second (the prior variance left in the directions the
   measurements do not see, e.g. the null space of a sparse-view CT operator) is a
-  Hutchinson estimate ``mean_w ((J_x (I - V V^T) w)_i)^2`` over Gaussian probes ``w``.
+  Hutchinson estimate ``mean_w ((J_x (I - V V^T) w)_i)^2`` over Gaussian probes ``w``
+  (the range finder's own probes, so it costs no extra products).
+
+With a known noise level (``beta`` given) the ``m - k`` measurement directions beyond the
+rank are not treated as pure noise but get the isotropic prior variance ``t / alpha``
+(``t = sum_{i>k} s_i^2 / (m - k)``, estimated by projected Hutchinson probes): the
+evidence then uses ``var_perp = t / alpha + 1 / beta`` for ``||d - U U^T d||^2``, and for
+denoising (identity forward model) the second variance term is shrunk by the posterior
+factor ``(1/beta) / (t/alpha + 1/beta)`` of those directions.  When the measurements are
+few (EIT), ``method="exact"`` forms ``J_y^T`` with one VJP per measurement instead of
+the randomized SVD; it needs no forward-mode derivative of the forward model.
 
 ``std`` is the standard deviation of the reconstruction ``x`` (epistemic: no noise term).
 ``std_noisy`` adds the noise variance ``1/beta`` and is the predictive standard deviation of
