@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "edip_time_to_steady_s": edip_time,
         "edip_over_dip_time": edip_time / dip_time if dip_time > 0 else None,
         "target_psnr": target,
-        "time_to_target_s": {k: v[0] for k, v in times.items()},
+        "time_to_target_s": {k: (v[0] if v[0] != float("inf") else None) for k, v in times.items()},  # None: never reached
         "iterations_to_target": {k: v[1] for k, v in times.items()},
         "runs": {k: r.stats for k, r in runs.items()},
         "psnr_fbp": psnr(fbp, x),
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "note": "2 CPU cores shared with ~6 concurrent jobs: wall times are inflated and noisy"},
     }
-    (args.out / "edip.json").write_text(json.dumps(result, indent=1))
+    (args.out / "edip.json").write_text(json.dumps(result, indent=1, allow_nan=False))
     print(f"dip_time_to_steady_s {dip_time:.1f}  edip_time_to_steady_s {edip_time:.1f}  "
           f"calibration_2std {cal['fraction_within']:.3f}")
     print(f"wrote {args.out / 'edip.json'}")
