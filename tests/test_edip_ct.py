@@ -1,5 +1,4 @@
 """EDIP and sparse-view CT pieces at 32x32: phantoms, TV-PDHG, pretraining, checkpoints, fine-tuning."""
-import json
 
 import pytest
 import torch
