@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "dip_time_to_steady_s": dip_time,
         "edip_time_to_steady_s": edip_time,
         "edip_over_dip_time": edip_time / dip_time if dip_time > 0 else None,
+        # Same network, same cost per step: the iteration ratio is the load-free comparison.
+        "iteration_ratio_edip_over_dip": (times["EDIP (FBP)"][1] / times["DIP (noise)"][1]
+                                          if times["DIP (noise)"][1] > 0 and times["EDIP (FBP)"][1] >= 0 else None),
         "target_psnr": target,
         "time_to_target_s": {k: (v[0] if v[0] != float("inf") else None) for k, v in times.items()},  # None: never reached
         "iterations_to_target": {k: v[1] for k, v in times.items()},
