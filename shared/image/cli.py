@@ -100,6 +100,9 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
                    help="automatic early stopping: ES-WMV (output variance), held-out 10%% of the "
                    "measurements, or none (run all iterations, return the averaged output)")
     p.add_argument("--patience", type=int, default=300, help="iterations without improvement before stopping")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write a pixelwise predictive std (linearised Laplace): std.png, std.pt, uncertainty.json")
+    p.add_argument("--uncertainty-rank", type=int, default=32, help="rank of the Jacobian SVD for --uncertainty")
 
 
 def _positive(name: str, value: float | int | None, strict: bool = True) -> None:
@@ -208,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     _positive("iterations", args.iterations)
     _positive("lr", args.lr)
     _positive("patience", args.patience)
+    _positive("uncertainty-rank", args.uncertainty_rank)
     spec = NETS[args.net]
     inputs = [p for p in (args.input, getattr(args, "mask", None), getattr(args, "reference", None)) if p is not None]
     check_outputs_spare_inputs(args.out, inputs)
@@ -220,6 +224,13 @@ def run(args: argparse.Namespace) -> int:
                       patience=args.patience, seed=args.seed, device=args.device,
                       progress=False if args.quiet else f"{args.task} ({args.net})")
     write_outputs(out, rec, inputs)
+    if args.uncertainty:
+        from shared.image.uncertainty_maps import image_uncertainty
+
+        _, rep = image_uncertainty(rec, args, out, rank=args.uncertainty_rank)
+        if "calibration" in rep:
+            say(f"uncertainty: {rep['calibration']['fraction_within']:.1%} of pixels within 2 predicted std")
+        say(f"wrote std.png, std.pt, uncertainty.json to {out}")
     m = rec.metrics
     summary = (f"{args.task}: {m['iterations_run']} iterations ({m['stopped_by']}), output of iteration "
                f"{m['selected_iteration']}, {m['wall_time_s']:.1f} s")
