@@ -49,3 +49,7 @@ benchmarks: $(STAMP)
 
 clean:
 	rm -rf out .pytest_cache
+
+# EDIP: a small checkpoint pretrained on synthetic ellipse phantoms, made on this machine (never downloaded).
+checkpoints/edip_ct128.pt: $(STAMP)
+	$(PY) -m shared.image.edip pretrain --out $@
