@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def run_parsed(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen ``func``; user-input errors print without traceback."""
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         # Input errors carry a message meant for the user; no traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_parsed(build_parser(), argv)
 
 
 if __name__ == "__main__":

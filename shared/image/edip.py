@@ -346,12 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=Path("out/edip"))
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=_cmd_finetune)
-    args = p.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from shared.cli import run_parsed
+
+    return run_parsed(p, argv)
 
 
 if __name__ == "__main__":

@@ -58,12 +58,7 @@ def grid(path: str | Path, rows: Sequence[Sequence[tuple[str, Tensor | np.ndarra
                 axes[i][j].axis("off")
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
 def fit_curves(
@@ -109,12 +104,7 @@ def fit_curves(
         ax2.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
 def loss_curves(
@@ -142,6 +132,11 @@ def loss_curves(
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    return _save(fig, path, dpi)
+
+
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
