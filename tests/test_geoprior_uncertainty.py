@@ -5,7 +5,9 @@ import torch
 from geoprior.cover import build_cover
 from geoprior.reconstruct import ReconstructionConfig, fit_charts
 from geoprior.uncertainty import chart_uncertainty
-from shared.uncertainty import calibration
+import pytest
+
+from shared.uncertainty import calibration, snapshot
 
 SIGMA = 0.01
 
@@ -44,3 +46,10 @@ def test_chart_uncertainty_sphere_cap():
     print("normal", cal_n)
     assert cal_n["fraction_within"] > 0.8
     assert cal_n["rmse"] < SIGMA  # the chart denoises
+    # A parameter snapshot of the whole ChartPrior is restricted to the patch: the fitted
+    # weights as prior mean give the same posterior as prior_mean="fitted".
+    a = chart_uncertainty(model, cover, 0, prior_mean=snapshot(model))
+    b = chart_uncertainty(model, cover, 0, prior_mean="fitted")
+    assert abs(a.beta - b.beta) < 1e-6 * b.beta and torch.allclose(a.std, b.std)
+    with pytest.raises(ValueError, match="patch must be in"):
+        chart_uncertainty(model, cover, 1)
