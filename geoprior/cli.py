@@ -42,7 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden", type=int, nargs="+", default=list(d.hidden), help="chart MLP widths (default: %(default)s)")
     p.add_argument("--loss", choices=["exact", "sinkhorn"], default="exact", help="EMD: exact assignment or geomloss Sinkhorn (default: %(default)s)")
     p.add_argument("--stopping", choices=["none", "eswmv", "plateau"], default="none", help="early stopping rule (default: %(default)s)")
-    p.add_argument("--max-fit-points", type=int, default=d.max_fit_points, help="random subset used for fitting (default: %(default)s)")
+    p.add_argument("--fold-points", type=int, default=d.fold_points,
+                   help="points per fold: larger clouds are split into interleaved folds, each with its own charts "
+                        "(default: %(default)s)")
+    p.add_argument("--max-folds", type=int, default=d.max_folds,
+                   help="at most this many folds; larger clouds are subsampled (default: %(default)s)")
     p.add_argument("--centres", choices=["poisson", "fps"], default="poisson", help="patch centre sampling (default: %(default)s)")
     p.add_argument("--density", type=int, default=d.density, help="dense samples per parameter sample (default: %(default)s)")
     p.add_argument("--depth", type=int, default=d.depth, help="Poisson octree depth (default: %(default)s)")
@@ -138,7 +142,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     t_load = time.perf_counter() - t0
     cfg = ReconstructionConfig(
         radius=args.radius, overlap=args.overlap, iterations=args.iterations, lr=args.lr, hidden=tuple(args.hidden),
-        loss=args.loss, stopping=args.stopping, max_fit_points=args.max_fit_points, centres=args.centres,
+        loss=args.loss, stopping=args.stopping, fold_points=args.fold_points, max_folds=args.max_folds, centres=args.centres,
         consistency_iterations=args.consistency_iterations, density=args.density, depth=args.depth,
         trim_quantile=args.trim, mesh=not args.no_mesh, seed=args.seed, device=args.device, progress=not args.quiet,
     )

@@ -17,16 +17,25 @@ normal, ``det R_i = +1``) and ``s_i`` the largest in-plane distance from ``o_i``
 patch coordinates lie in the unit ball.  Patch ``i`` of ``n_i`` points gets ``n_i``
 parameter samples ``u in [0, 1]^2`` (jittered grid or Lloyd-relaxed), padded to ``K =
 max n_i`` with a mask, so that all patches batch into ``(P, K, .)`` tensors.
+
+**Folds.** A cloud much denser than the charts need is split into ``F`` interleaved random
+subsets (folds), each a sparser copy of the same surface; every fold gets its own cover
+and charts (:func:`build_folded_cover`), all batched together.  A chart then still sees a
+few hundred points (the exact assignment stays cheap, ``O(n^3)`` per patch) while every
+input point is used: each fold's charts are an independent estimate of the surface and
+the mesher averages them.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-__all__ = ["Cover", "build_cover", "poisson_disk_centres", "farthest_point_centres", "parameter_samples"]
+__all__ = ["Cover", "build_cover", "build_folded_cover", "concat_covers", "map_parallel", "poisson_disk_centres", "farthest_point_centres", "parameter_samples"]
 
 
 @dataclass
@@ -43,6 +52,7 @@ class Cover:
     local: ``(P, K, 3)`` patch points in their frames (zeros in padding).
     uv: ``(P, K, 2)`` parameter samples in ``[0, 1]^2`` (the chart inputs; padding repeats a sample).
     oriented: True when the frames' normals ``e3`` were oriented by given point normals.
+    group: ``(P,)`` fold of each patch (all zeros for a single cover).
     """
 
     centres: np.ndarray
@@ -55,10 +65,19 @@ class Cover:
     local: np.ndarray
     uv: np.ndarray
     oriented: bool = False
+    group: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.group is None:
+            self.group = np.zeros(len(self.centres), dtype=np.int64)
 
     @property
     def n_patches(self) -> int:
         return len(self.centres)
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.group.max()) + 1 if len(self.group) else 0
 
     @property
     def sizes(self) -> np.ndarray:
@@ -212,25 +231,101 @@ def build_cover(
     scale = np.zeros(P)
     local = np.zeros((P, K, 3))
     uv = np.zeros((P, K, 2))
+    jobs = []
     for i, idx in enumerate(members):
         n = len(idx)
         p = points[idx]
         hint = normals[idx].mean(0) if normals is not None else None
         o, rot, s = _pca_frame(p, hint)
         q = (p - o) @ rot / s
-        u = parameter_samples(n, rng, parameters)
-        # Fold-free start: match samples to the in-plane coordinates mapped into [0, 1]^2.
-        planar = q[:, :2]
-        lo, hi = planar.min(0), planar.max(0)
-        planar01 = (planar - lo) / np.maximum(hi - lo, 1e-12)
-        cost = ((u[:, None, :] - planar01[None, :, :]) ** 2).sum(-1)
-        rows, cols = linear_sum_assignment(cost)
-        order = np.empty(n, dtype=np.int64)
-        order[cols] = rows  # point j gets sample order[j]
         index[i, :n] = idx
         mask[i, :n] = True
         local[i, :n] = q
+        origin[i], rotation[i], scale[i] = o, rot, s
+        jobs.append((parameter_samples(n, rng, parameters), q[:, :2]))
+    # The assignments are independent and scipy's solver releases the GIL: run them on all cores.
+    for i, (u, order) in enumerate(map_parallel(_fold_free_order, jobs)):
+        n = len(order)
         uv[i, :n] = u[order]
         uv[i, n:] = u[order][0]
-        origin[i], rotation[i], scale[i] = o, rot, s
     return Cover(centres, r, index, mask, origin, rotation, scale, local, uv, oriented=normals is not None)
+
+
+def _fold_free_order(job: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Match samples ``u`` to the points' in-plane coordinates mapped into ``[0, 1]^2``.
+
+    Returns ``(u, order)`` with ``order[j]`` the sample given to point ``j``: the first
+    matching of a chart is then fold-free.
+    """
+    u, planar = job
+    lo, hi = planar.min(0), planar.max(0)
+    planar01 = (planar - lo) / np.maximum(hi - lo, 1e-12)
+    cost = ((u[:, None, :] - planar01[None, :, :]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    order = np.empty(len(u), dtype=np.int64)
+    order[cols] = rows
+    return u, order
+
+
+def map_parallel(func, items, workers: int | None = None) -> list:
+    """``[func(x) for x in items]`` on a thread pool (for GIL-releasing work such as
+    ``linear_sum_assignment``); order and results are those of the serial loop."""
+    items = list(items)
+    workers = workers or min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+    if workers <= 1 or len(items) < 2:
+        return [func(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(func, items))
+
+
+def concat_covers(covers: list[Cover], index_maps: list[np.ndarray]) -> Cover:
+    """One cover holding all patches of ``covers`` (fold ``g`` = ``covers[g]``).
+
+    ``index_maps[g]`` maps the point indices of cover ``g`` (into its own subset) to
+    indices into the full cloud; padding is widened to the largest patch.
+    """
+    K = max(c.mask.shape[1] for c in covers)
+
+    def pad(a: np.ndarray, fill) -> np.ndarray:
+        out = np.full((a.shape[0], K, *a.shape[2:]), fill, dtype=a.dtype)
+        out[:, :a.shape[1]] = a
+        return out
+
+    uv = []
+    for c in covers:
+        u = pad(c.uv, 0.0)
+        u[:, c.uv.shape[1]:] = c.uv[:, :1]  # padding repeats a sample, as in build_cover
+        uv.append(u)
+    index = [pad(np.where(c.mask, m[np.clip(c.index, 0, None)], -1), -1) for c, m in zip(covers, index_maps)]
+    return Cover(
+        centres=np.concatenate([c.centres for c in covers]),
+        radius=covers[0].radius,
+        index=np.concatenate(index),
+        mask=np.concatenate([pad(c.mask, False) for c in covers]),
+        origin=np.concatenate([c.origin for c in covers]),
+        rotation=np.concatenate([c.rotation for c in covers]),
+        scale=np.concatenate([c.scale for c in covers]),
+        local=np.concatenate([pad(c.local, 0.0) for c in covers]),
+        uv=np.concatenate(uv),
+        oriented=all(c.oriented for c in covers),
+        group=np.concatenate([np.full(c.n_patches, g, dtype=np.int64) for g, c in enumerate(covers)]),
+    )
+
+
+def build_folded_cover(points: np.ndarray, normals: np.ndarray | None = None, folds: int = 1, seed: int = 0,
+                       **kwargs) -> Cover:
+    """Split ``points`` into ``folds`` interleaved random subsets and cover each (see the module docstring).
+
+    Fold ``g`` holds the points ``perm[g::folds]`` of a random permutation; its cover is
+    :func:`build_cover` of those points with seed ``seed + g``.  The returned cover indexes
+    ``points`` and records each patch's fold in ``group``.
+    """
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+    if folds == 1:
+        return build_cover(points, normals, seed=seed, **kwargs)
+    perm = np.random.default_rng(seed).permutation(len(points))
+    subsets = [np.sort(perm[g::folds]) for g in range(folds)]
+    covers = [build_cover(points[s], None if normals is None else normals[s], seed=seed + g, **kwargs)
+              for g, s in enumerate(subsets)]
+    return concat_covers(covers, subsets)

@@ -35,16 +35,22 @@ def exact_assignment(pred: np.ndarray, target: np.ndarray, sizes: np.ndarray) ->
     """Optimal permutation per patch: ``perm[i, j]`` is the target index matched to sample ``j``.
 
     ``pred`` and ``target`` are ``(P, K, 3)``; only the first ``sizes[i]`` entries of patch
-    ``i`` take part (padding maps to itself).
+    ``i`` take part (padding maps to itself).  Patches are solved in parallel threads.
     """
+    from geoprior.cover import map_parallel
+
     P, K, _ = pred.shape
     perm = np.tile(np.arange(K), (P, 1))
-    for i in range(P):
+
+    def solve(i: int) -> np.ndarray:
         n = int(sizes[i])
         a, b = pred[i, :n], target[i, :n]
         cost = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
         rows, cols = linear_sum_assignment(cost)
-        perm[i, rows] = cols
+        return cols[np.argsort(rows)]
+
+    for i, cols in enumerate(map_parallel(solve, range(P))):
+        perm[i, :len(cols)] = cols
     return perm
 
 

@@ -1,10 +1,11 @@
 """The deep geometric prior pipeline: cloud -> patches -> charts -> dense oriented cloud -> mesh.
 
-1. **Fit set.** Clouds larger than ``max_fit_points`` are randomly subsampled for fitting
-   (the charts are smooth, so a random subset carries the surface; the noise averages
-   over the points each chart sees).
-2. **Cover** (:mod:`geoprior.cover`): patches of radius ``c r`` in PCA frames, parameter
-   samples one per point.
+1. **Folds.** A cloud of more than ``fold_points`` points is split into
+   ``ceil(N / fold_points)`` interleaved random folds (at most ``max_folds``; beyond that
+   the cloud is subsampled), so that every chart sees a few hundred points and the exact
+   matching stays cheap while all the data is used.
+2. **Cover** (:mod:`geoprior.cover`): per fold, patches of radius ``c r`` in PCA frames,
+   parameter samples one per point; all folds' patches in one batch.
 3. **Charts** (:mod:`geoprior.charts`): one :class:`~shared.networks.BatchedMLP` for all
    patches, fitted by :func:`shared.fit.fit` to the EMD data term (:mod:`geoprior.emd`),
    exact assignment or Sinkhorn.  An optional stopping rule of :mod:`shared.stopping`
@@ -12,8 +13,10 @@
 4. **Consistency** (:mod:`geoprior.consistency`): average the charts' predictions of each
    point and refit all charts to the consensus (a second ``fit`` call).
 5. **Dense output** (:mod:`geoprior.sampling`): jittered dense samples per chart, Jacobian
-   normals, consistent orientation, Voronoi trimming of overlaps.
-6. **Mesh** (:mod:`geoprior.mesh`): screened Poisson of the dense oriented cloud.
+   normals, consistent orientation, Voronoi trimming of overlaps (per fold: one layer of
+   samples per fold).
+6. **Mesh** (:mod:`geoprior.mesh`): screened Poisson of the dense oriented cloud, which
+   also averages the folds' independent estimates of the surface.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import torch
 
 from geoprior.charts import ChartPrior, affine_init
 from geoprior.consistency import consensus_points, consensus_targets
-from geoprior.cover import Cover, build_cover
+from geoprior.cover import Cover, build_folded_cover
 from geoprior.emd import ExactEMDLoss, SinkhornEMDLoss
 from geoprior.io import validate_cloud
 from geoprior.mesh import estimate_normals, poisson_mesh
@@ -45,7 +48,8 @@ class ReconstructionConfig:
     overlap: float = 1.3            # patch radius c (in units of r)
     centres: str = "poisson"        # "poisson" or "fps"
     parameters: str = "grid"        # parameter samples: "grid" (jittered) or "lloyd"
-    max_fit_points: int = 80_000    # random subset used for fitting
+    fold_points: int = 90_000       # points per fold (larger clouds are split into folds)
+    max_folds: int = 4              # at most this many folds (larger clouds are subsampled)
     max_patch_points: int | None = None  # cap on patch size (None: 1.25 x the median size)
     patch_normals: bool = True      # estimate KNN-30 normals (tangent-plane oriented) for the patches
     hidden: tuple[int, ...] = (32, 32, 32)
@@ -148,24 +152,23 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
     pts, nrm = cloud.points, cloud.normals
-    estimate = nrm is None and cfg.patch_normals
-    if estimate:
-        # Point normals keep patches on one side of thin sheets (ears) and orient the
-        # patch frames consistently; a patch only uses their mean, so noise hardly matters.
-        # PCA of the 30 nearest neighbours in the *whole* cloud (small neighbourhoods that do
-        # not straddle thin parts); the orientation (a spanning-tree propagation, the costly
-        # part) then runs on the fit subset only.
-        nrm = estimate_normals(pts, k=30, orient=False)
-    if len(pts) > cfg.max_fit_points:
-        pick = rng.choice(len(pts), cfg.max_fit_points, replace=False)
+    folds = n_folds(len(pts), cfg)
+    if len(pts) > folds * cfg.fold_points:
+        pick = np.sort(rng.choice(len(pts), folds * cfg.fold_points, replace=False))
         pts = pts[pick]
         nrm = None if nrm is None else nrm[pick]
-    if estimate:
-        nrm = orient_points_mst(pts, nrm, k=30)
+    if nrm is None and cfg.patch_normals:
+        # Point normals keep patches on one side of thin sheets (ears) and orient the
+        # patch frames consistently; a patch only uses their mean, so noise hardly matters.
+        # PCA of the 30 nearest neighbours (small neighbourhoods that do not straddle thin
+        # parts); the orientation (a spanning-tree propagation, the costly part) runs on
+        # one fold's worth of points and is handed to the rest by their nearest neighbour.
+        nrm = estimate_normals(pts, k=30, orient=False)
+        nrm = orient_normals(pts, nrm, cfg.fold_points, rng)
         timings["normals_s"] = time.perf_counter() - t0
-    cover = build_cover(pts, nrm, radius=cfg.radius, overlap=cfg.overlap, method=cfg.centres,
-                        parameters=cfg.parameters, max_points=cfg.max_patch_points or _median_patch_cap(pts, cfg),
-                        seed=cfg.seed)
+    cover = build_folded_cover(pts, nrm, folds=folds, radius=cfg.radius, overlap=cfg.overlap, method=cfg.centres,
+                               parameters=cfg.parameters, seed=cfg.seed,
+                               max_points=cfg.max_patch_points or _median_patch_cap(pts[::folds], cfg))
     timings["cover_s"] = time.perf_counter() - t0
 
     from geoprior.metrics import point_metrics
@@ -210,7 +213,7 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
         verts, faces = poisson_mesh(dense, dense_n, depth=cfg.depth, trim_quantile=cfg.trim_quantile)
         timings["mesh_s"] = time.perf_counter() - t0
     info = {
-        "n_input": len(cloud), "n_fit": len(pts), "n_patches": cover.n_patches, "max_patch": int(cover.mask.shape[1]),
+        "n_input": len(cloud), "n_fit": len(pts), "folds": folds, "n_patches": cover.n_patches, "max_patch": int(cover.mask.shape[1]),
         "mean_patch": float(cover.sizes.mean()), "n_dense": len(dense), "iterations_run": result.stop_iteration,
         "stopped_by": result.stopped_by, "selected_iteration": result.selected_iteration,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
@@ -219,6 +222,29 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
         info["matchings"] = loss.matchings
         info["matching_time_s"] = loss.match_time_s
     return Reconstruction(dense, dense_n, verts, faces, cover, result, consistency, timings, info)
+
+
+def n_folds(n_points: int, cfg: ReconstructionConfig) -> int:
+    """Number of folds for a cloud of ``n_points``: ``ceil(n / fold_points)``, capped at ``max_folds``."""
+    if cfg.fold_points < 16 or cfg.max_folds < 1:
+        raise ValueError(f"fold_points must be >= 16 and max_folds >= 1, got {cfg.fold_points}, {cfg.max_folds}")
+    return int(min(cfg.max_folds, max(1, -(-n_points // cfg.fold_points))))
+
+
+def orient_normals(points: np.ndarray, normals: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
+    """Consistently oriented normals: spanning-tree orientation of at most ``max_points``
+    points, then every other point takes the side of its nearest oriented point."""
+    from scipy.spatial import cKDTree
+
+    if len(points) <= max_points:
+        return orient_points_mst(points, normals, k=30)
+    pick = rng.choice(len(points), max_points, replace=False)
+    oriented = orient_points_mst(points[pick], normals[pick], k=30)
+    near = cKDTree(points[pick]).query(points, k=1)[1]
+    sign = np.where((normals * oriented[near]).sum(1) < 0, -1.0, 1.0)
+    out = normals * sign[:, None]
+    out[pick] = oriented
+    return out
 
 
 def _median_patch_cap(points: np.ndarray, cfg: ReconstructionConfig, n_probe: int = 200) -> int:

@@ -15,7 +15,9 @@
 * **Trimming.** Each chart keeps only the samples whose nearest centre (among those whose
   normal agrees) is its own: the charts' Voronoi cells tile the surface, which removes
   overlap duplicates and the charts' unreliable borders (every cell lies within ``r`` of
-  its centre, while the chart was fitted out to ``c r``).
+  its centre, while the chart was fitted out to ``c r``).  With folds
+  (:func:`geoprior.cover.build_folded_cover`) each fold is trimmed against its own centres,
+  so the output holds one layer per fold.
 """
 from __future__ import annotations
 
@@ -125,13 +127,21 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
     wnorm *= flip
     if trim and cover.n_patches > 1:
         e3 = cover.rotation[:, :, 2] * (orient_patches(cover) * flip)[:, None]
-        k = min(4, cover.n_patches)
-        _, near = cKDTree(cover.centres).query(world, k=k)
-        near = near.reshape(len(world), k)
-        agree = (e3[near] * wnorm[:, None, :]).sum(-1) > 0
-        # Nearest centre whose patch faces the same way (thin sheets keep both sides).
-        first = np.where(agree.any(1), near[np.arange(len(world)), agree.argmax(1)], near[:, 0])
-        keep = first == pid
+        keep = np.zeros(len(world), dtype=bool)
+        # Each fold's charts tile the surface on their own (the folds are independent
+        # estimates of it, kept side by side for the mesher to average).
+        for g in range(cover.n_groups):
+            ids = np.flatnonzero(cover.group == g)
+            rows = np.flatnonzero(cover.group[pid] == g)
+            if len(ids) == 0 or len(rows) == 0:
+                continue
+            k = min(4, len(ids))
+            _, near = cKDTree(cover.centres[ids]).query(world[rows], k=k)
+            near = ids[near.reshape(len(rows), k)]
+            agree = (e3[near] * wnorm[rows, None, :]).sum(-1) > 0
+            # Nearest centre whose patch faces the same way (thin sheets keep both sides).
+            first = np.where(agree.any(1), near[np.arange(len(rows)), agree.argmax(1)], near[:, 0])
+            keep[rows] = first == pid[rows]
         world, wnorm, pid = world[keep], wnorm[keep], pid[keep]
     if anchors is not None and len(anchors) > 2 and outlier_factor > 0:
         tree = cKDTree(anchors)

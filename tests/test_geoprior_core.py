@@ -148,3 +148,39 @@ def test_normal_orientation_on_sphere():
     random_signs = np.where(np.random.default_rng(0).uniform(size=len(pts)) < 0.5, -1.0, 1.0)[:, None]
     oriented = orient_points_mst(pts, pts * random_signs)
     assert ((oriented * pts).sum(1) > 0).mean() > 0.99
+
+
+def test_folded_cover_uses_every_point_once_per_fold_and_keeps_folds_apart():
+    from geoprior.cover import build_folded_cover
+
+    pts = _sphere(1500, seed=2)
+    cover = build_folded_cover(pts, folds=3, radius=0.2, overlap=1.3, seed=4)
+    assert cover.n_groups == 3 and set(np.unique(cover.group)) == {0, 1, 2}
+    # Every point is covered, and all patches that hold a point belong to the same fold.
+    fold_of = np.full(len(pts), -1)
+    for i in range(cover.n_patches):
+        idx = cover.index[i, cover.mask[i]]
+        assert ((fold_of[idx] == -1) | (fold_of[idx] == cover.group[i])).all()
+        fold_of[idx] = cover.group[i]
+    assert (fold_of >= 0).all()
+    assert np.abs(np.bincount(fold_of) - 500).max() <= 1  # interleaved folds of equal size
+    # Indices point into the full cloud: local coordinates map back onto the right points.
+    world = cover.to_world(cover.local)
+    assert np.allclose(world[cover.mask], pts[cover.index[cover.mask]], atol=1e-9)
+    assert (cover.index[~cover.mask] == -1).all()
+
+
+def test_dense_samples_trim_per_fold_keeps_one_layer_per_fold():
+    from geoprior.cover import build_folded_cover
+
+    pts = _sphere(1200, seed=3)
+    single = build_cover(pts, radius=0.25, overlap=1.3, seed=0)
+    folded = build_folded_cover(pts, folds=2, radius=0.25, overlap=1.3, seed=0)
+    torch.manual_seed(0)
+    n_single = len(sample_charts(ChartPrior(single.n_patches, (8,)), single, density=2)[0])
+    dense, normals, pid = sample_charts(ChartPrior(folded.n_patches, (8,)), folded, density=2)
+    # Each fold's charts tile the surface on their own: both folds contribute about as
+    # many samples as a single cover of the whole cloud does.
+    per_fold = np.bincount(folded.group[pid], minlength=2)
+    assert per_fold.min() > 0.35 * n_single
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)

@@ -9,6 +9,14 @@ Input ``(B, N, d_in)``, output ``(B, N, d_out)``.  Because the parameters of dif
 members never mix, a loss summed over the batch gives each member exactly the gradient it
 would get alone, and Adam (elementwise) updates each member as if fitted alone: one
 optimiser step fits all ``B`` networks.  This is how geoprior fits all patch charts.
+
+**Blocked evaluation.** For a large batch the hidden activations (``B x N x width``
+floats per layer) do not fit in cache, and on a CPU the elementwise work (bias, ReLU and
+its backward) then runs at memory speed, slower than the matrix products.  With
+``block=m`` the members are evaluated ``m`` at a time and, during backpropagation, each
+block's forward pass is recomputed just before its backward pass (activation
+checkpointing per block), so every block's activations stay in cache.  The results and
+gradients are those of the plain evaluation (to rounding); first-order autograd only.
 """
 from __future__ import annotations
 
@@ -58,11 +66,14 @@ class BatchedMLP(nn.Module):
     """
 
     def __init__(self, batch: int, d_in: int, d_out: int, hidden: Sequence[int] = (128, 128, 128),
-                 act: str = "relu") -> None:
+                 act: str = "relu", block: int | None = None) -> None:
         super().__init__()
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        if block is not None and block < 1:
+            raise ValueError(f"block must be >= 1 or None, got {block}")
         self.batch = batch
+        self.block = block
         self.dims = [d_in, *hidden, d_out]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -76,12 +87,10 @@ class BatchedMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 3 or x.shape[0] != self.batch or x.shape[2] != self.dims[0]:
             raise ValueError(f"BatchedMLP expects input (B={self.batch}, N, {self.dims[0]}), got {tuple(x.shape)}")
-        last = len(self.weights) - 1
-        for i, (w, c) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(c, x, w)
-            if i < last:
-                x = self.act(x)
-        return x
+        params = [*self.weights, *self.biases]
+        if self.block and self.batch > self.block and torch.is_grad_enabled():
+            return _BlockedMLP.apply(x, self.act, self.block, *params)
+        return _mlp_forward(x, self.act, params)
 
     def member(self, b: int) -> MLP:
         """Member ``b`` as a stand-alone :class:`MLP` with copied weights."""
@@ -92,6 +101,49 @@ class BatchedMLP(nn.Module):
                 lin.weight.copy_(w[b].T)
                 lin.bias.copy_(c[b, 0])
         return mlp
+
+
+def _mlp_forward(x: Tensor, act: nn.Module, params: Sequence[Tensor]) -> Tensor:
+    """The batched MLP on ``x`` ``(B, N, d)`` with ``params = [W_1..W_L, c_1..c_L]``."""
+    L = len(params) // 2
+    for i in range(L):
+        x = torch.baddbmm(params[L + i], x, params[i])
+        if i < L - 1:
+            x = act(x)
+    return x
+
+
+class _BlockedMLP(torch.autograd.Function):
+    """:func:`_mlp_forward` over blocks of members, recomputing each block in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, act: nn.Module, block: int, *params: Tensor) -> Tensor:
+        ctx.act, ctx.block = act, block
+        ctx.save_for_backward(x, *params)
+        with torch.no_grad():
+            return torch.cat([_mlp_forward(x[s:s + block], act, [p[s:s + block] for p in params])
+                              for s in range(0, x.shape[0], block)])
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, *params = ctx.saved_tensors
+        need_x = ctx.needs_input_grad[0]
+        need_p = any(ctx.needs_input_grad[3:])
+        grad_x = torch.zeros_like(x) if need_x else None
+        grad_p = [torch.zeros_like(p) for p in params] if need_p else None
+        for s in range(0, x.shape[0], ctx.block):
+            with torch.enable_grad():
+                xb = x[s:s + ctx.block].detach().requires_grad_(need_x)
+                pb = [p[s:s + ctx.block].detach().requires_grad_(need_p) for p in params]
+                out = _mlp_forward(xb, ctx.act, pb)
+                wrt = ([xb] if need_x else []) + (pb if need_p else [])
+                grads = torch.autograd.grad(out, wrt, grad_out[s:s + ctx.block])
+            if need_x:
+                grad_x[s:s + ctx.block] = grads[0]
+            if need_p:
+                for g, gb in zip(grad_p, grads[1:] if need_x else grads):
+                    g[s:s + ctx.block] = gb
+        return (grad_x, None, None, *(grad_p if need_p else [None] * len(params)))
 
 
 class FourierFeatures(nn.Module):
