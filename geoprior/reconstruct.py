@@ -56,6 +56,7 @@ class ReconstructionConfig:
     plane_init: bool = True         # start every chart at its least-squares plane (affine part)
     iterations: int = 150
     lr: float = 1e-2
+    lr_schedule: str = "constant"   # "constant" or "cosine" (see shared.fit.fit)
     loss: str = "exact"             # "exact" (linear_sum_assignment) or "sinkhorn" (geomloss)
     rematch_every: int = 50
     rematch_start: int = 50
@@ -132,7 +133,8 @@ def fit_charts(cover: Cover, cfg: ReconstructionConfig, reference: np.ndarray | 
 
         metrics = {"chamfer": world_metric}
         ref_t = torch.zeros(1)
-    result = fit(model, uv, None, data_loss=loss, iterations=cfg.iterations, lr=cfg.lr, stopping=rule,
+    result = fit(model, uv, None, data_loss=loss, iterations=cfg.iterations, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
+                 stopping=rule,
                  reference=ref_t, metrics=metrics, metric_every=metric_every, callbacks=callbacks,
                  seed=cfg.seed, device=cfg.device, progress="charts" if cfg.progress else False)
     return model, result, loss
