@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     clean = sphere_cap(args.points, rng)
     noisy = clean + args.sigma * rng.standard_normal(clean.shape)
     cover = build_cover(noisy, radius=0.9, overlap=1.3, seed=args.seed)  # one patch
-    model, res, _ = fit_charts(cover, ReconstructionConfig(iterations=args.iterations, hidden=(32, 32, 32),
+    model, res, _ = fit_charts(cover, ReconstructionConfig(iterations=args.iterations, hidden=(32, 32, 32), lr=1e-2,
                                                            seed=args.seed))
     u = chart_uncertainty(model, cover, 0, seed=args.seed)
     n = int(cover.sizes[0])

@@ -54,8 +54,8 @@ class ReconstructionConfig:
     patch_normals: bool = True      # estimate KNN-30 normals (tangent-plane oriented) for the patches
     hidden: tuple[int, ...] = (32, 32, 32)
     plane_init: bool = True         # start every chart at its least-squares plane (affine part)
-    iterations: int = 150
-    lr: float = 1e-2
+    iterations: int = 300
+    lr: float = 3e-3
     lr_schedule: str = "constant"   # "constant" or "cosine" (see shared.fit.fit)
     loss: str = "exact"             # "exact" (linear_sum_assignment) or "sinkhorn" (geomloss)
     rematch_every: int = 50
@@ -70,7 +70,7 @@ class ReconstructionConfig:
     trim_overlaps: bool = True
     outlier_factor: float = 3.0     # drop dense samples this many point spacings off the consensus (0: keep)
     depth: int = 8                  # Poisson octree depth
-    trim_quantile: float = 0.005    # low-density trimming of the Poisson mesh
+    trim_quantile: float = 0.01     # low-density trimming of the Poisson mesh
     mesh: bool = True
     seed: int = 0
     device: str = "cpu"
