@@ -14,7 +14,8 @@ open3d screened Poisson on the input (depth 8; KNN-30 normals oriented by the co
 tangent plane), the input itself; wall time and peak resident memory of each.
 
 Also measured: patch-fitting throughput of the batched charts vs a loop fitting one chart
-per patch (both through ``shared.fit.fit``), and the EMD choice (exact assignment vs
+per patch (both through ``shared.fit.fit``; ``geoprior_throughput.py``, which also runs alone
+and on a GPU), and the EMD choice (exact assignment vs
 geomloss Sinkhorn) on a noisy torus with a known clean surface.
 
 Writes ``benchmarks/results/geoprior.json`` (keys ``ours_chamfer``, ``poisson_chamfer``
@@ -43,6 +44,8 @@ from geoprior.metrics import evaluate_against_mesh  # noqa: E402
 from geoprior.reconstruct import ReconstructionConfig, peak_memory_mb, reconstruct  # noqa: E402
 from shared.paths import require_data  # noqa: E402
 
+from geoprior_throughput import throughput  # noqa: E402  (beside this file)
+
 NOISE_LEVELS = ["0", "0.25", "0.5"]
 
 # The settings used for every noise level: the defaults of ReconstructionConfig (chosen on
@@ -53,42 +56,6 @@ CONFIG: dict = {}
 def score(reference, mesh=None, points=None, n_out=200_000, n_ref=1_000_000):
     s = evaluate_against_mesh(reference, mesh=mesh, points=points, n_output=n_out, n_reference=n_ref)
     return {k: s[k] for k in ("chamfer_l1", "chamfer_l2", "accuracy", "completeness", "fscore", "hausdorff")}
-
-
-def throughput(points: np.ndarray, iterations: int = 20, loop_patches: int = 12, max_points: int | None = None) -> dict:
-    """Patch-iterations per second: one batched network for all patches vs one fit per patch.
-
-    ``max_points`` caps the patch size (default: the pipeline's cap, 1.25 x the median).
-    """
-    import torch
-
-    from geoprior.charts import ChartPrior
-    from geoprior.cover import build_cover
-    from geoprior.emd import ExactEMDLoss
-    from geoprior.reconstruct import _median_patch_cap
-    from shared.fit import fit
-
-    cfg = ReconstructionConfig(**CONFIG)
-    cover = build_cover(points, radius=cfg.radius, overlap=cfg.overlap,
-                        max_points=max_points or _median_patch_cap(points, cfg))
-    uv = torch.as_tensor(cover.uv, dtype=torch.float32)
-    target = torch.as_tensor(cover.local, dtype=torch.float32)
-    mask = torch.as_tensor(cover.mask)
-    torch.manual_seed(0)
-    model = ChartPrior(cover.n_patches, cfg.hidden)
-    loss = ExactEMDLoss(target, mask, rematch_every=0)
-    res = fit(model, uv, None, data_loss=loss, iterations=iterations, lr=cfg.lr)
-    batched = cover.n_patches * iterations / res.wall_time_s
-    t0 = time.perf_counter()
-    for i in range(loop_patches):
-        n = int(cover.sizes[i])
-        single = ChartPrior(1, cfg.hidden)
-        loss_i = ExactEMDLoss(target[i:i + 1, :n], mask[i:i + 1, :n], rematch_every=0)
-        fit(single, uv[i:i + 1, :n], None, data_loss=loss_i, iterations=iterations, lr=cfg.lr)
-    loop = loop_patches * iterations / (time.perf_counter() - t0)
-    return {"n_patches": cover.n_patches, "padded_size": int(cover.mask.shape[1]), "mean_size": float(cover.sizes.mean()),
-            "iterations": iterations, "batched_patch_it_per_s": batched, "loop_patch_it_per_s": loop,
-            "loop_patches_timed": loop_patches, "batched_speedup": batched / loop}
 
 
 def loss_choice(iterations: int = 150) -> dict:

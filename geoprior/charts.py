@@ -30,7 +30,7 @@ class ChartPrior(nn.Module):
     first hundreds of iterations a random chart spends finding the patch).  ``block``
     charts are evaluated at a time with recomputation in the backward pass (see
     :class:`~shared.networks.BatchedMLP`; 2.3x faster per step on 556 charts of 811
-    samples on one CPU core).
+    samples on one CPU core; on a GPU the batch runs unblocked).
     """
 
     def __init__(self, n_patches: int, hidden: Sequence[int] = (64, 64, 64), act: str = "relu",

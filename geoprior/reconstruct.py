@@ -115,7 +115,9 @@ def fit_charts(cover: Cover, cfg: ReconstructionConfig, reference: np.ndarray | 
     mask = torch.as_tensor(cover.mask)
     affine = affine_init(uv, target, mask) if cfg.plane_init else None
     model = ChartPrior(cover.n_patches, cfg.hidden, affine=affine)
-    loss = make_loss(cfg.loss, target, mask, cfg)
+    # The engine moves the network and its input; the data term holds its targets itself.
+    device = torch.device(cfg.device)
+    loss = make_loss(cfg.loss, target.to(device), mask.to(device), cfg)
     rule = None
     if cfg.stopping not in (None, "none"):
         kwargs = {"eswmv": dict(window=cfg.stopping_window, patience=cfg.stopping_patience),
@@ -168,6 +170,7 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
         nrm = estimate_normals(pts, k=30, orient=False)
         nrm = orient_normals(pts, nrm, cfg.fold_points, rng)
         timings["normals_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     cover = build_folded_cover(pts, nrm, folds=folds, radius=cfg.radius, overlap=cfg.overlap, method=cfg.centres,
                                parameters=cfg.parameters, seed=cfg.seed,
                                max_points=cfg.max_patch_points or _median_patch_cap(pts[::folds], cfg))
@@ -191,7 +194,7 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
         pred = result.output.cpu().double().numpy()
         perm = loss.perm.cpu().numpy() if isinstance(loss, ExactEMDLoss) else _nearest_perm(pred, cover)
         target = consensus_targets(cover, pred, perm, len(pts))
-        refit = ExactEMDLoss(target, torch.as_tensor(cover.mask), rematch_every=0)
+        refit = ExactEMDLoss(target.to(cfg.device), torch.as_tensor(cover.mask, device=cfg.device), rematch_every=0)
         consistency = fit(model, torch.as_tensor(cover.uv, dtype=torch.float32), None, data_loss=refit,
                           iterations=cfg.consistency_iterations, lr=cfg.lr * 0.5, seed=cfg.seed, device=cfg.device,
                           progress="consistency" if cfg.progress else False)
