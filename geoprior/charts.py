@@ -51,9 +51,12 @@ class ChartPrior(nn.Module):
     def n_patches(self) -> int:
         return self.mlp.batch
 
-    def forward(self, uv: Tensor) -> Tensor:
+    def forward(self, uv: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Chart points ``(P, K, 3)`` at parameters ``uv`` ``(P, K, 2)``.  With ``lengths``
+        (the patch sizes of a padded cover) the MLP skips the padding rows, which then
+        hold the affine part only."""
         c = uv - 0.5
-        return self.mlp(c) + torch.baddbmm(self.b, c, self.A)
+        return self.mlp(c, lengths) + torch.baddbmm(self.b, c, self.A)
 
 
 def affine_init(uv: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:

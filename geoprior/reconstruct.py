@@ -136,6 +136,7 @@ def fit_charts(cover: Cover, cfg: ReconstructionConfig, reference: np.ndarray | 
         metrics = {"chamfer": world_metric}
         ref_t = torch.zeros(1)
     result = fit(model, uv, None, data_loss=loss, iterations=cfg.iterations, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
+                 model_kwargs={"lengths": torch.as_tensor(cover.sizes)},
                  stopping=rule,
                  reference=ref_t, metrics=metrics, metric_every=metric_every, callbacks=callbacks,
                  seed=cfg.seed, device=cfg.device, progress="charts" if cfg.progress else False)
@@ -197,6 +198,7 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
         refit = ExactEMDLoss(target.to(cfg.device), torch.as_tensor(cover.mask, device=cfg.device), rematch_every=0)
         consistency = fit(model, torch.as_tensor(cover.uv, dtype=torch.float32), None, data_loss=refit,
                           iterations=cfg.consistency_iterations, lr=cfg.lr * 0.5, seed=cfg.seed, device=cfg.device,
+                          model_kwargs={"lengths": torch.as_tensor(cover.sizes)},
                           progress="consistency" if cfg.progress else False)
         timings["consistency_s"] = time.perf_counter() - t0
 

@@ -96,8 +96,8 @@ class FitResult:
         return values[best], int(self.history["metric_iteration"][best])
 
 
-def _evaluate(model: nn.Module, z: Any) -> Tensor:
-    return model() if z is None else model(z)
+def _evaluate(model: nn.Module, z: Any, kwargs: Mapping[str, Any]) -> Tensor:
+    return model(**kwargs) if z is None else model(z, **kwargs)
 
 
 def _perturb(z: Any, sigma: float) -> Any:
@@ -143,6 +143,7 @@ def fit(
     device: str | torch.device | None = None,
     progress: bool | str = False,
     parameters: Iterable[nn.Parameter] | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> FitResult:
     r"""Fit an untrained network to measurements.
 
@@ -199,6 +200,10 @@ def fit(
         Where to run; the model, ``z``, ``y`` and ``reference`` are moved there.
     progress:
         Show a tqdm progress bar (a string is used as its description).
+    model_kwargs:
+        Keyword arguments of every model call, ``model(z, **model_kwargs)`` (tensors are
+        moved to ``device``); e.g. the valid lengths of a padded batch, which the model
+        may then skip (:class:`shared.networks.BatchedMLP`).
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -207,6 +212,7 @@ def fit(
     device = torch.device(device) if device is not None else _model_device(model)
     model = model.to(device)
     z = _to(z, device)
+    model_kwargs = {k: _to(v, device) for k, v in (model_kwargs or {}).items()}
     y = y.to(device) if y is not None else None
     reference = reference.to(device) if reference is not None else None
     regularisers = dict(regularisers or {})
@@ -273,7 +279,7 @@ def fit(
 
         def closure() -> Tensor:
             opt.zero_grad(set_to_none=True)
-            out = _evaluate(model, _perturb(z, input_noise))
+            out = _evaluate(model, _perturb(z, input_noise), model_kwargs)
             pred = forward(out)
             d = data_term(pred, mask)
             r = sum((w * reg(out) for w, reg in regularisers.values()), torch.zeros((), device=d.device))
@@ -346,7 +352,7 @@ def fit(
 
     model.eval()
     with torch.no_grad():
-        final = _evaluate(model, z).detach()
+        final = _evaluate(model, z, model_kwargs).detach()
     n_run = it + 1 if stopped_by != "non-finite" else it
     if stopping is not None and stopping.best_output is not None:
         output, selected = stopping.best_output, stopping.best_iteration

@@ -50,6 +50,36 @@ def test_blocked_batched_mlp_matches_plain_values_and_gradients(block):
         assert torch.allclose(blocked(x), plain(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("block", [None, 1, 3])
+def test_lengths_skip_padding_rows_with_the_gradients_of_the_real_rows(block):
+    """Members of different lengths: outputs on the real rows and all gradients equal the
+    plain evaluation with the padding masked out; padding outputs are zero."""
+    torch.manual_seed(0)
+    plain = BatchedMLP(7, 2, 3, hidden=(16, 8))
+    net = BatchedMLP(7, 2, 3, hidden=(16, 8), block=block)
+    net.load_state_dict(plain.state_dict())
+    lengths = torch.tensor([11, 2, 7, 0, 5, 11, 3])
+    real = (torch.arange(11) < lengths[:, None])[..., None]
+    x = torch.rand(7, 11, 2, requires_grad=True)
+    xb = x.detach().clone().requires_grad_(True)
+    w = torch.randn(7, 11, 3)
+    (plain(x) * real * w).sum().backward()
+    out = net(xb, lengths)
+    (out * w).sum().backward()
+    assert torch.allclose(out, plain(x) * real, atol=1e-6)
+    assert torch.allclose(xb.grad, x.grad, atol=1e-6)
+    for p, q in zip(plain.parameters(), net.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5)
+
+
+def test_lengths_are_checked():
+    net = BatchedMLP(3, 2, 3, hidden=(4,), block=2)
+    with pytest.raises(ValueError, match="lengths"):
+        net(torch.rand(3, 5, 2), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="lengths"):
+        net(torch.rand(3, 5, 2), torch.tensor([1, 2, 6]))
+
+
 def test_blocked_batched_mlp_rejects_bad_block():
     with pytest.raises(ValueError, match="block"):
         BatchedMLP(2, 2, 3, block=0)

@@ -87,13 +87,28 @@ class BatchedMLP(nn.Module):
         self.act = activation(act)
         self._act_name = act
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Outputs ``(B, N, d_out)`` of input ``(B, N, d_in)``.
+
+        ``lengths`` ``(B,)``: member ``b``'s rows ``>= lengths[b]`` are padding; they are
+        not evaluated and their outputs are zero.  The blocked path then groups members
+        of similar length and trims each block to its longest member, so a padded batch
+        costs about its real rows.
+        """
         if x.ndim != 3 or x.shape[0] != self.batch or x.shape[2] != self.dims[0]:
             raise ValueError(f"BatchedMLP expects input (B={self.batch}, N, {self.dims[0]}), got {tuple(x.shape)}")
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, device=x.device)
+            if lengths.shape != (self.batch,) or bool((lengths < 0).any()) or bool((lengths > x.shape[1]).any()):
+                raise ValueError(f"lengths must be ({self.batch},) integers in [0, {x.shape[1]}], "
+                                 f"got shape {tuple(lengths.shape)}")
         params = [*self.weights, *self.biases]
         if self.block and self.batch > self.block and x.device.type == "cpu" and torch.is_grad_enabled():
-            return _BlockedMLP.apply(x, self.act, self.block, *params)
-        return _mlp_forward(x, self.act, params)
+            return _BlockedMLP.apply(x, self.act, _blocks(lengths, self.batch, self.block, x.shape[1]), *params)
+        out = _mlp_forward(x, self.act, params)
+        if lengths is not None:
+            out = out * (torch.arange(x.shape[1], device=x.device) < lengths[:, None])[..., None]
+        return out
 
     def member(self, b: int) -> MLP:
         """Member ``b`` as a stand-alone :class:`MLP` with copied weights."""
@@ -116,16 +131,40 @@ def _mlp_forward(x: Tensor, act: nn.Module, params: Sequence[Tensor]) -> Tensor:
     return x
 
 
+def _blocks(lengths: Tensor | None, batch: int, block: int, n: int) -> list[tuple[Tensor | slice, int, Tensor | None]]:
+    """Blocks of ``block`` members as (members, rows, real): consecutive members without
+    ``lengths``; else members sorted by length, each block trimmed to its longest, with
+    ``real`` ``(m, rows, 1)`` marking the rows below each member's length."""
+    if lengths is None:
+        return [(slice(s, s + block), n, None) for s in range(0, batch, block)]
+    order = torch.argsort(lengths.cpu(), stable=True).to(lengths.device)
+    blocks = []
+    for s in range(0, batch, block):
+        members = order[s:s + block]
+        rows = int(lengths[members].max())
+        real = (torch.arange(rows, device=lengths.device) < lengths[members, None])[..., None]
+        blocks.append((members, rows, real))
+    return blocks
+
+
 class _BlockedMLP(torch.autograd.Function):
-    """:func:`_mlp_forward` over blocks of members, recomputing each block in the backward pass."""
+    """:func:`_mlp_forward` over blocks of members, recomputing each block in the backward pass.
+
+    ``blocks`` is a list of (members, rows, real): an index or slice of members, the number
+    of leading rows evaluated for them, and None or a mask of their real rows (padding
+    rows: zero output, no gradient).
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, act: nn.Module, block: int, *params: Tensor) -> Tensor:
-        ctx.act, ctx.block = act, block
+    def forward(ctx, x: Tensor, act: nn.Module, blocks: list, *params: Tensor) -> Tensor:
+        ctx.act, ctx.blocks = act, blocks
         ctx.save_for_backward(x, *params)
+        out = x.new_zeros(x.shape[0], x.shape[1], params[len(params) // 2 - 1].shape[-1])
         with torch.no_grad():
-            return torch.cat([_mlp_forward(x[s:s + block], act, [p[s:s + block] for p in params])
-                              for s in range(0, x.shape[0], block)])
+            for members, rows, real in blocks:
+                y = _mlp_forward(x[members, :rows], act, [p[members] for p in params])
+                out[members, :rows] = y if real is None else y * real
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -134,18 +173,19 @@ class _BlockedMLP(torch.autograd.Function):
         need_p = any(ctx.needs_input_grad[3:])
         grad_x = torch.zeros_like(x) if need_x else None
         grad_p = [torch.zeros_like(p) for p in params] if need_p else None
-        for s in range(0, x.shape[0], ctx.block):
+        for members, rows, real in ctx.blocks:
             with torch.enable_grad():
-                xb = x[s:s + ctx.block].detach().requires_grad_(need_x)
-                pb = [p[s:s + ctx.block].detach().requires_grad_(need_p) for p in params]
+                xb = x[members, :rows].detach().requires_grad_(need_x)
+                pb = [p[members].detach().requires_grad_(need_p) for p in params]
                 out = _mlp_forward(xb, ctx.act, pb)
                 wrt = ([xb] if need_x else []) + (pb if need_p else [])
-                grads = torch.autograd.grad(out, wrt, grad_out[s:s + ctx.block])
+                g_out = grad_out[members, :rows]
+                grads = torch.autograd.grad(out, wrt, g_out if real is None else g_out * real)
             if need_x:
-                grad_x[s:s + ctx.block] = grads[0]
+                grad_x[members, :rows] = grads[0]
             if need_p:
                 for g, gb in zip(grad_p, grads[1:] if need_x else grads):
-                    g[s:s + ctx.block] = gb
+                    g[members] = gb
         return (grad_x, None, None, *(grad_p if need_p else [None] * len(params)))
 
 
