@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--density", type=int, default=d.density, help="dense samples per parameter sample (default: %(default)s)")
     p.add_argument("--depth", type=int, default=d.depth, help="Poisson octree depth (default: %(default)s)")
     p.add_argument("--trim", type=float, default=d.trim_quantile, help="low-density trimming quantile of the mesh (default: %(default)s)")
+    p.add_argument("--isolated", type=float, default=d.isolated_factor,
+                   help="drop input points whose 8-NN distance is this many times their neighbours' (0: keep all; default: %(default)s)")
     p.add_argument("--no-mesh", action="store_true", help="write the dense cloud only")
     add_common_options(p, default_out="out/geoprior")
     p.set_defaults(func=run_reconstruct)
@@ -144,7 +146,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         radius=args.radius, overlap=args.overlap, iterations=args.iterations, lr=args.lr, hidden=tuple(args.hidden),
         loss=args.loss, stopping=args.stopping, fold_points=args.fold_points, max_folds=args.max_folds, centres=args.centres,
         consistency_iterations=args.consistency_iterations, density=args.density, depth=args.depth,
-        trim_quantile=args.trim, mesh=not args.no_mesh, seed=args.seed, device=args.device, progress=not args.quiet,
+        trim_quantile=args.trim, isolated_factor=args.isolated, mesh=not args.no_mesh, seed=args.seed, device=args.device, progress=not args.quiet,
     )
     t0 = time.perf_counter()
     rec = reconstruct(cloud.points, cloud.normals, cfg)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from geoprior.charts import ChartPrior, affine_init
+from geoprior.clean import isolated_points
 from geoprior.consistency import consensus_points, consensus_targets
 from geoprior.cover import Cover, build_folded_cover
 from geoprior.emd import ExactEMDLoss, SinkhornEMDLoss
@@ -69,6 +70,7 @@ class ReconstructionConfig:
     density: int = 4                # dense samples per parameter sample
     trim_overlaps: bool = True
     outlier_factor: float = 3.0     # drop dense samples this many point spacings off the consensus (0: keep)
+    isolated_factor: float = 10.0   # drop input points whose 8-NN distance is this many times their neighbours' (0: keep)
     depth: int = 8                  # Poisson octree depth
     trim_quantile: float = 0.01     # low-density trimming of the Poisson mesh
     mesh: bool = True
@@ -157,6 +159,15 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
     pts, nrm = cloud.points, cloud.normals
+    n_isolated = 0
+    if cfg.isolated_factor > 0:
+        isolated = isolated_points(pts, k=8, factor=cfg.isolated_factor)
+        n_isolated = int(isolated.sum())
+        if n_isolated and len(pts) - n_isolated >= 16:
+            pts = pts[~isolated]
+            nrm = None if nrm is None else nrm[~isolated]
+        else:
+            n_isolated = 0
     folds = n_folds(len(pts), cfg)
     if len(pts) > folds * cfg.fold_points:
         pick = np.sort(rng.choice(len(pts), folds * cfg.fold_points, replace=False))
@@ -220,7 +231,7 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
         verts, faces = poisson_mesh(dense, dense_n, depth=cfg.depth, trim_quantile=cfg.trim_quantile)
         timings["mesh_s"] = time.perf_counter() - t0
     info = {
-        "n_input": len(cloud), "n_fit": len(pts), "folds": folds, "n_patches": cover.n_patches, "max_patch": int(cover.mask.shape[1]),
+        "n_input": len(cloud), "n_isolated_removed": n_isolated, "n_fit": len(pts), "folds": folds, "n_patches": cover.n_patches, "max_patch": int(cover.mask.shape[1]),
         "mean_patch": float(cover.sizes.mean()), "n_dense": len(dense), "iterations_run": result.stop_iteration,
         "stopped_by": result.stopped_by, "selected_iteration": result.selected_iteration,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},

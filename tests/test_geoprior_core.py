@@ -184,3 +184,31 @@ def test_dense_samples_trim_per_fold_keeps_one_layer_per_fold():
     per_fold = np.bincount(folded.group[pid], minlength=2)
     assert per_fold.min() > 0.35 * n_single
     assert np.allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
+
+
+def test_isolated_points_flags_a_lone_outlier_and_keeps_sparse_regions():
+    from geoprior.clean import isolated_points
+
+    rng = np.random.default_rng(0)
+    dense = rng.uniform(0, 1, (2000, 2))
+    sparse = rng.uniform(0, 1, (200, 2)) * 10 + [5, 0]   # ~30x sparser, not isolated
+    plane = np.c_[np.r_[dense, sparse], np.zeros(2200)]
+    lone = np.array([[0.5, 0.5, 3.0]])
+    pair = np.array([[0.2, 0.8, -2.0], [0.21, 0.8, -2.0]])  # a group of two far off
+    flags = isolated_points(np.r_[plane, lone, pair])
+    assert flags[-3:].all()
+    assert not flags[:-3].any()
+    with pytest.raises(ValueError, match="factor"):
+        isolated_points(plane, factor=0)
+
+
+def test_reconstruct_drops_a_lone_outlier_before_covering():
+    from geoprior.reconstruct import ReconstructionConfig, reconstruct
+
+    rng = np.random.default_rng(1)
+    p = rng.standard_normal((400, 3))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    cloud = np.r_[p, [[0.0, 0.0, 5.0]]]
+    cfg = ReconstructionConfig(radius=0.3, iterations=5, consistency_iterations=0, mesh=False, hidden=(8,))
+    rec = reconstruct(cloud, config=cfg)
+    assert rec.info["n_isolated_removed"] == 1 and rec.info["n_fit"] == 400
