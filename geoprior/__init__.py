@@ -6,7 +6,7 @@ distance; all charts are one batched network fitted by :func:`shared.fit.fit`.  
 charts are made to agree where they overlap, densely sampled with normals from their
 Jacobians, oriented consistently and meshed by screened Poisson.
 
-Modules: :mod:`.io` (clouds in/out), :mod:`.cover` (patches), :mod:`.charts` (the
+Modules: :mod:`.io` (clouds in/out), :mod:`.clean` (isolated input points), :mod:`.cover` (patches), :mod:`.charts` (the
 batched prior), :mod:`.emd` (matching losses), :mod:`.consistency`, :mod:`.sampling`
 (dense output, normals, orientation), :mod:`.mesh`, :mod:`.metrics`,
 :mod:`.reconstruct` (the pipeline), :mod:`.cli`.
