@@ -44,7 +44,7 @@ from geoprior.metrics import evaluate_against_mesh  # noqa: E402
 from geoprior.reconstruct import ReconstructionConfig, peak_memory_mb, reconstruct  # noqa: E402
 from shared.paths import require_data  # noqa: E402
 
-from geoprior_throughput import throughput  # noqa: E402  (beside this file)
+from geoprior_throughput import one_fold, throughput_rows  # noqa: E402  (beside this file)
 
 NOISE_LEVELS = ["0", "0.25", "0.5"]
 
@@ -142,20 +142,13 @@ def main(argv=None) -> int:
             print(f"  {name:14s} {r['chamfer_l1']:11.3e} {r['fscore']:7.3f} {r['hausdorff']:10.3e} "
                   f"{r['time_s']:7.1f} {r.get('peak_rss_mb', float('nan')):8.0f}", flush=True)
     results["ours_time_s"] = max(times)
-    # One fold's worth of points: the patch sizes the pipeline fits.
-    tp = throughput(points[np.random.default_rng(2).choice(len(points), min(cfg.fold_points, len(points)), replace=False)])
+    # One fold's worth of points: the patch sizes the pipeline fits; the capped rows show
+    # how the gain depends on the patch size (small patches: the loop's fixed per-step
+    # cost dominates).
+    tp, *by_size = throughput_rows(one_fold(points))
     results["throughput"] = tp
     results["batched_speedup"] = tp["batched_speedup"]
-    print(f"\nbatched charts: {tp['batched_patch_it_per_s']:.0f} patch-iterations/s vs loop "
-          f"{tp['loop_patch_it_per_s']:.1f}: speedup {tp['batched_speedup']:.1f}x")
-    # How the gain depends on the patch size (smaller patches: less work per chart, the
-    # loop's fixed per-step cost dominates).
-    fold = points[np.random.default_rng(2).choice(len(points), min(cfg.fold_points, len(points)), replace=False)]
-    results["throughput_by_patch_size"] = []
-    for cap in (256, 64):
-        row = throughput(fold, max_points=cap)
-        results["throughput_by_patch_size"].append(row)
-        print(f"  patches capped at {cap}: mean {row['mean_size']:.0f} points, speedup {row['batched_speedup']:.1f}x")
+    results["throughput_by_patch_size"] = by_size
     results["loss_choice"] = loss_choice()
     print("EMD choice on the noisy torus:", json.dumps(results["loss_choice"]))
     targets = {}

@@ -6,8 +6,8 @@ configuration and ``device="cuda"``.  The GPU machine this was measured on has n
 so the run is split in three steps that together are the pipeline of
 :func:`geoprior.reconstruct.reconstruct`:
 
-1. ``prepare`` (here, with open3d): the pipeline's own subsampling to the folds and its
-   normals (KNN-30 PCA, spanning-tree orientation) -> ``--data`` (an ``.npz``).
+1. ``prepare`` (here, with open3d): the pipeline's own points (isolated points removed,
+   subsampled to the folds) and normals (KNN-30 PCA, spanning-tree orientation) -> ``--data`` (an ``.npz``).
 2. ``fit`` (on the GPU machine; numpy, scipy and torch only): ``reconstruct(points,
    normals, device="cuda", mesh=False)``: cover, chart fit, consistency refit, dense
    sampling, with the stage timings -> dense cloud files in ``--dense``.
@@ -33,8 +33,7 @@ PARTS = 4     # the dense cloud travels back in this many files (a size limit pe
 
 def prepare(data: Path) -> None:
     from geoprior.io import load_conf, load_mesh
-    from geoprior.mesh import estimate_normals
-    from geoprior.reconstruct import ReconstructionConfig, n_folds, orient_normals
+    from geoprior.reconstruct import ReconstructionConfig, fit_points
     from shared.paths import require_data
 
     bunny = require_data("scans", "bunny")
@@ -45,12 +44,8 @@ def prepare(data: Path) -> None:
     # The first steps of reconstruct(), with its generator, so that the GPU run fits the
     # same folds with the same normals as the CPU benchmark.
     cfg = ReconstructionConfig()
-    rng = np.random.default_rng(cfg.seed)
-    folds = n_folds(len(noisy), cfg)
-    if len(noisy) > folds * cfg.fold_points:
-        noisy = noisy[np.sort(rng.choice(len(noisy), folds * cfg.fold_points, replace=False))]
     t0 = time.perf_counter()
-    normals = orient_normals(noisy, estimate_normals(noisy, k=30, orient=False), cfg.fold_points, rng)
+    noisy, normals, _ = fit_points(noisy, None, cfg, np.random.default_rng(cfg.seed))
     data.parent.mkdir(parents=True, exist_ok=True)
     np.savez(data, points=noisy, normals=normals, normals_s=time.perf_counter() - t0)
     print(f"wrote {data}: {len(noisy)} points with oriented normals")

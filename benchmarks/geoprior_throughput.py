@@ -94,8 +94,28 @@ def bunny_fold() -> np.ndarray | None:
     except FileNotFoundError as exc:
         print(f"geoprior throughput benchmark skipped: {exc}")
         return None
-    points = load_conf(bunny / "bun.conf").points
+    return one_fold(load_conf(bunny / "bun.conf").points)
+
+
+def one_fold(points: np.ndarray) -> np.ndarray:
+    """A fold's worth of ``points`` (90k drawn with seed 2): the patch sizes the pipeline fits."""
     return points[np.random.default_rng(2).choice(len(points), min(FOLD_POINTS, len(points)), replace=False)]
+
+
+def throughput_rows(points: np.ndarray, device: str = "cpu", iterations: int = 20, loop_patches: int = 12,
+                    caps=(None, 256, 64)) -> list[dict]:
+    """:func:`throughput` for each patch-size cap (None: the pipeline's), printed as a table."""
+    rows = []
+    print(f"{'device':6s} {'block':>5s} {'cap':>5s} {'charts':>6s} {'mean n':>6s} {'padded':>6s} "
+          f"{'batched/s':>10s} {'loop/s':>8s} {'speedup':>8s}")
+    for cap in caps:
+        row = throughput(points, iterations, loop_patches, cap, device)
+        row["cap"] = cap
+        rows.append(row)
+        print(f"{device:6s} {str(row['block']):>5s} {str(cap):>5s} {row['n_patches']:6d} {row['mean_size']:6.0f} "
+              f"{row['padded_size']:6d} {row['batched_patch_it_per_s']:10.0f} {row['loop_patch_it_per_s']:8.1f} "
+              f"{row['batched_speedup']:7.1f}x", flush=True)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -117,16 +137,7 @@ def main(argv=None) -> int:
         points = bunny_fold()
         if points is None:
             return 0
-    rows = []
-    print(f"{'device':6s} {'block':>5s} {'cap':>5s} {'charts':>6s} {'mean n':>6s} {'padded':>6s} "
-          f"{'batched/s':>10s} {'loop/s':>8s} {'speedup':>8s}")
-    for cap in (None, 256, 64):
-        row = throughput(points, args.iterations, args.loop_patches, cap, args.device)
-        row["cap"] = cap
-        rows.append(row)
-        print(f"{args.device:6s} {str(row['block']):>5s} {str(cap):>5s} {row['n_patches']:6d} {row['mean_size']:6.0f} "
-              f"{row['padded_size']:6d} {row['batched_patch_it_per_s']:10.0f} {row['loop_patch_it_per_s']:8.1f} "
-              f"{row['batched_speedup']:7.1f}x", flush=True)
+    rows = throughput_rows(points, args.device, args.iterations, args.loop_patches)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     results = {"meta": {"device": args.device, "device_name": device_name, "torch": torch.__version__,
                         "torch_threads": torch.get_num_threads(), "n_points": len(points),

@@ -38,7 +38,7 @@ from geoprior.sampling import orient_points_mst, sample_charts
 from shared.fit import FitResult, fit
 from shared.stopping import make_rule
 
-__all__ = ["ReconstructionConfig", "Reconstruction", "reconstruct", "make_loss", "fit_charts"]
+__all__ = ["ReconstructionConfig", "Reconstruction", "reconstruct", "fit_points", "make_loss", "fit_charts"]
 
 
 @dataclass
@@ -158,30 +158,10 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
     timings: dict[str, float] = {}
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
-    pts, nrm = cloud.points, cloud.normals
-    n_isolated = 0
-    if cfg.isolated_factor > 0:
-        isolated = isolated_points(pts, k=8, factor=cfg.isolated_factor)
-        n_isolated = int(isolated.sum())
-        if n_isolated and len(pts) - n_isolated >= 16:
-            pts = pts[~isolated]
-            nrm = None if nrm is None else nrm[~isolated]
-        else:
-            n_isolated = 0
-    folds = n_folds(len(pts), cfg)
-    if len(pts) > folds * cfg.fold_points:
-        pick = np.sort(rng.choice(len(pts), folds * cfg.fold_points, replace=False))
-        pts = pts[pick]
-        nrm = None if nrm is None else nrm[pick]
-    if nrm is None and cfg.patch_normals:
-        # Point normals keep patches on one side of thin sheets (ears) and orient the
-        # patch frames consistently; a patch only uses their mean, so noise hardly matters.
-        # PCA of the 30 nearest neighbours (small neighbourhoods that do not straddle thin
-        # parts); the orientation (a spanning-tree propagation, the costly part) runs on
-        # one fold's worth of points and is handed to the rest by their nearest neighbour.
-        nrm = estimate_normals(pts, k=30, orient=False)
-        nrm = orient_normals(pts, nrm, cfg.fold_points, rng)
+    pts, nrm, n_isolated = fit_points(cloud.points, cloud.normals, cfg, rng)
+    if cloud.normals is None and cfg.patch_normals:
         timings["normals_s"] = time.perf_counter() - t0
+    folds = n_folds(len(pts), cfg)
     t0 = time.perf_counter()
     cover = build_folded_cover(pts, nrm, folds=folds, radius=cfg.radius, overlap=cfg.overlap, method=cfg.centres,
                                parameters=cfg.parameters, seed=cfg.seed,
@@ -240,6 +220,37 @@ def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: R
         info["matchings"] = loss.matchings
         info["matching_time_s"] = loss.match_time_s
     return Reconstruction(dense, dense_n, verts, faces, cover, result, consistency, timings, info)
+
+
+def fit_points(points: np.ndarray, normals: np.ndarray | None, cfg: ReconstructionConfig,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """The points the charts are fitted to, their normals and the number of isolated points dropped.
+
+    Isolated points are removed (``cfg.isolated_factor``), the rest subsampled to at most
+    ``max_folds`` folds of ``fold_points``, and missing normals estimated and oriented
+    (``cfg.patch_normals``).
+    """
+    n_isolated = 0
+    if cfg.isolated_factor > 0:
+        isolated = isolated_points(points, k=8, factor=cfg.isolated_factor)
+        if 0 < isolated.sum() <= len(points) - 16:
+            n_isolated = int(isolated.sum())
+            points = points[~isolated]
+            normals = None if normals is None else normals[~isolated]
+    folds = n_folds(len(points), cfg)
+    if len(points) > folds * cfg.fold_points:
+        pick = np.sort(rng.choice(len(points), folds * cfg.fold_points, replace=False))
+        points = points[pick]
+        normals = None if normals is None else normals[pick]
+    if normals is None and cfg.patch_normals:
+        # Point normals keep patches on one side of thin sheets (ears) and orient the
+        # patch frames consistently; a patch only uses their mean, so noise hardly matters.
+        # PCA of the 30 nearest neighbours (small neighbourhoods that do not straddle thin
+        # parts); the orientation (a spanning-tree propagation, the costly part) runs on
+        # one fold's worth of points and is handed to the rest by their nearest neighbour.
+        normals = estimate_normals(points, k=30, orient=False)
+        normals = orient_normals(points, normals, cfg.fold_points, rng)
+    return points, normals, n_isolated
 
 
 def n_folds(n_points: int, cfg: ReconstructionConfig) -> int:
