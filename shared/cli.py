@@ -13,8 +13,14 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+from typing import Iterable
 
 FRONT_ENDS = ["shared.image.cli", "geoprior.cli", "eit.cli"]
+
+
+class InputError(ValueError):
+    """A user's input file or option is invalid: the message names it, what was found and
+    what was expected (exit code 2, no traceback)."""
 
 
 def add_common_options(parser: argparse.ArgumentParser, default_out: str = "out") -> None:
@@ -25,12 +31,53 @@ def add_common_options(parser: argparse.ArgumentParser, default_out: str = "out"
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def prepare_out_dir(path: Path) -> Path:
-    """Create the output folder; refuse a path that is an existing file."""
-    if path.exists() and not path.is_dir():
-        raise SystemExit(f"error: --out {path} exists and is not a folder")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+class Runner:
+    """One command-line run of a front end, the same in all of them.
+
+    Construct it after every input was read and every option checked (nothing is created
+    before), with the input files and the names of every file the run may write: it
+    refuses an ``--out`` that is an existing file and any output that would replace an
+    input.  :meth:`open` creates the folder; :meth:`write` writes a
+    :class:`shared.result.Result` as soon as its method finishes (so an interrupted
+    multi-method run keeps the methods that finished); :meth:`say` reports on stdout
+    (nothing with ``--quiet``).
+    """
+
+    def __init__(self, args: argparse.Namespace, inputs: Iterable[Path | None], outputs: Iterable[str]) -> None:
+        self.out = Path(args.out)
+        self.quiet = bool(getattr(args, "quiet", False))
+        self.inputs = [Path(p) for p in inputs if p is not None]
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"--out {self.out} exists and is not a folder")
+        self.check_outputs(outputs)
+
+    def check_outputs(self, names: Iterable[str]) -> None:
+        """Refuse output file names that would replace an input file."""
+        protected = {p.resolve() for p in self.inputs}
+        for name in names:
+            if (self.out / name).resolve() in protected:
+                raise InputError(f"refusing to overwrite the input file {self.out / name}; choose another --out folder")
+
+    def open(self) -> Path:
+        """Create the output folder (and its parents)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self.out
+
+    def write(self, result, metrics_file: str | None = "metrics.json") -> list[Path]:
+        """Write ``result`` (a :class:`shared.result.Result`) into the folder."""
+        names = list(result.files) + ([metrics_file] if metrics_file else [])
+        self.check_outputs(names)
+        return result.write(self.out, metrics_file)
+
+    def write_json(self, name: str, data) -> Path:
+        from shared.result import write_json
+
+        self.check_outputs([name])
+        return write_json(self.out / name, data)
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(message, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

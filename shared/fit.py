@@ -2,25 +2,31 @@
 
 Every reconstruction here is the same problem::
 
-    theta* = argmin_theta  D( F(G_theta(z)), y )  +  sum_k lambda_k R_k( G_theta(z) ),
+    theta* = argmin_theta  D( A(G_theta(z)), y )  +  sum_k lambda_k R_k( G_theta(z) ),
     x*     = G_theta*(z)
 
 ``G_theta`` is an untrained network (any ``torch.nn.Module``; a batch of independent
-networks is just a module whose output has a batch axis), ``z`` its fixed input, ``F`` the
-forward model (a linear operator of :mod:`shared.operators`, a finite element solve
-wrapped as a ``torch.autograd.Function``, or ``None`` for the identity), ``D`` the data
-term and ``R_k`` explicit regularisers such as total variation.
+networks is a module whose output has a batch axis), ``z`` its fixed input and the rest
+the :class:`Objective`: the physics ``A`` (:mod:`shared.physics`; ``None`` is the
+identity), the data term ``D`` (:mod:`shared.losses`), the measurements ``y`` and explicit
+regularisers ``R_k`` such as total variation.
 
-The engine owns what every front end needs and none should rewrite: the optimiser
-(Adam, or L-BFGS), input perturbation ``z + sigma_p * n`` with fresh ``n`` each step,
-an exponential moving average of the outputs, stopping rules that need no ground
-truth (:mod:`shared.stopping`), metric tracking against a reference, per-step
-callbacks, progress bars, seeds and timing.  It returns a :class:`FitResult`.
+The engine owns what every front end needs and none should rewrite, in a few groups of
+settings: the optimiser (:class:`Optimiser`: Adam or L-BFGS, step size, number of steps,
+learning-rate schedule), the smoothing of the fit (:class:`Smoothing`: input
+perturbation ``z + sigma_p n`` with fresh ``n`` each step, an exponential moving average
+of the outputs), a stopping rule that needs no ground truth (:mod:`shared.stopping`),
+metric tracking (:class:`Tracking`), per-step callbacks, seeds, devices and progress
+bars.  Data terms and regularisers with a ``begin_step(step)`` method are told the step
+before it starts, so their schedules (re-matching, annealing) follow the optimiser's
+steps, also under L-BFGS, which evaluates the objective several times per step.
 
 Example::
 
-    result = fit(net, z, y, forward=A, iterations=2000, lr=1e-2,
-                 stopping=ESWMV(window=100, patience=500), reference=x_true)
+    result = fit(net, z, Objective(y, physics=A),
+                 optimiser=Optimiser(lr=1e-2, iterations=2000),
+                 stopping=ESWMV(window=100, patience=500),
+                 tracking=Tracking({"psnr": psnr}, reference=x_true))
     x_hat = result.output
 """
 from __future__ import annotations
@@ -28,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -37,10 +43,116 @@ from shared.losses import mse_loss
 from shared.seeding import seed_everything
 from shared.stopping import StepRecord, StoppingRule
 
-__all__ = ["fit", "FitResult", "StepRecord"]
+__all__ = ["fit", "FitResult", "Objective", "Optimiser", "Smoothing", "Tracking", "StepRecord"]
 
-DataLoss = Callable[..., Tensor]
+DataTerm = Callable[..., Tensor]
 Regulariser = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class Objective:
+    """``D(A(x), y) + sum_k w_k R_k(x)`` for a network output ``x``.
+
+    ``y``: measurements of the shape of ``A(x)``; non-finite entries are missing (left out
+    of the data term through its ``mask``).  ``physics``: the forward model (a
+    :class:`shared.physics.Physics` or any callable; ``None`` is the identity).  ``data``:
+    ``D(prediction, target, mask=None) -> scalar`` (default: mean squared error).
+    ``regularisers``: ``{name: (weight, R)}`` with ``R(x) -> scalar``.  ``y=None``: the data
+    term needs no target and is called as ``data(prediction)`` (supervised pretraining,
+    whose data term draws its own batch of examples).
+    """
+
+    y: Tensor | None
+    physics: Callable[[Tensor], Tensor] | None = None
+    data: DataTerm = mse_loss
+    regularisers: Mapping[str, tuple[float, Regulariser]] = field(default_factory=dict)
+
+    def predict(self, x: Tensor) -> Tensor:
+        """``A(x)``."""
+        return x if self.physics is None else self.physics(x)
+
+    def terms(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(A(x), D, sum_k w_k R_k)`` with the data term over the entries where ``mask``."""
+        pred = self.predict(x)
+        if self.y is None:
+            d = self.data(pred)
+        else:
+            d = self.data(pred, self.y) if mask is None else self.data(pred, self.y, mask=mask)
+        r = sum((w * reg(x) for w, reg in self.regularisers.values()), torch.zeros((), device=d.device))
+        return pred, d, r
+
+    def begin_step(self, step: int) -> None:
+        """Tell the data term and the regularisers that step ``step`` begins."""
+        for part in (self.data, *(reg for _, reg in self.regularisers.values())):
+            hook = getattr(part, "begin_step", None)
+            if hook is not None:
+                hook(step)
+
+
+@dataclass
+class Optimiser:
+    """``name``: ``"adam"`` or ``"lbfgs"`` (one strong-Wolfe L-BFGS iteration per step).
+
+    ``schedule``: ``"constant"``, or ``"cosine"``: ``lr_t = lr_min + (lr - lr_min)(1 +
+    cos(pi t / T)) / 2`` over ``T = iterations`` steps with ``lr_min = lr / 100`` (the decay
+    removes the jitter a constant Adam step leaves in the parameters).
+    """
+
+    lr: float = 1e-2
+    iterations: int = 1000
+    name: str = "adam"
+    schedule: str = "constant"
+
+    def build(self, params: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, Any]:
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"the learning rate must be a positive finite number, got {self.lr}")
+        if self.name == "adam":
+            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=self.lr)
+        elif self.name == "lbfgs":
+            opt = torch.optim.LBFGS(params, lr=self.lr, max_iter=1, history_size=50, line_search_fn="strong_wolfe")
+        else:
+            raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {self.name!r}")
+        if self.schedule == "cosine":
+            return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.iterations, eta_min=self.lr / 100)
+        if self.schedule != "constant":
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        return opt, None
+
+
+@dataclass
+class Smoothing:
+    """Input perturbation and output averaging of the deep image prior.
+
+    ``input_noise``: std ``sigma_p`` of the Gaussian added to ``z`` at every step (the
+    official DIP uses 1/30).  As in the original DIP, the output used for averaging,
+    stopping and metrics is that of the (perturbed) training pass; ``final`` is evaluated
+    on the clean ``z``.  ``average``: factor ``beta`` of ``x_avg <- beta x_avg + (1 - beta)
+    x_t`` (DIP uses 0.99); ``None``: off.
+    """
+
+    input_noise: float = 0.0
+    average: float | None = None
+
+
+@dataclass
+class Tracking:
+    """Metrics recorded every ``every`` steps (for figures and benchmarks; never used to select).
+
+    ``metrics``: ``{name: f}``; ``f(output, reference)`` when a ``reference`` is given
+    (moved to the fit's device), else ``f(output)``.
+    """
+
+    metrics: Mapping[str, Callable[..., float]] = field(default_factory=dict)
+    reference: Tensor | None = None
+    every: int = 10
+
+    def measure(self, output: Tensor) -> dict[str, float]:
+        with torch.no_grad():
+            if self.reference is None:
+                return {k: float(f(output)) for k, f in self.metrics.items()}
+            return {k: float(f(output, self.reference)) for k, f in self.metrics.items()}
 
 
 @dataclass
@@ -54,25 +166,24 @@ class FitResult:
         stopping rule chose if there is one, else the averaged output if averaging was
         on, else the final output.
     final:
-        ``G_theta(z)`` at the last iteration (no input perturbation).
+        ``G_theta(z)`` at the last iteration (no input perturbation, eval mode).
     averaged:
         The exponential moving average of the outputs (``None`` without averaging).
     history:
         Lists indexed by iteration: ``"loss"`` (total objective), ``"data"``, ``"reg"``,
-        ``"heldout"`` (when a held-out fraction is used) and one list per metric
-        (recorded every ``metric_every`` steps, with ``"metric_iteration"`` giving the
-        iterations at which they were taken).
-    selected_iteration:
-        Iteration whose output is ``output`` (0-based).
-    stop_iteration:
-        Number of iterations run.
+        ``"heldout"`` (with a held-out split) and one list per tracked metric (with
+        ``"metric_iteration"`` giving the iterations at which they were taken).
+    selected_iteration, stop_iteration:
+        Iteration (0-based) whose output is ``output``; number of iterations run.
     stopped_by:
         ``"iterations"`` (ran to the end), ``"stopping"`` (the rule fired), or
         ``"non-finite"`` (the loss became NaN/Inf; the last finite state is kept).
     wall_time_s:
         Wall-clock time of the loop in seconds.
-    model:
-        The fitted network (parameters of the last iteration).
+    model, z, objective, model_kwargs:
+        The fitted network (parameters of the last finite iteration), its clean input, the
+        objective (with the measurements as given, missing entries NaN) and the keyword arguments of every model call: all that a linearised
+        posterior (:func:`shared.uncertainty.linearised_uncertainty`) needs.
     """
 
     output: Tensor
@@ -84,7 +195,9 @@ class FitResult:
     stopped_by: str
     wall_time_s: float
     model: nn.Module
-    extras: dict[str, Any] = field(default_factory=dict)
+    z: Any = None
+    objective: Objective | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def best_metric(self, name: str, mode: str = "max") -> tuple[float, int]:
         """Best value of a tracked metric and the iteration where it occurred."""
@@ -94,6 +207,197 @@ class FitResult:
         pick = max if mode == "max" else min
         best = pick(range(len(values)), key=values.__getitem__)
         return values[best], int(self.history["metric_iteration"][best])
+
+    def evaluate(self, z: Any = None) -> Tensor:
+        """``G_theta(z)`` of the fitted network (default: its clean input)."""
+        return _evaluate(self.model, self.z if z is None else z, self.model_kwargs)
+
+
+def fit(
+    model: nn.Module,
+    z: Any,
+    objective: Objective,
+    *,
+    optimiser: Optimiser | None = None,
+    smoothing: Smoothing | None = None,
+    stopping: StoppingRule | None = None,
+    tracking: Tracking | None = None,
+    callbacks: Iterable[Callable[[StepRecord], Any]] = (),
+    seed: int | None = 0,
+    device: str | torch.device | None = None,
+    progress: bool | str = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> FitResult:
+    r"""Fit an untrained network to measurements: minimise ``objective`` over ``model``'s parameters.
+
+    ``model`` is called as ``model(z, **model_kwargs)`` (``model(**model_kwargs)`` when ``z``
+    is None; ``z`` may be a tensor or a tuple of tensors; tensors in ``model_kwargs``, e.g.
+    the valid lengths of a padded batch, are moved to ``device``).  ``stopping`` sees the
+    (averaged, when on) output of each step; a rule that holds out measurements
+    (:class:`shared.stopping.HeldOut`) hides them from the data term and is offered their
+    loss.  ``callbacks`` are called with the :class:`StepRecord` of every step.  ``seed``
+    seeds torch (and numpy/random) before the loop (``None`` leaves the generators alone);
+    ``progress`` shows a tqdm bar (a string is its description).
+    """
+    if seed is not None:
+        seed_everything(seed)
+    device = torch.device(device) if device is not None else _model_device(model)
+    model = model.to(device)
+    z = _to(z, device)
+    model_kwargs = {k: _to(v, device) for k, v in (model_kwargs or {}).items()}
+    given = Objective(_to(objective.y, device), objective.physics, objective.data, objective.regularisers)
+    objective, mask, heldout = _prepare(given, stopping, seed, device)
+    optimiser = optimiser or Optimiser()
+    smoothing = smoothing or Smoothing()
+    tracking = tracking or Tracking()
+    if tracking.reference is not None:
+        tracking = Tracking(tracking.metrics, tracking.reference.to(device), tracking.every)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    opt, scheduler = optimiser.build(params)
+    loop = _Loop(model, z, model_kwargs, objective, mask, heldout, opt, optimiser.name == "lbfgs", smoothing)
+    loop.given = given  # what the result keeps: the measurements as given (missing entries NaN)
+
+    history: dict[str, list[float]] = {"loss": [], "data": [], "reg": []}
+    if heldout is not None:
+        history["heldout"] = []
+    if tracking.metrics:
+        history["metric_iteration"] = []
+        history.update({name: [] for name in tracking.metrics})
+    if stopping is not None:
+        stopping.reset()
+    bar = _progress_bar(optimiser.iterations, progress)
+    stopped_by, it = "iterations", -1
+    start = time.perf_counter()
+    model.train()
+    for it in range(optimiser.iterations):
+        record = loop.step(it)
+        if scheduler is not None:
+            scheduler.step()
+        if record is None:
+            stopped_by = "non-finite"
+            break
+        _log(history, record, tracking, it, optimiser.iterations)
+        for cb in callbacks:
+            cb(record)
+        _show(bar, record, history, tracking)
+        if stopping is not None and stopping.update(record):
+            stopped_by = "stopping"
+            break
+    wall = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    return _result(loop, stopping, history, stopped_by, it, wall)
+
+
+def _prepare(objective: Objective, stopping: StoppingRule | None, seed: int | None,
+             device: torch.device) -> tuple[Objective, Tensor | None, Tensor | None]:
+    """The objective on ``device`` with missing entries zeroed; the fit mask and the held-out mask."""
+    y = objective.y
+    if y is None:
+        return objective, None, None
+    y = y.to(device)
+    finite = torch.isfinite(y)
+    mask = heldout = None
+    split = stopping.split(y, torch.Generator().manual_seed(0 if seed is None else seed)) if stopping else None
+    if split is not None:
+        mask, heldout = finite & ~split, finite & split
+    elif not bool(finite.all()):
+        mask = finite
+    if mask is not None and not bool(mask.any()):
+        raise ValueError("no finite measurement is left to fit (all entries are NaN/Inf or held out)")
+    y = torch.where(finite, y, torch.zeros_like(y))
+    return Objective(y, objective.physics, objective.data, dict(objective.regularisers)), mask, heldout
+
+
+class _Loop:
+    """One optimiser step of the objective, with perturbation, averaging and a rollback on NaN."""
+
+    def __init__(self, model, z, model_kwargs, objective, mask, heldout, opt, lbfgs, smoothing) -> None:
+        self.model, self.z, self.model_kwargs, self.objective = model, z, model_kwargs, objective
+        self.mask, self.heldout, self.opt, self.lbfgs, self.smoothing = mask, heldout, opt, lbfgs, smoothing
+        self.averaged: Tensor | None = None
+        self.last_good = _snapshot(model)
+
+    def step(self, it: int) -> StepRecord | None:
+        """Run step ``it``; its record, or None (parameters rolled back) when the loss is not finite."""
+        state: dict[str, Tensor] = {}
+        self.objective.begin_step(it)
+
+        def closure() -> Tensor:
+            self.opt.zero_grad(set_to_none=True)
+            out = _evaluate(self.model, _perturb(self.z, self.smoothing.input_noise), self.model_kwargs)
+            pred, d, r = self.objective.terms(out, self.mask)
+            loss = d + r
+            loss.backward()
+            state.update(out=out.detach(), pred=pred.detach(), data=d.detach(), reg=r.detach(), loss=loss.detach())
+            return loss
+
+        if self.lbfgs:
+            self.opt.step(closure)
+        else:
+            closure()
+            self.opt.step()
+        loss = float(state["loss"])
+        if not math.isfinite(loss):
+            self.model.load_state_dict(self.last_good)
+            return None
+        self.last_good = _snapshot(self.model)
+        out, beta = state["out"], self.smoothing.average
+        if beta is not None:
+            self.averaged = out.clone() if self.averaged is None else self.averaged.mul_(beta).add_(out, alpha=1 - beta)
+        heldout = None
+        if self.heldout is not None:
+            with torch.no_grad():
+                heldout = float(self.objective.data(state["pred"], self.objective.y, mask=self.heldout))
+        return StepRecord(iteration=it, output=self.averaged if self.averaged is not None else out,
+                          prediction=state["pred"], loss=loss, data=float(state["data"]), heldout=heldout,
+                          raw_output=out, reg=float(state["reg"]))
+
+
+def _log(history: dict[str, list[float]], record: StepRecord, tracking: Tracking, it: int, iterations: int) -> None:
+    history["loss"].append(record.loss)
+    history["data"].append(record.data)
+    history["reg"].append(record.reg)
+    if record.heldout is not None:
+        history["heldout"].append(record.heldout)
+    if tracking.metrics and (it % tracking.every == 0 or it == iterations - 1):
+        history["metric_iteration"].append(it)
+        for name, value in tracking.measure(record.output).items():
+            history[name].append(value)
+
+
+def _show(bar, record: StepRecord, history: dict[str, list[float]], tracking: Tracking) -> None:
+    if bar is None:
+        return
+    bar.update(1)
+    if record.iteration % 10 == 0:
+        postfix = {"loss": f"{record.loss:.3e}"}
+        if tracking.metrics:
+            name = next(iter(tracking.metrics))
+            postfix[name] = f"{history[name][-1]:.3f}"
+        bar.set_postfix(postfix)
+
+
+def _result(loop: _Loop, stopping: StoppingRule | None, history: dict[str, list[float]], stopped_by: str,
+            it: int, wall: float) -> FitResult:
+    model = loop.model
+    model.eval()
+    with torch.no_grad():
+        final = _evaluate(model, loop.z, loop.model_kwargs).detach()
+    n_run = it + 1 if stopped_by != "non-finite" else it
+    if stopping is not None and stopping.best_output is not None:
+        output, selected = stopping.best_output, stopping.best_iteration
+    elif loop.averaged is not None:
+        output, selected = loop.averaged, max(n_run - 1, 0)
+    else:
+        output, selected = final, max(n_run - 1, 0)
+    return FitResult(output=output.detach(), final=final,
+                     averaged=None if loop.averaged is None else loop.averaged.detach(), history=history,
+                     selected_iteration=int(selected), stop_iteration=n_run, stopped_by=stopped_by,
+                     wall_time_s=wall, model=model, z=loop.z, objective=loop.given,
+                     model_kwargs=loop.model_kwargs)
 
 
 def _evaluate(model: nn.Module, z: Any, kwargs: Mapping[str, Any]) -> Tensor:
@@ -108,269 +412,8 @@ def _perturb(z: Any, sigma: float) -> Any:
     return type(z)(_perturb(v, sigma) for v in z)
 
 
-def _holdout_mask(y: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
-    """Boolean mask of the measurement entries kept for fitting (True = used)."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"holdout must be a fraction in (0, 1), got {fraction}")
-    finite = torch.isfinite(y)
-    keep = torch.rand(y.shape, generator=generator).to(y.device) >= fraction
-    return keep & finite
-
-
-def fit(
-    model: nn.Module,
-    z: Any,
-    y: Tensor | None = None,
-    *,
-    forward: Callable[[Tensor], Tensor] | None = None,
-    data_loss: DataLoss = mse_loss,
-    regularisers: Mapping[str, tuple[float, Regulariser]] | None = None,
-    iterations: int = 1000,
-    lr: float = 1e-2,
-    optimizer: str = "adam",
-    weight_decay: float = 0.0,
-    grad_clip: float | None = None,
-    lr_schedule: str = "constant",
-    input_noise: float = 0.0,
-    average: float | None = None,
-    stopping: StoppingRule | None = None,
-    holdout: float | None = None,
-    reference: Tensor | None = None,
-    metrics: Mapping[str, Callable[[Tensor, Tensor], float]] | None = None,
-    metric_every: int = 10,
-    callbacks: Iterable[Callable[[StepRecord], Any]] = (),
-    seed: int | None = 0,
-    device: str | torch.device | None = None,
-    progress: bool | str = False,
-    parameters: Iterable[nn.Parameter] | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
-) -> FitResult:
-    r"""Fit an untrained network to measurements.
-
-    Minimises ``data_loss(F(G(z)), y) + sum_k w_k R_k(G(z))`` over the parameters of
-    ``model`` (or over ``parameters`` when given, e.g. to also learn the input).
-
-    Parameters
-    ----------
-    model:
-        The prior ``G_theta``. Called as ``model(z)`` (or ``model()`` when ``z`` is None).
-    z:
-        Fixed network input: a tensor, a tuple of tensors, or None.
-    y:
-        Measurements, shape of ``F(G(z))``. Non-finite entries are treated as missing
-        (left out of the data term).  ``None`` when ``data_loss`` needs no target
-        (it is then called as ``data_loss(prediction)``).
-    forward:
-        The forward model ``F`` (a callable on the network output). ``None``: identity.
-    data_loss:
-        ``D(prediction, target, mask=None) -> scalar``. The default is the mean squared
-        error over the entries where ``mask`` is True.  Custom losses that cannot take
-        a mask must not be combined with ``holdout``.
-    regularisers:
-        ``{name: (weight, R)}`` with ``R(output) -> scalar``, e.g. total variation.
-    iterations, lr, optimizer, weight_decay, grad_clip:
-        Optimiser settings; ``optimizer`` is ``"adam"`` or ``"lbfgs"``.
-    lr_schedule:
-        ``"constant"``, or ``"cosine"``: ``lr_t = lr_min + (lr - lr_min)(1 + cos(pi t / T)) / 2``
-        over ``T = iterations`` steps with ``lr_min = lr / 100``.  The decay removes the
-        jitter that a constant Adam step leaves in the parameters at the end of a fit.
-    input_noise:
-        Standard deviation ``sigma_p`` of the Gaussian added to ``z`` at every step
-        (the official DIP uses 1/30). As in the original DIP, the output used for
-        averaging, stopping and metrics is that of the (perturbed) training pass, which
-        saves a second forward pass per step; ``final`` is evaluated on the clean ``z``.
-    average:
-        Exponential moving average factor ``beta`` of the outputs
-        (``x_avg <- beta x_avg + (1 - beta) x_t``; DIP uses 0.99). ``None``: off.
-    stopping:
-        A :class:`shared.stopping.StoppingRule` (ES-WMV, discrepancy principle,
-        held-out loss ...). It sees the (averaged, when on) output of each step.
-    holdout:
-        Fraction of measurement entries hidden from the data term; their loss is
-        recorded as ``history["heldout"]`` and offered to the stopping rule.
-    reference, metrics, metric_every:
-        Ground truth and ``{name: f(output, reference)}`` tracked every
-        ``metric_every`` steps (for figures and benchmarks only; never used to select).
-    callbacks:
-        Functions called with the :class:`StepRecord` of every step.
-    seed:
-        Seeds torch (and numpy/random) before the loop; input perturbation and the
-        held-out split are then reproducible. ``None`` leaves the generators alone.
-    device:
-        Where to run; the model, ``z``, ``y`` and ``reference`` are moved there.
-    progress:
-        Show a tqdm progress bar (a string is used as its description).
-    model_kwargs:
-        Keyword arguments of every model call, ``model(z, **model_kwargs)`` (tensors are
-        moved to ``device``); e.g. the valid lengths of a padded batch, which the model
-        may then skip (:class:`shared.networks.BatchedMLP`).
-    """
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if seed is not None:
-        seed_everything(seed)
-    device = torch.device(device) if device is not None else _model_device(model)
-    model = model.to(device)
-    z = _to(z, device)
-    model_kwargs = {k: _to(v, device) for k, v in (model_kwargs or {}).items()}
-    y = y.to(device) if y is not None else None
-    reference = reference.to(device) if reference is not None else None
-    regularisers = dict(regularisers or {})
-    metrics = dict(metrics or {})
-    forward = forward if forward is not None else (lambda x: x)
-
-    mask = None
-    heldout_mask = None
-    if y is not None:
-        finite = torch.isfinite(y)
-        if holdout:
-            gen = torch.Generator().manual_seed(0 if seed is None else seed)
-            mask = _holdout_mask(y, holdout, gen)
-            heldout_mask = finite & ~mask
-        elif not bool(finite.all()):
-            mask = finite
-        if mask is not None and not bool(mask.any()):
-            raise ValueError("no finite measurement is left to fit (all entries are NaN/Inf or held out)")
-        y = torch.where(finite, y, torch.zeros_like(y))
-
-    params = list(parameters) if parameters is not None else [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters")
-    if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    elif optimizer == "lbfgs":
-        opt = torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=50, line_search_fn="strong_wolfe")
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
-
-    if lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=iterations, eta_min=lr / 100)
-    elif lr_schedule == "constant":
-        scheduler = None
-    else:
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
-
-    def data_term(pred: Tensor, m: Tensor | None) -> Tensor:
-        if y is None:
-            return data_loss(pred)
-        if m is None:
-            return data_loss(pred, y)
-        return data_loss(pred, y, mask=m)
-
-    history: dict[str, list[float]] = {"loss": [], "data": [], "reg": []}
-    if heldout_mask is not None:
-        history["heldout"] = []
-    if reference is not None and metrics:
-        history["metric_iteration"] = []
-        for name in metrics:
-            history[name] = []
-    if stopping is not None:
-        stopping.reset()
-
-    averaged: Tensor | None = None
-    last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    stopped_by = "iterations"
-    bar = _progress_bar(iterations, progress)
-    start = time.perf_counter()
-    it = -1
-    model.train()
-    for it in range(iterations):
-        state: dict[str, Tensor] = {}
-
-        def closure() -> Tensor:
-            opt.zero_grad(set_to_none=True)
-            out = _evaluate(model, _perturb(z, input_noise), model_kwargs)
-            pred = forward(out)
-            d = data_term(pred, mask)
-            r = sum((w * reg(out) for w, reg in regularisers.values()), torch.zeros((), device=d.device))
-            loss = d + r
-            loss.backward()
-            state.update(out=out.detach(), pred=pred.detach(), data=d.detach(), reg=r.detach(), loss=loss.detach())
-            return loss
-
-        if optimizer == "lbfgs":
-            opt.step(closure)
-        else:
-            closure()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            opt.step()
-        if scheduler is not None:
-            scheduler.step()
-
-        loss_value = float(state["loss"])
-        if not math.isfinite(loss_value):
-            model.load_state_dict(last_good)
-            stopped_by = "non-finite"
-            break
-        last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-        out = state["out"]
-        if average is not None:
-            averaged = out.clone() if averaged is None else averaged.mul_(average).add_(out, alpha=1 - average)
-        tracked = averaged if averaged is not None else out
-
-        history["loss"].append(loss_value)
-        history["data"].append(float(state["data"]))
-        history["reg"].append(float(state["reg"]))
-        heldout_value = None
-        if heldout_mask is not None:
-            with torch.no_grad():
-                heldout_value = float(data_loss(state["pred"], y, mask=heldout_mask))
-            history["heldout"].append(heldout_value)
-        if reference is not None and metrics and (it % metric_every == 0 or it == iterations - 1):
-            history["metric_iteration"].append(it)
-            with torch.no_grad():
-                for name, metric in metrics.items():
-                    history[name].append(float(metric(tracked, reference)))
-
-        record = StepRecord(
-            iteration=it,
-            output=tracked,
-            prediction=state["pred"],
-            loss=loss_value,
-            data=float(state["data"]),
-            heldout=heldout_value,
-            raw_output=out,
-        )
-        for cb in callbacks:
-            cb(record)
-        if bar is not None:
-            bar.update(1)
-            if it % 10 == 0:
-                postfix = {"loss": f"{loss_value:.3e}"}
-                if reference is not None and metrics:
-                    name = next(iter(metrics))
-                    postfix[name] = f"{history[name][-1]:.3f}"
-                bar.set_postfix(postfix)
-        if stopping is not None and stopping.update(record):
-            stopped_by = "stopping"
-            break
-    wall = time.perf_counter() - start
-    if bar is not None:
-        bar.close()
-
-    model.eval()
-    with torch.no_grad():
-        final = _evaluate(model, z, model_kwargs).detach()
-    n_run = it + 1 if stopped_by != "non-finite" else it
-    if stopping is not None and stopping.best_output is not None:
-        output, selected = stopping.best_output, stopping.best_iteration
-    elif averaged is not None:
-        output, selected = averaged, max(n_run - 1, 0)
-    else:
-        output, selected = final, max(n_run - 1, 0)
-    return FitResult(
-        output=output.detach(),
-        final=final,
-        averaged=None if averaged is None else averaged.detach(),
-        history=history,
-        selected_iteration=int(selected),
-        stop_iteration=n_run,
-        stopped_by=stopped_by,
-        wall_time_s=wall,
-        model=model,
-    )
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -380,8 +423,6 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _to(z: Any, device: torch.device) -> Any:
-    if z is None:
-        return None
     if isinstance(z, Tensor):
         return z.to(device)
     if isinstance(z, (tuple, list)):

@@ -39,7 +39,7 @@ class StepRecord:
 
     ``output`` is the network output (averaged when averaging is on), ``prediction``
     the forward model applied to the training-pass output, ``loss`` the objective,
-    ``data`` its data term, ``heldout`` the held-out data term (or None), ``raw_output``
+    ``data`` its data term, ``reg`` its regularisation term, ``heldout`` the held-out data term (or None), ``raw_output``
     the training-pass output before averaging (None when a caller does not provide it;
     then rules fall back to ``output``).
     """
@@ -51,6 +51,7 @@ class StepRecord:
     data: float
     heldout: float | None = None
     raw_output: Tensor | None = None
+    reg: float = 0.0
 
 
 class StoppingRule:
@@ -69,6 +70,10 @@ class StoppingRule:
 
     def update(self, record: StepRecord) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def split(self, y: Tensor, generator: torch.Generator) -> Tensor | None:
+        """Boolean mask of the measurements this rule holds out of the data term (None: none)."""
+        return None
 
     def _select(self, record: StepRecord, score: float) -> bool:
         """Keep the record's output if ``score`` is a new minimum; return True if it was."""
@@ -173,18 +178,29 @@ class Discrepancy(StoppingRule):
 
 
 class HeldOut(StoppingRule):
-    """Stop when the loss on held-out measurements stops improving."""
+    """Stop when the loss on a held-out ``fraction`` of the measurements stops improving.
+
+    The rule owns its split: the engine asks :meth:`split` for the held-out entries (each
+    finite entry independently with probability ``fraction``, from the fit's seed), hides
+    them from the data term and reports their loss in every :class:`StepRecord`.
+    """
 
     name = "heldout"
 
-    def __init__(self, patience: int = 200, min_delta: float = 0.0) -> None:
+    def __init__(self, fraction: float = 0.1, patience: int = 200, min_delta: float = 0.0) -> None:
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"holdout must be a fraction in (0, 1), got {fraction}")
+        self.fraction = fraction
         self.patience = patience
         self.min_delta = min_delta
         super().__init__()
 
+    def split(self, y: Tensor, generator: torch.Generator) -> Tensor:
+        return (torch.rand(y.shape, generator=generator) < self.fraction).to(y.device)
+
     def update(self, record: StepRecord) -> bool:
         if record.heldout is None:
-            raise ValueError("HeldOut stopping needs fit(..., holdout=fraction)")
+            raise ValueError("HeldOut stopping needs measurements to hold out (fit with an objective whose y is set)")
         self.trace.append(record.heldout)
         self._select(record, record.heldout + (self.min_delta if self.best_output is not None else 0.0))
         return record.iteration - self.best_iteration >= self.patience
@@ -210,14 +226,15 @@ class Plateau(StoppingRule):
         return (before - record.loss) <= self.tol * abs(before)
 
 
-def make_rule(name: str | None, **kwargs) -> StoppingRule | None:
-    """Build a rule from its CLI name: ``none``, ``eswmv``, ``heldout``, ``plateau``.
+RULES = {"eswmv": ESWMV, "heldout": HeldOut, "plateau": Plateau, "discrepancy": Discrepancy}
 
-    (``discrepancy`` needs the measurements and noise level; build it directly.)
-    """
+
+def make_rule(name: str | None, **kwargs) -> StoppingRule | None:
+    """The one place a rule is built from its CLI name: ``none``, ``eswmv``, ``heldout``,
+    ``plateau`` or ``discrepancy`` (which needs ``y=`` and ``noise_std=``), with the
+    rule's own keyword arguments."""
     if name in (None, "none"):
         return None
-    rules = {"eswmv": ESWMV, "heldout": HeldOut, "plateau": Plateau}
-    if name not in rules:
-        raise ValueError(f"unknown stopping rule {name!r}; choose from none, {', '.join(rules)}, discrepancy")
-    return rules[name](**kwargs)
+    if name not in RULES:
+        raise ValueError(f"unknown stopping rule {name!r}; choose from none, {', '.join(RULES)}")
+    return RULES[name](**kwargs)

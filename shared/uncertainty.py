@@ -59,8 +59,8 @@ Gaussian log-likelihood of the errors, against the best constant-std baseline
 Example::
 
     theta0 = snapshot(net)                              # before fitting
-    res = fit(net, z, y, forward=A, iterations=3000)
-    u = linearised_uncertainty(res, z, forward=A, y=y, rank=100, prior_mean=theta0)
+    res = fit(net, z, Objective(y, physics=A), optimiser=Optimiser(iterations=3000))
+    u = linearised_uncertainty(res, rank=100, prior_mean=theta0)
     u.std        # shape of res.output
 """
 from __future__ import annotations
@@ -620,31 +620,40 @@ def batch_statistics(model: nn.Module):
             mod.running_mean, mod.running_var = mean, var
 
 
-def linearised_uncertainty(result: Any, z: Any, forward: Callable[[Tensor], Tensor] | None = None,
-                           y: Tensor | None = None, rank: int = 64, batchnorm: str = "batch",
-                           **kwargs) -> LinearisedUncertainty:
-    """:func:`linearised_laplace` for a :class:`shared.fit.FitResult` (its fitted ``model``).
+def linearised_uncertainty(result: Any, rank: int = 64, batchnorm: str = "batch",
+                           noise_std: Tensor | float | None = None, **kwargs) -> LinearisedUncertainty:
+    """:func:`linearised_laplace` of a :class:`shared.fit.FitResult`, from the result alone.
 
-    The network is linearised at its final parameters (``FitResult.model``); when a
-    stopping rule selected an earlier output, the std still refers to the final network.
-    ``y`` is required (the measurements of the fit).  ``batchnorm``: ``"batch"`` (default)
-    evaluates batch-norm layers with batch statistics, the function the fit optimised
-    (DIP trains on a batch of one); ``"running"`` uses their running averages (eval mode,
-    as ``FitResult.final``).  ``result.mean`` is the network output at the linearisation
+    The fitted network (``result.model``), its input (``result.z``), the physics and the
+    measurements (``result.objective``) are those of the fit; the network is linearised
+    at its final parameters, so when a stopping rule selected an earlier output the std
+    still refers to the final network.  ``noise_std`` (per measurement, or a float)
+    whitens the measurements, ``A(x) / s`` against ``y / s`` with unit noise precision
+    (``beta = 1``), the noise model of a weighted misfit; without it ``beta`` is fitted by
+    marginal likelihood unless given.  ``batchnorm``: ``"batch"`` (default) evaluates
+    batch-norm layers with batch statistics, the function the fit optimised (DIP trains
+    on a batch of one); ``"running"`` uses their running averages (eval mode, as
+    ``FitResult.final``).  ``result.mean`` is the network output at the linearisation
     point; compare errors against it.
     """
-    if y is None:
-        raise ValueError("linearised_uncertainty needs the measurements y that were fitted")
+    objective = getattr(result, "objective", None)
+    if objective is None or objective.y is None:
+        raise ValueError("linearised_uncertainty needs a fit of measurements (a FitResult whose objective has y)")
     if batchnorm not in ("batch", "running"):
         raise ValueError(f"batchnorm must be 'batch' or 'running', got {batchnorm!r}")
+    y, forward = objective.y, (objective.predict if objective.physics is not None else None)
+    if noise_std is not None:
+        s = noise_std.to(y.device) if isinstance(noise_std, Tensor) else noise_std
+        y, forward = y / s, (lambda x: objective.predict(x) / s)
+        kwargs.setdefault("beta", 1.0)
     model = result.model
     was_training = model.training
     model.eval()  # no dropout; batch norm as chosen below
     try:
         if batchnorm == "batch":
             with batch_statistics(model):
-                return linearised_laplace(model, z, y, forward=forward, rank=rank, **kwargs)
-        return linearised_laplace(model, z, y, forward=forward, rank=rank, **kwargs)
+                return linearised_laplace(model, result.z, y, forward=forward, rank=rank, **kwargs)
+        return linearised_laplace(model, result.z, y, forward=forward, rank=rank, **kwargs)
     finally:
         model.train(was_training)
 

@@ -182,7 +182,7 @@ def test_radon_validates_input():
 
 
 def test_operators_networks_and_tv_work_inside_the_fitting_engine():
-    from shared.fit import fit
+    from shared.fit import Objective, Optimiser, fit
     from shared.networks import ConvGenerator, DeepDecoder, get_noise_input
     from shared.regularisers import TotalVariation
 
@@ -192,14 +192,14 @@ def test_operators_networks_and_tv_work_inside_the_fitting_engine():
     torch.manual_seed(0)
     dd = DeepDecoder(k=8, layers=3, out_ch=1)
     z = get_noise_input(8, *dd.input_shape(32, 32)[2:], generator=g)
-    res = fit(dd, z, op(x), forward=op, regularisers={"tv": (1e-3, TotalVariation())}, iterations=40,
-              lr=0.03, seed=0)
+    res = fit(dd, z, Objective(op(x), physics=op, regularisers={"tv": (1e-3, TotalVariation())}),
+              optimiser=Optimiser(lr=0.03, iterations=40), seed=0)
     assert res.output.shape == (1, 1, 32, 32)
     assert res.history["loss"][-1] < 0.5 * res.history["loss"][0]
-    # The input-free generator fits through fit(model, None, y).
+    # The input-free generator fits through fit(model, None, objective).
     G = ConvGenerator(32, k=16, generator=g)
     target = torch.sin(torch.linspace(0, 6.28, 32))[None]
-    res = fit(G, None, target, iterations=30, lr=0.05, seed=0)
+    res = fit(G, None, Objective(target), optimiser=Optimiser(lr=0.05, iterations=30), seed=0)
     assert res.history["loss"][-1] < 0.5 * res.history["loss"][0]
 
 

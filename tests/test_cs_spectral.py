@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from shared.fit import fit
+from shared.fit import Objective, Optimiser, fit
 from shared.networks import ConvGenerator
 from shared.operators import GaussianMatrix
 from shared.spectral import gradient_descent_min_norm, jacobian_spectrum, principal_angles, trig_basis
@@ -65,7 +65,7 @@ def test_two_layer_generator_recovers_a_smooth_signal_from_few_gaussian_measurem
     x = (0.5 + 0.3 * torch.sin(2 * math.pi * t) + 0.1 * torch.cos(6 * math.pi * t))[None]
     A = GaussianMatrix(n // 2, n, generator=torch.Generator().manual_seed(0))
     G = ConvGenerator(n, k=64, width=3.0, init_std=0.1, generator=torch.Generator().manual_seed(1))
-    res = fit(G, None, A(x), forward=A, iterations=600, lr=1e-2)
+    res = fit(G, None, Objective(A(x), physics=A), optimiser=Optimiser(lr=1e-2, iterations=600))
     err = float((res.final - x).norm() / x.norm())
     err_mn = float((A.A_dagger(A(x)) - x).norm() / x.norm())
     assert err < 0.05 and err < 0.2 * err_mn

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from shared.fit import fit
+from shared.fit import Objective, Optimiser, Smoothing, Tracking, fit
 from shared.losses import WeightedSquaredError, mse_loss
 from shared.networks import MLP, BatchedMLP
 from shared.stopping import Discrepancy, ESWMV, HeldOut
@@ -20,7 +20,7 @@ def _toy(seed=0):
 
 def test_fit_lowers_the_loss_and_records_history():
     net, z, y = _toy()
-    res = fit(net, z, y, iterations=300, lr=1e-2)
+    res = fit(net, z, Objective(y), optimiser=Optimiser(lr=1e-2, iterations=300))
     assert res.history["loss"][-1] < 0.1 * res.history["loss"][0]
     assert res.stop_iteration == 300 and res.stopped_by == "iterations"
     assert res.output.shape == y.shape and res.wall_time_s > 0
@@ -30,7 +30,7 @@ def test_fit_is_deterministic_under_a_seed():
     outs = []
     for _ in range(2):
         net, z, y = _toy(seed=3)
-        outs.append(fit(net, z, y, iterations=50, input_noise=0.05, seed=7).output)
+        outs.append(fit(net, z, Objective(y), optimiser=Optimiser(iterations=50), smoothing=Smoothing(input_noise=0.05), seed=7).output)
     assert torch.equal(outs[0], outs[1])
 
 
@@ -38,7 +38,7 @@ def test_forward_operator_and_regulariser_enter_the_objective():
     net, z, y = _toy()
     A = lambda x: 2.0 * x
     reg = (0.5, lambda x: (x ** 2).mean())
-    res = fit(net, z, 2.0 * y, forward=A, regularisers={"l2": reg}, iterations=1)
+    res = fit(net, z, Objective(2.0 * y, physics=A, regularisers={"l2": reg}), optimiser=Optimiser(iterations=1))
     with torch.no_grad():
         net2, _, _ = _toy()
         out = net2(z)
@@ -50,20 +50,20 @@ def test_non_finite_measurements_are_treated_as_missing():
     net, z, y = _toy()
     y_bad = y.clone()
     y_bad[::4] = float("nan")
-    res = fit(net, z, y_bad, iterations=100)
+    res = fit(net, z, Objective(y_bad), optimiser=Optimiser(iterations=100))
     assert all(math.isfinite(v) for v in res.history["loss"])
 
 
 def test_all_missing_measurements_are_rejected():
     net, z, y = _toy()
     with pytest.raises(ValueError, match="no finite measurement"):
-        fit(net, z, torch.full_like(y, float("nan")), iterations=5)
+        fit(net, z, Objective(torch.full_like(y, float("nan"))), optimiser=Optimiser(iterations=5))
 
 
 def test_averaging_and_metrics():
     net, z, y = _toy()
-    res = fit(net, z, y, iterations=40, average=0.9, reference=y,
-              metrics={"mse": lambda a, b: float(((a - b) ** 2).mean())}, metric_every=10)
+    res = fit(net, z, Objective(y), optimiser=Optimiser(iterations=40), smoothing=Smoothing(average=0.9),
+              tracking=Tracking({"mse": lambda a, b: float(((a - b) ** 2).mean())}, reference=y, every=10))
     assert res.averaged is not None and torch.equal(res.output, res.averaged)
     assert res.history["metric_iteration"] == [0, 10, 20, 30, 39]
     value, it = res.best_metric("mse", mode="min")
@@ -73,13 +73,13 @@ def test_averaging_and_metrics():
 def test_callbacks_see_every_step():
     net, z, y = _toy()
     seen = []
-    fit(net, z, y, iterations=12, callbacks=[lambda r: seen.append(r.iteration)])
+    fit(net, z, Objective(y), optimiser=Optimiser(iterations=12), callbacks=[lambda r: seen.append(r.iteration)])
     assert seen == list(range(12))
 
 
 def test_lbfgs_optimizer_runs():
     net, z, y = _toy()
-    res = fit(net, z, y, iterations=30, lr=1.0, optimizer="lbfgs")
+    res = fit(net, z, Objective(y), optimiser=Optimiser(lr=1.0, iterations=30, name="lbfgs"))
     assert res.history["loss"][-1] < res.history["loss"][0]
 
 
@@ -89,20 +89,20 @@ def test_cosine_schedule_settles_the_parameters():
     finals = {}
     for schedule in ("constant", "cosine"):
         net, z, y = _toy(seed=1)
-        finals[schedule] = fit(net, z, y, iterations=400, lr=3e-2, lr_schedule=schedule, seed=0).history["loss"][-1]
+        finals[schedule] = fit(net, z, Objective(y), optimiser=Optimiser(lr=3e-2, iterations=400, schedule=schedule), seed=0).history["loss"][-1]
     assert finals["cosine"] < finals["constant"]
 
 
 def test_bad_settings_are_rejected():
     net, z, y = _toy()
     with pytest.raises(ValueError, match="lr_schedule"):
-        fit(net, z, y, lr_schedule="warmup")
+        fit(net, z, Objective(y), optimiser=Optimiser(schedule="warmup"))
     with pytest.raises(ValueError, match="optimizer"):
-        fit(net, z, y, optimizer="sgdx")
+        fit(net, z, Objective(y), optimiser=Optimiser(name="sgdx"))
     with pytest.raises(ValueError, match="iterations"):
-        fit(net, z, y, iterations=0)
+        fit(net, z, Objective(y), optimiser=Optimiser(iterations=0))
     with pytest.raises(ValueError, match="shape"):
-        fit(net, z, y[:10], iterations=1)
+        fit(net, z, Objective(y[:10]), optimiser=Optimiser(iterations=1))
 
 
 def test_batched_networks_fit_independently():
@@ -113,9 +113,10 @@ def test_batched_networks_fit_independently():
     u = torch.rand(3, 20, 2)
     targets = torch.randn(3, 20, 3)
     loss = lambda p, t, mask=None: ((p - t) ** 2).mean(dim=(1, 2)).sum()
-    fit(bnet, u, targets, data_loss=loss, iterations=20, lr=1e-2, seed=None)
+    fit(bnet, u, Objective(targets, data=loss), optimiser=Optimiser(lr=1e-2, iterations=20), seed=None)
     for b, m in enumerate(members):
-        fit(m, u[b], targets[b], data_loss=lambda p, t, mask=None: ((p - t) ** 2).mean(), iterations=20, lr=1e-2, seed=None)
+        fit(m, u[b], Objective(targets[b], data=lambda p, t, mask=None: ((p - t) ** 2).mean()),
+            optimiser=Optimiser(lr=1e-2, iterations=20), seed=None)
         with torch.no_grad():
             assert torch.allclose(m(u[b]), bnet(u)[b], atol=1e-5)
 
@@ -123,8 +124,8 @@ def test_batched_networks_fit_independently():
 def test_heldout_split_and_rule():
     net, z, y = _toy()
     y_noisy = y + 0.3 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
-    rule = HeldOut(patience=50)
-    res = fit(net, z, y_noisy, iterations=2000, lr=1e-2, holdout=0.2, stopping=rule)
+    rule = HeldOut(fraction=0.2, patience=50)
+    res = fit(net, z, Objective(y_noisy), optimiser=Optimiser(lr=1e-2, iterations=2000), stopping=rule)
     assert len(res.history["heldout"]) == res.stop_iteration
     assert res.selected_iteration == rule.best_iteration
     assert res.history["heldout"][res.selected_iteration] == pytest.approx(min(res.history["heldout"]))
@@ -134,7 +135,7 @@ def test_discrepancy_rule_on_a_real_fit():
     net, z, y = _toy()
     sigma = 0.2
     y_noisy = y + sigma * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
-    res = fit(net, z, y_noisy, data_loss=WeightedSquaredError(sigma), iterations=3000,
+    res = fit(net, z, Objective(y_noisy, data=WeightedSquaredError(sigma)), optimiser=Optimiser(iterations=3000),
               stopping=Discrepancy(y_noisy, sigma, tau=1.0))
     assert res.stopped_by == "stopping"
     final_chi2 = float((((res.output - y_noisy) / sigma) ** 2).mean())
@@ -146,6 +147,66 @@ def test_discrepancy_rule_on_a_real_fit():
 def test_eswmv_on_a_real_fit_selects_an_output():
     net, z, y = _toy()
     rule = ESWMV(window=20, patience=100)
-    res = fit(net, z, y + 0.1, iterations=3000, stopping=rule)
+    res = fit(net, z, Objective(y + 0.1), optimiser=Optimiser(iterations=3000), stopping=rule)
     assert res.stopped_by == "stopping"
     assert 0 <= res.selected_iteration < res.stop_iteration
+
+
+def test_heldout_split_is_hidden_from_the_data_term():
+    """The rule's split never enters the data term: the fit's data loss equals the loss on the kept entries."""
+    net, z, y = _toy()
+    rule = HeldOut(fraction=0.25, patience=1000)
+    res = fit(net, z, Objective(y), optimiser=Optimiser(iterations=1), stopping=rule)
+    held = rule.split(y, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = _toy()[0](z)
+    assert 0 < int(held.sum()) < y.numel()
+    assert res.history["data"][0] == pytest.approx(float(mse_loss(out, y, mask=~held)), rel=1e-6)
+    assert res.history["heldout"][0] == pytest.approx(float(mse_loss(out, y, mask=held)), rel=1e-6)
+    with pytest.raises(ValueError, match="fraction"):
+        HeldOut(fraction=1.5)
+
+
+def test_metrics_need_no_reference():
+    net, z, y = _toy()
+    res = fit(net, z, Objective(y), optimiser=Optimiser(iterations=21),
+              tracking=Tracking({"mean": lambda x: float(x.mean())}, every=10))
+    assert res.history["metric_iteration"] == [0, 10, 20] and len(res.history["mean"]) == 3
+
+
+def test_result_keeps_what_uncertainty_needs():
+    net, z, y = _toy()
+    y_missing = y.clone()
+    y_missing[0] = float("nan")
+    res = fit(net, z, Objective(y_missing, physics=lambda x: 2 * x), optimiser=Optimiser(iterations=5))
+    assert res.z is not None and torch.equal(res.z, z)
+    assert torch.isnan(res.objective.y[0]) and torch.equal(res.objective.y[1:], y_missing[1:])
+    assert torch.allclose(res.evaluate(), res.final)
+
+
+class _CountingTerm:
+    """A data term with a step schedule: records the steps it was told and its calls."""
+
+    def __init__(self) -> None:
+        self.steps, self.calls = [], 0
+
+    def begin_step(self, step: int) -> None:
+        self.steps.append(step)
+
+    def __call__(self, pred, target, mask=None):
+        self.calls += 1
+        return mse_loss(pred, target, mask)
+
+
+def test_schedules_follow_steps_not_calls_under_lbfgs():
+    net, z, y = _toy()
+    term = _CountingTerm()
+    fit(net, z, Objective(y, data=term), optimiser=Optimiser(lr=1.0, iterations=6, name="lbfgs"))
+    assert term.steps == list(range(6))
+    assert term.calls > 6  # L-BFGS evaluates the objective several times per step
+
+
+def test_non_finite_learning_rate_is_refused():
+    net, z, y = _toy()
+    with pytest.raises(ValueError, match="learning rate"):
+        fit(net, z, Objective(y), optimiser=Optimiser(lr=float("inf")))

@@ -83,11 +83,12 @@ def test_eswmv_on_raw_outputs_selects_by_raw_variance_and_returns_the_output():
 
 
 def test_fit_passes_the_raw_output_to_rules():
-    from shared.fit import fit
+    from shared.fit import Objective, Optimiser, Smoothing, fit
     from shared.networks import MLP
 
     seen = []
     z = torch.linspace(-1, 1, 16).unsqueeze(-1)
-    fit(MLP(1, 1, (8,)), z, torch.sin(z), iterations=3, average=0.9, callbacks=[seen.append])
+    fit(MLP(1, 1, (8,)), z, Objective(torch.sin(z)), optimiser=Optimiser(iterations=3), smoothing=Smoothing(average=0.9),
+        callbacks=[seen.append])
     assert all(r.raw_output is not None and r.raw_output.shape == (16, 1) for r in seen)
     assert not torch.equal(seen[-1].raw_output, seen[-1].output)  # averaged differs from raw

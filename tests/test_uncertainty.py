@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from shared.fit import fit
+from shared.fit import Objective, Optimiser, fit
 from shared.uncertainty import (JacobianOperator, calibration, fit_precisions, linearised_laplace,
                                 linearised_uncertainty, randomized_svd, snapshot)
 
@@ -153,17 +153,21 @@ def test_hook_on_a_fit_result_and_input_errors():
     z = torch.randn(1, 2, 8, 8)
     g = torch.Generator().manual_seed(0)
     y = torch.rand(1, 1, 16, 16, generator=g)
-    res = fit(net, z, y, iterations=30, lr=1e-2)
-    u = linearised_uncertainty(res, z, y=y, rank=8)
+    res = fit(net, z, Objective(y), optimiser=Optimiser(lr=1e-2, iterations=30))
+    u = linearised_uncertainty(res, rank=8)
     assert u.std.shape == y.shape and torch.isfinite(u.std).all() and (u.std > 0).all()
     assert u.singular_values[0] >= u.singular_values[-1]
     assert set(u.timings) >= {"svd_s", "evidence_s", "variance_s", "total_s"}
-    with pytest.raises(ValueError, match="measurements y"):
-        linearised_uncertainty(res, z)
+    with pytest.raises(ValueError, match="measurements"):
+        linearised_uncertainty(object())
     with pytest.raises(ValueError, match="shape"):
-        linearised_uncertainty(res, z, y=y[..., :8], rank=4)
+        linearised_laplace(res.model, z, y[..., :8], rank=4)
     with pytest.raises(ValueError, match="prior_mean"):
-        linearised_uncertainty(res, z, y=y, rank=4, prior_mean="init")
+        linearised_uncertainty(res, rank=4, prior_mean="init")
+    # Whitening by a known noise std is the same posterior as beta = 1 / s^2.
+    white = linearised_uncertainty(res, rank=8, noise_std=0.1, alpha=1.0, method="exact")
+    plain = linearised_uncertainty(res, rank=8, beta=100.0, alpha=1.0, method="exact")
+    assert torch.allclose(white.std, plain.std, rtol=1e-3, atol=1e-7)
 
 
 def test_fit_precisions_keeps_a_fixed_value():

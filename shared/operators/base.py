@@ -12,13 +12,15 @@ import math
 from typing import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from shared.physics import Physics
 
 __all__ = ["LinearOperator", "adjointness_error", "conjugate_gradient"]
 
 
-class LinearOperator(nn.Module):
-    """A linear map with its adjoint (deepinv-style interface).
+class LinearOperator(Physics):
+    """A linear map with its adjoint: a :class:`shared.physics.Physics` whose VJP is ``A^*``.
 
     Subclasses implement :meth:`A` and :meth:`A_adjoint`; calling the operator applies
     ``A`` (``op(x) == op.A(x)``), so it can be handed to :func:`shared.fit.fit` as
@@ -37,8 +39,13 @@ class LinearOperator(nn.Module):
     def A_adjoint(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.A(x)
+    def A_vjp(self, x: Tensor, v: Tensor) -> Tensor:
+        """``J_A(x)^T v = A^* v`` (independent of ``x``)."""
+        return self.A_adjoint(v)
+
+    @property
+    def measurement_shape(self) -> tuple[int, ...] | None:
+        return self.out_shape
 
     def normal(self, x: Tensor) -> Tensor:
         """``A^* A x``."""
