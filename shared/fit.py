@@ -32,6 +32,8 @@ Example::
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -176,8 +178,9 @@ class FitResult:
     selected_iteration, stop_iteration:
         Iteration (0-based) whose output is ``output``; number of iterations run.
     stopped_by:
-        ``"iterations"`` (ran to the end), ``"stopping"`` (the rule fired), or
-        ``"non-finite"`` (the loss became NaN/Inf; the last finite state is kept).
+        ``"iterations"`` (ran to the end), ``"stopping"`` (the rule fired),
+        ``"non-finite"`` (the loss became NaN/Inf; the last finite state is kept) or
+        ``"interrupted"`` (SIGINT/SIGTERM: the fit stopped at the end of the step it was in).
     wall_time_s:
         Wall-clock time of the loop in seconds.
     model, z, objective, model_kwargs:
@@ -198,6 +201,11 @@ class FitResult:
     z: Any = None
     objective: Objective | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def interrupted(self) -> bool:
+        """True when a SIGINT/SIGTERM ended the fit early (its output is still the selected one)."""
+        return self.stopped_by == "interrupted"
 
     def best_metric(self, name: str, mode: str = "max") -> tuple[float, int]:
         """Best value of a tracked metric and the iteration where it occurred."""
@@ -238,6 +246,11 @@ def fit(
     loss.  ``callbacks`` are called with the :class:`StepRecord` of every step.  ``seed``
     seeds torch (and numpy/random) before the loop (``None`` leaves the generators alone);
     ``progress`` shows a tqdm bar (a string is its description).
+
+    Interruption: a SIGINT (Ctrl-C) or SIGTERM during the loop ends the fit at the end of
+    the current step with ``stopped_by = "interrupted"`` and the output selected as usual
+    (by the stopping rule, else the average, else the last); a second signal raises
+    ``KeyboardInterrupt`` at once.
     """
     if seed is not None:
         seed_everything(seed)
@@ -259,36 +272,77 @@ def fit(
     loop = _Loop(model, z, model_kwargs, objective, mask, heldout, opt, optimiser.name == "lbfgs", smoothing)
     loop.given = given  # what the result keeps: the measurements as given (missing entries NaN)
 
-    history: dict[str, list[float]] = {"loss": [], "data": [], "reg": []}
-    if heldout is not None:
-        history["heldout"] = []
-    if tracking.metrics:
-        history["metric_iteration"] = []
-        history.update({name: [] for name in tracking.metrics})
     if stopping is not None:
         stopping.reset()
+    history = _new_history(heldout is not None, tracking)
     bar = _progress_bar(optimiser.iterations, progress)
-    stopped_by, it = "iterations", -1
     start = time.perf_counter()
-    model.train()
-    for it in range(optimiser.iterations):
-        record = loop.step(it)
-        if scheduler is not None:
-            scheduler.step()
-        if record is None:
-            stopped_by = "non-finite"
-            break
-        _log(history, record, tracking, it, optimiser.iterations)
-        for cb in callbacks:
-            cb(record)
-        _show(bar, record, history, tracking)
-        if stopping is not None and stopping.update(record):
-            stopped_by = "stopping"
-            break
+    stopped_by, it = _run(loop, scheduler, stopping, tracking, history, callbacks, bar, optimiser.iterations)
     wall = time.perf_counter() - start
     if bar is not None:
         bar.close()
     return _result(loop, stopping, history, stopped_by, it, wall)
+
+
+def _new_history(heldout: bool, tracking: Tracking) -> dict[str, list[float]]:
+    history: dict[str, list[float]] = {"loss": [], "data": [], "reg": []}
+    if heldout:
+        history["heldout"] = []
+    if tracking.metrics:
+        history["metric_iteration"] = []
+        history.update({name: [] for name in tracking.metrics})
+    return history
+
+
+def _run(loop: "_Loop", scheduler: Any, stopping: StoppingRule | None, tracking: Tracking,
+         history: dict[str, list[float]], callbacks: Iterable[Callable[[StepRecord], Any]], bar: Any,
+         iterations: int) -> tuple[str, int]:
+    """The loop: step, log, call back, ask the rule; returns (stopped_by, last iteration)."""
+    stopped_by, it = "iterations", -1
+    loop.model.train()
+    with _Interruption() as interruption:
+        for it in range(iterations):
+            record = loop.step(it)
+            if scheduler is not None:
+                scheduler.step()
+            if record is None:
+                return "non-finite", it
+            _log(history, record, tracking, it, iterations)
+            for cb in callbacks:
+                cb(record)
+            _show(bar, record, history, tracking)
+            if stopping is not None and stopping.update(record):
+                return "stopping", it
+            if interruption.requested:
+                return "interrupted", it
+    return stopped_by, it
+
+
+class _Interruption:
+    """SIGINT/SIGTERM while a fit runs: the first one asks the loop to stop after its step,
+    a second raises ``KeyboardInterrupt``.  Handlers are only installed from the main thread
+    (elsewhere Python delivers no signals) and restored afterwards."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._saved: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_Interruption":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
 
 
 def _prepare(objective: Objective, stopping: StoppingRule | None, seed: int | None,

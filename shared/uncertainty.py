@@ -475,14 +475,78 @@ def linearised_laplace(
     op = JacobianOperator(model, z, forward, mask=finite)
     if tuple(y.shape) != tuple(op.y_shape):
         raise ValueError(f"measurements have shape {tuple(y.shape)} but the model predicts {tuple(op.y_shape)}")
+    if tail_model not in ("none", "isotropic"):
+        raise ValueError(f"tail_model must be 'isotropic' or 'none', got {tail_model!r}")
+    sp = _spectrum(op, rank, oversample, power_iterations, method, seed, progress)
+    timings["svd_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    d = _linearised_residual(op, y, finite, prior_mean, sp.jy_apply)
+    d_proj = sp.U.T @ d
+    d_perp2 = float(torch.clamp(d.double().pow(2).sum() - d_proj.double().pow(2).sum(), min=0.0))
+    # Regenerate the first-pass probes w_j: V^T w_j gives the projected products
+    # J (I - V V^T) w_j = J w_j - (J V)(V^T w_j) for the Hutchinson estimates below.
+    sp.gen.manual_seed(seed + _PROBE_OFFSET)
+    VtW = torch.empty(sp.S.numel(), sp.ell, dtype=op.theta.dtype, device=op.theta.device)
+    for j in range(sp.ell):
+        VtW[:, j] = sp.V.T @ torch.randn(op.p, generator=sp.gen, dtype=op.theta.dtype).to(op.theta.device)
+    tail = _tail(sp, op, VtW, tail_model)
+    a, b, logev = fit_precisions(sp.S, d_proj, d_perp2, op.m, alpha=alpha, beta=beta, tail=tail)
+    timings["evidence_s"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    var_obs, var_un = _predictive_variance(op, sp, VtW, a, b, tail, forward is None, extra_probes, seed)
+    timings["variance_s"] = time.perf_counter() - t2
+    timings["total_s"] = time.perf_counter() - t0
+
+    var = var_obs + var_un
+    shape = op.x_shape
+    return LinearisedUncertainty(
+        mean=op.x.clone(),
+        std=var.clamp_min(0).sqrt().view(shape),
+        std_noisy=(var + 1.0 / b).sqrt().view(shape) if forward is None else None,
+        std_observed=var_obs.clamp_min(0).sqrt().view(shape),
+        std_unobserved=var_un.clamp_min(0).sqrt().view(shape),
+        alpha=a,
+        beta=b,
+        singular_values=sp.S.detach().cpu(),
+        rank=sp.S.numel(),
+        log_evidence=logev,
+        tail=tail,
+        n_parameters=op.p,
+        n_measurements=op.m,
+        timings=timings,
+        left_singular_vectors=sp.U.detach().cpu() if keep_vectors else None,
+    )
+
+
+_PROBE_OFFSET = 7919  # seed offset of the first-pass Gaussian probes
+
+
+@dataclass
+class _Spectrum:
+    """Truncated SVD ``J_y ~ U diag(S) V^T`` and the first-pass probe products."""
+
+    U: Tensor
+    S: Tensor
+    V: Tensor
+    first_jx: Tensor      # J_x w_j of the first-pass probes (n, ell)
+    first_jy: Tensor      # J_y w_j (m, ell) (randomized method only)
+    ell: int
+    method: str
+    tail_exact: float
+    jy_apply: Callable[[Tensor], Tensor]
+    gen: torch.Generator
+
+
+def _spectrum(op: JacobianOperator, rank: int, oversample: int, power_iterations: int, method: str, seed: int,
+              progress: bool) -> _Spectrum:
+    """The leading singular triplets of ``J_y``, exactly (``m`` VJPs) or by a randomized SVD."""
     dtype, device = op.theta.dtype, op.theta.device
     gen = torch.Generator().manual_seed(seed)
-
     # First-pass probes: keep J_x w for the Hutchinson estimate (no extra products).
     ell = min(rank + oversample, op.m, op.p)
     first_jx = torch.empty(op.n, ell, dtype=dtype, device=device)
-    probe_seed = seed + 7919
-
     first_jy = torch.empty(op.m, ell, dtype=dtype, device=device)
 
     def first_products(w: Tensor, j: int) -> Tensor:
@@ -493,7 +557,6 @@ def linearised_laplace(
 
     if method == "auto":
         method = "exact" if op.m <= rank + oversample else "randomized"
-    Jy_T = None
     if method == "exact":
         # m is small: form J_y^T column by column with m vector-Jacobian products (no
         # forward-mode product through the forward model is needed, e.g. a FEM solve
@@ -501,105 +564,74 @@ def linearised_laplace(
         Jy_T = torch.stack([op.vjp_y(e) for e in torch.eye(op.m, dtype=dtype, device=device)], dim=1)
         V, S, Ut = torch.linalg.svd(Jy_T, full_matrices=False)
         U = Ut.T
-        k_full = S.numel()
-        tail_exact = float(S[rank:].double().pow(2).sum()) / max(op.m - min(rank, k_full), 1)
+        tail_exact = float(S[rank:].double().pow(2).sum()) / max(op.m - min(rank, S.numel()), 1)
         U, S, V = U[:, :rank].contiguous(), S[:rank].contiguous(), V[:, :rank].contiguous()
-        gen.manual_seed(probe_seed)
+        gen.manual_seed(seed + _PROBE_OFFSET)
         for j in range(ell):
             first_jx[:, j] = op.jvp_x(torch.randn(op.p, generator=gen, dtype=dtype).to(device))
-    elif method == "randomized":
-        # Probes of the first pass are regenerated later from the same generator state.
-        gen.manual_seed(probe_seed)
-        U, S, V = randomized_svd(
-            lambda v: op.jvp_y(v)[1], op.vjp_y, (op.m, op.p), rank, oversample=oversample,
-            power_iterations=power_iterations, generator=gen, dtype=dtype, device=device,
-            on_first_products=first_products, progress=progress,
-        )
-    else:
+        return _Spectrum(U, S, V, first_jx, first_jy, ell, method, tail_exact, lambda v: Jy_T.T @ v, gen)
+    if method != "randomized":
         raise ValueError(f"method must be 'auto', 'randomized' or 'exact', got {method!r}")
-    jy_apply = (lambda v: Jy_T.T @ v) if Jy_T is not None else (lambda v: op.jvp_y(v)[1])
-    k = S.numel()
-    timings["svd_s"] = time.perf_counter() - t0
+    # Probes of the first pass are regenerated later from the same generator state.
+    gen.manual_seed(seed + _PROBE_OFFSET)
+    U, S, V = randomized_svd(
+        lambda v: op.jvp_y(v)[1], op.vjp_y, (op.m, op.p), rank, oversample=oversample,
+        power_iterations=power_iterations, generator=gen, dtype=dtype, device=device,
+        on_first_products=first_products, progress=progress,
+    )
+    return _Spectrum(U, S, V, first_jx, first_jy, ell, method, 0.0, lambda v: op.jvp_y(v)[1], gen)
 
-    # Evidence.
-    t1 = time.perf_counter()
+
+def _linearised_residual(op: JacobianOperator, y: Tensor, finite: Tensor, prior_mean: Any,
+                         jy_apply: Callable[[Tensor], Tensor]) -> Tensor:
+    """``d = y - F(x*) - J_y (theta_0 - theta*)``, the residual of the linearised model at the prior mean."""
     y_sel = y.reshape(-1)[finite.reshape(-1)] if not bool(finite.all()) else y.reshape(-1)
-    d = y_sel.to(dtype) - op._select(op.y_pred.reshape(-1))
+    d = y_sel.to(op.theta.dtype) - op._select(op.y_pred.reshape(-1))
     if prior_mean is None or (isinstance(prior_mean, str) and prior_mean == "zero"):
-        d = d + jy_apply(op.theta)  # d = y - F(x*) - J_y (0 - theta*)
-    elif isinstance(prior_mean, str):
+        return d + jy_apply(op.theta)  # d = y - F(x*) - J_y (0 - theta*)
+    if isinstance(prior_mean, str):
         if prior_mean != "fitted":
             raise ValueError(f"prior_mean must be a parameter snapshot, 'zero' or 'fitted', got {prior_mean!r}")
-    else:
-        delta = op.flatten(prior_mean) - op.theta
-        d = d - jy_apply(delta)
-    d_proj = U.T @ d
-    d_perp2 = float(torch.clamp(d.double().pow(2).sum() - d_proj.double().pow(2).sum(), min=0.0))
-    # Regenerate the first-pass probes w_j: V^T w_j gives the projected products
-    # J (I - V V^T) w_j = J w_j - (J V)(V^T w_j) for the Hutchinson estimates below.
-    gen.manual_seed(probe_seed)
-    VtW = torch.empty(k, ell, dtype=dtype, device=device)
-    for j in range(ell):
-        VtW[:, j] = V.T @ torch.randn(op.p, generator=gen, dtype=dtype).to(device)
-    if tail_model == "isotropic" and method == "exact":
-        tail = tail_exact
-    elif tail_model == "isotropic" and op.m > k:
-        # E ||J_y (I - V V^T) w||^2 = sum_{i>k} s_i^2 (low variance: the leading directions are removed).
-        resid_y = first_jy - (U * S) @ VtW
-        tail = float(resid_y.double().pow(2).sum(dim=0).mean()) / (op.m - k)
-    elif tail_model in ("none", "isotropic"):
-        tail = 0.0
-    else:
-        raise ValueError(f"tail_model must be 'isotropic' or 'none', got {tail_model!r}")
-    if method != "exact":
-        del first_jy
-    a, b, logev = fit_precisions(S, d_proj, d_perp2, op.m, alpha=alpha, beta=beta, tail=tail)
-    timings["evidence_s"] = time.perf_counter() - t1
+        return d
+    return d - jy_apply(op.flatten(prior_mean) - op.theta)
 
-    # Predictive variance.
-    t2 = time.perf_counter()
-    if forward is None and op.mask is None:
-        JxV = U * S  # J_x V = J_y V = U S
+
+def _tail(sp: _Spectrum, op: JacobianOperator, VtW: Tensor, tail_model: str) -> float:
+    """Mean squared singular value of ``J_y`` beyond the rank (``tail_model="isotropic"``), else 0."""
+    if tail_model != "isotropic":
+        return 0.0
+    if sp.method == "exact":
+        return sp.tail_exact
+    k = sp.S.numel()
+    if op.m <= k:
+        return 0.0
+    # E ||J_y (I - V V^T) w||^2 = sum_{i>k} s_i^2 (low variance: the leading directions are removed).
+    resid_y = sp.first_jy - (sp.U * sp.S) @ VtW
+    return float(resid_y.double().pow(2).sum(dim=0).mean()) / (op.m - k)
+
+
+def _predictive_variance(op: JacobianOperator, sp: _Spectrum, VtW: Tensor, a: float, b: float, tail: float,
+                         identity: bool, extra_probes: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Variance of ``x`` in the observed subspace (exact, rank k) and beyond it (Hutchinson)."""
+    dtype, device, S, V = op.theta.dtype, op.theta.device, sp.S, sp.V
+    if identity and op.mask is None:
+        JxV = sp.U * S  # J_x V = J_y V = U S
     else:
-        JxV = torch.stack([op.jvp_x(V[:, j]) for j in range(k)], dim=1)
+        JxV = torch.stack([op.jvp_x(V[:, j]) for j in range(S.numel())], dim=1)
     var_obs = (JxV.pow(2) / (b * S.pow(2) + a)).sum(dim=1)
     # Hutchinson: J_x (I - V V^T) w = J_x w - (J_x V)(V^T w), with the first-pass probes.
-    acc = (first_jx - JxV @ VtW).double().pow(2).sum(dim=1)
-    del first_jx
+    acc = (sp.first_jx - JxV @ VtW).double().pow(2).sum(dim=1)
     g2 = torch.Generator().manual_seed(seed + 104729)
     for _ in range(extra_probes):
         w = torch.randn(op.p, generator=g2, dtype=dtype).to(device)
         w = w - V @ (V.T @ w)
         acc += op.jvp_x(w).double().pow(2)
-    var_un = (acc / (ell + extra_probes)).to(dtype) / a
-    if forward is None and op.mask is None:
+    var_un = (acc / (sp.ell + extra_probes)).to(dtype) / a
+    if identity and op.mask is None:
         # Denoising: the tail directions are measured too; their posterior variance is the
         # prior's times the isotropic-tail shrinkage (1/beta) / (t/alpha + 1/beta).
         var_un = var_un * ((1.0 / b) / (tail / a + 1.0 / b))
-    timings["variance_s"] = time.perf_counter() - t2
-    timings["total_s"] = time.perf_counter() - t0
-
-    var = var_obs + var_un
-    shape = op.x_shape
-    std = var.clamp_min(0).sqrt().view(shape)
-    std_noisy = (var + 1.0 / b).sqrt().view(shape) if forward is None else None
-    return LinearisedUncertainty(
-        mean=op.x.clone(),
-        std=std,
-        std_noisy=std_noisy,
-        std_observed=var_obs.clamp_min(0).sqrt().view(shape),
-        std_unobserved=var_un.clamp_min(0).sqrt().view(shape),
-        alpha=a,
-        beta=b,
-        singular_values=S.detach().cpu(),
-        rank=k,
-        log_evidence=logev,
-        tail=tail,
-        n_parameters=op.p,
-        n_measurements=op.m,
-        timings=timings,
-        left_singular_vectors=U.detach().cpu() if keep_vectors else None,
-    )
+    return var_obs, var_un
 
 
 @contextmanager

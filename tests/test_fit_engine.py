@@ -210,3 +210,36 @@ def test_non_finite_learning_rate_is_refused():
     net, z, y = _toy()
     with pytest.raises(ValueError, match="learning rate"):
         fit(net, z, Objective(y), optimiser=Optimiser(lr=float("inf")))
+
+
+def test_a_signal_stops_the_fit_at_the_end_of_its_step():
+    import os
+    import signal
+
+    net, z, y = _toy()
+
+    def interrupt(record):
+        if record.iteration == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    res = fit(net, z, Objective(y), optimiser=Optimiser(iterations=50), smoothing=Smoothing(average=0.5),
+              callbacks=[interrupt])
+    assert res.stopped_by == "interrupted" and res.interrupted and res.stop_iteration == 5
+    assert torch.equal(res.output, res.averaged)  # the output the fit would have selected
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
+
+
+def test_a_second_signal_raises_at_once():
+    import os
+    import signal
+
+    net, z, y = _toy()
+
+    def interrupt_twice(record):
+        if record.iteration == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(net, z, Objective(y), optimiser=Optimiser(iterations=50), callbacks=[interrupt_twice])
