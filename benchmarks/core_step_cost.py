@@ -6,7 +6,7 @@ For each operator: ``A x`` and ``A^* y`` on one 256x256 image (3 channels; Radon
 Prints a table and appends the run (with thread count and load averages) to the list
 ``runs`` in ``benchmarks/results/core_step_cost.json``.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/core_step_cost.py
+    OMP_NUM_THREADS=2 python benchmarks/core_step_cost.py
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from shared.fit import fit
+from shared.fit import Objective, Optimiser, fit
 from shared.networks import DeepDecoder, count_parameters, get_noise_input, skip_light, skip_official
 from shared.operators import Blur, Downsample, GaussianMatrix, PixelMask, Radon, gaussian_kernel
 
@@ -52,7 +52,7 @@ def network_costs(size: int, repeat: int) -> list[dict]:
 
         def adam_step():
             # One step of the engine itself, so the figure is what a user's fit pays per step.
-            fit(net, z, y, iterations=1, lr=1e-2, seed=None)
+            fit(net, z, Objective(y), optimiser=Optimiser(lr=1e-2, iterations=1), seed=None)
 
         rows.append(dict(name=name, parameters=count_parameters(net),
                          forward_backward_s=_median_time(fwd_bwd, repeat),
@@ -91,7 +91,8 @@ def main() -> None:
     ap.add_argument("--note", default="", help="free text stored in the JSON (e.g. machine load)")
     ap.add_argument("--no-operators", action="store_true", help="time the networks only")
     args = ap.parse_args()
-    result = dict(time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), size=args.size, repeat=args.repeat, torch=torch.__version__,
+    result = dict(time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), size=args.size, repeat=args.repeat,
+                  torch=torch.__version__,
                   threads=torch.get_num_threads(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
                   cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), note=args.note,
                   load_average_before=os.getloadavg())

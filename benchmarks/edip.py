@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import sys
 import time
@@ -37,15 +36,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from shared.image import random_ellipses
+from shared.image.edip import (CTSetup, curve_stats, edip_network, finetune, load_checkpoint, network_output,
+                               simulate_ct, time_to_psnr)
+from shared.metrics import psnr, ssim
+from shared.result import write_json
+from shared.spectral import jacobian_spectrum
+from shared.uncertainty import batch_statistics, calibration, linearised_uncertainty, snapshot
 
-from shared.image.edip import (CTSetup, curve_stats, edip_network, finetune, load_checkpoint,  # noqa: E402
-                               network_output, simulate_ct, time_to_psnr)
-from shared.image.phantoms import random_ellipses  # noqa: E402
-from shared.metrics import psnr, ssim  # noqa: E402
-from shared.spectral import jacobian_spectrum  # noqa: E402
-from shared.uncertainty import batch_statistics, calibration, linearised_uncertainty, snapshot  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         stats = curve_stats(ft.iterations, ft.psnr, ft.times)
         out = network_output(ft.result.model, ft.z).clamp(0, 1)
         stats.update(final_psnr=psnr(out, x), final_ssim=ssim(out, x), iterations=its, lr=lr,
-                     wall_time_s=time.perf_counter() - t, seconds_per_iteration=ft.times[-1] / max(ft.iterations[-1], 1))
+                     wall_time_s=time.perf_counter() - t,
+                     seconds_per_iteration=ft.times[-1] / max(ft.iterations[-1], 1))
         ft.stats = stats
         runs[name] = ft
-        print(f"{name:13s} initial {stats['initial_psnr']:.2f} dB, steady {stats['steady_psnr']:.2f} dB, rise to -0.1 dB "
-              f"at it {stats['rise_iteration']} ({stats['rise_time_s']:.1f} s), final {stats['final_psnr']:.2f} dB", flush=True)
+        print(f"{name:13s} initial {stats['initial_psnr']:.2f} dB, steady {stats['steady_psnr']:.2f} dB, "
+              f"rise to -0.1 dB at it {stats['rise_iteration']} ({stats['rise_time_s']:.1f} s), "
+              f"final {stats['final_psnr']:.2f} dB", flush=True)
 
     dip = runs["DIP (noise)"]
     target = dip.stats["steady_psnr"] - 0.1
@@ -110,12 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     cals, uncs = {}, {}
     for label, prior_mean in (("init", snapshot(inits["EDIP (FBP)"])), ("zero", "zero")):
         t = time.perf_counter()
-        unc = linearised_uncertainty(edip.result, edip.z, forward=op.A, y=y, rank=args.rank, prior_mean=prior_mean,
-                                     beta=1.0 / sigma ** 2, progress=True)
+        # The fit result carries the network, its input, the physics R and the sinogram y.
+        unc = linearised_uncertainty(edip.result, rank=args.rank, prior_mean=prior_mean, beta=1.0 / sigma ** 2,
+                                     progress=True)
         est = unc.mean.clamp(0, 1)  # the linearisation point (batch-norm batch statistics)
         cals[label], uncs[label] = calibration(est, unc.std, x), unc
         c = cals[label]
-        print(f"uncertainty, prior mean {label} ({time.perf_counter() - t:.0f} s): within 2 std {c['fraction_within']:.3f}, "
+        print(f"uncertainty, prior mean {label} ({time.perf_counter() - t:.0f} s): "
+              f"within 2 std {c['fraction_within']:.3f}, "
               f"test LL {c['test_log_likelihood']:.3f} vs constant-std {c['baseline_log_likelihood']:.3f}, "
               f"corr(std, |err|) {c['std_error_correlation']:.2f}", flush=True)
     cal, unc = cals["init"], uncs["init"]
@@ -153,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     panels = ((x[0, 0], "phantom", "gray", (0, 1)), (fbp[0, 0], f"FBP {psnr(fbp, x):.1f} dB", "gray", (0, 1)),
               (est[0, 0], f"EDIP {edip.stats['final_psnr']:.1f} dB", "gray", (0, 1)),
               (err.abs(), "|error|", "magma", (0, float(2 * unc.std.max()))),
-              (unc.std[0, 0], f"predicted std ({cal['fraction_within']:.0%} within 2 std)", "magma", (0, float(2 * unc.std.max()))))
+              (unc.std[0, 0], f"predicted std ({cal['fraction_within']:.0%} within 2 std)", "magma",
+               (0, float(2 * unc.std.max()))))
     for a, (im, title, cmap, lim) in zip(ax, panels):
         h = a.imshow(im, cmap=cmap, vmin=lim[0], vmax=lim[1])
         a.set_title(title, fontsize=9)
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     plt.close(fig)
 
     result = {
-        "setting": {"size": 128, "angles": 30, "noise_rel": 0.01, "phantom": f"random ellipses, seed {args.phantom_seed}",
+        "setting": {"size": 128, "angles": 30, "noise_rel": 0.01,
+                    "phantom": f"random ellipses, seed {args.phantom_seed}",
                     "dip_iterations": args.dip_iterations, "edip_iterations": args.edip_iterations},
         "dip_time_to_steady_s": dip_time,
         "edip_time_to_steady_s": edip_time,
@@ -183,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "iteration_ratio_edip_over_dip": (times["EDIP (FBP)"][1] / times["DIP (noise)"][1]
                                           if times["DIP (noise)"][1] > 0 and times["EDIP (FBP)"][1] >= 0 else None),
         "target_psnr": target,
-        "time_to_target_s": {k: (v[0] if v[0] != float("inf") else None) for k, v in times.items()},  # None: never reached
+        # None: never reached
+        "time_to_target_s": {k: (v[0] if v[0] != float("inf") else None) for k, v in times.items()},
         "iterations_to_target": {k: v[1] for k, v in times.items()},
         "runs": {k: r.stats for k, r in runs.items()},
         "psnr_fbp": psnr(fbp, x),
@@ -197,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "note": "2 CPU cores shared with ~6 concurrent jobs: wall times are inflated and noisy"},
     }
-    (args.out / "edip.json").write_text(json.dumps(result, indent=1, allow_nan=False))
+    write_json(args.out / "edip.json", result)
     print(f"dip_time_to_steady_s {dip_time:.1f}  edip_time_to_steady_s {edip_time:.1f}  "
           f"calibration_2std {cal['fraction_within']:.3f}")
     print(f"wrote {args.out / 'edip.json'}")

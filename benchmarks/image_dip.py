@@ -1,9 +1,10 @@
 """Benchmark: deep image prior denoising of F16 on CPU, official setting vs light defaults.
 
 Problem: the 256x256 centre crop of ``F16.png`` (from ``../shared/data/images/dip``) with
-Gaussian noise of sigma = 25/255 (seed 0).  Configurations, each fitted by
-:func:`shared.fit.fit` with ES-WMV early stopping (window 100; the output it selects is
-the one reported, no ground truth used to stop) and the PSNR tracked every 10 steps:
+Gaussian noise of sigma = 25/255 (seed 0), a :func:`shared.image.denoise_problem` with the
+clean crop as reference.  Configurations, each a :class:`shared.image.DeepImagePrior` with
+ES-WMV early stopping (window 100; the output it selects is the one reported, no ground
+truth used to stop) and the PSNR tracked every 10 steps:
 
 * ``official`` -- the official DIP setting: skip net 5 scales x 128 channels, 4 skip
   channels, lr 0.01, input noise 1/30, output averaging 0.99, 3000 iterations.
@@ -41,18 +42,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from shared.image import NETS, DeepImagePrior, denoise_problem, read_image
+from shared.metrics import psnr
+from shared.paths import require_data
+from shared.result import write_json
+from shared.stopping import StoppingRule
+
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
-
-import torch  # noqa: E402
-
-from shared.fit import fit  # noqa: E402
-from shared.image.io import read_image  # noqa: E402
-from shared.image.tasks import NETS, make_network  # noqa: E402
-from shared.metrics import psnr  # noqa: E402
-from shared.paths import require_data  # noqa: E402
-from shared.stopping import ESWMV, StoppingRule  # noqa: E402
 
 RESULTS = HERE / "results" / "image_dip.json"
 SIGMA = 25 / 255
@@ -96,6 +94,9 @@ class WithTimeLimit(StoppingRule):
         self.rule.reset()
         self.start = time.perf_counter()
 
+    def split(self, y, generator):
+        return self.rule.split(y, generator)
+
     @property
     def best_output(self):
         return self.rule.best_output
@@ -119,10 +120,14 @@ def run_config(name: str, clean: torch.Tensor, noisy: torch.Tensor, iterations: 
     """Fit one configuration; return its measurements."""
     net_name = NET_OF[name]
     spec = NETS[net_name]
-    model, z = make_network(net_name, clean.shape[1], tuple(clean.shape[-2:]), seed=seed)
+    # The noisy crop is the measurement (A = I), the clean crop the reference (PSNR only).
+    problem = denoise_problem(noisy, multiple=spec.multiple, reference=clean)
+    # The network's own lr, input noise and averaging; ES-WMV on the raw outputs.
+    dip = DeepImagePrior(net=net_name, iterations=iterations, stop="eswmv", patience=patience, window=100,
+                         seed=seed, progress=f"{name}" if progress else False, metric_every=10)
     stamps: list[float] = []
     partial: list[dict] = []
-    rule = WithTimeLimit(ESWMV(window=100, patience=patience, source="raw"), time_limit)
+    rule = WithTimeLimit(dip.stopping_rule(), time_limit)
     t0 = time.perf_counter()
 
     def stamp(rec) -> None:
@@ -131,12 +136,10 @@ def run_config(name: str, clean: torch.Tensor, noisy: torch.Tensor, iterations: 
         if checkpoint is not None and rec.iteration % 10 == 0:
             partial.append({"iteration": rec.iteration + 1, "elapsed_s": stamps[-1],
                             "psnr": float(psnr(rec.output.clamp(0, 1), clean))})
-            checkpoint.write_text(json.dumps(partial))
+            write_json(checkpoint, partial)
 
-    res = fit(model, z, noisy, iterations=iterations, lr=spec.lr, input_noise=spec.input_noise,
-              average=spec.average, stopping=rule, reference=clean,
-              metrics={"psnr": lambda x, r: psnr(x.clamp(0, 1), r)}, metric_every=10, seed=seed,
-              callbacks=[stamp], progress=f"{name}" if progress else False)
+    result = dip.reconstruct(problem, callbacks=[stamp], stopping=rule)
+    res = result.fit
     n = res.stop_iteration
     best, best_it = res.best_metric("psnr")
     its, vals = res.history["metric_iteration"], res.history["psnr"]
@@ -144,11 +147,11 @@ def run_config(name: str, clean: torch.Tensor, noisy: torch.Tensor, iterations: 
     # Time per step over the second half of the run (past start-up effects).
     half = max(1, n // 2)
     per_step = (stamps[-1] - stamps[half - 1]) / max(1, n - half) if n > 1 else stamps[-1]
-    selected_psnr = float(psnr(res.output.clamp(0, 1), clean))
+    selected_psnr = result.metrics["psnr"]
     return {
         "net": net_name,
         "description": spec.description,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": result.config["parameters"],
         "lr": spec.lr,
         "input_noise": spec.input_noise,
         "average": spec.average,
@@ -222,13 +225,15 @@ def summarise(results: dict) -> dict:
         at = [p for i, p in zip(curve["iteration"], curve["psnr"]) if i <= n]
         out["default_psnr_at_official_iterations_run"] = at[-1] if at else None
         if out["official_time_s_is_extrapolated"]:
-            out["caveat"] = (f"the official setting ran {n} of its {OFFICIAL_ITERATIONS} iterations on this loaded CPU: "
-                             f"official_best_psnr is the best within those iterations (reached at iteration {off['best_iteration']}), so "
+            out["caveat"] = (f"the official setting ran {n} of its {OFFICIAL_ITERATIONS} iterations on this loaded "
+                             "CPU: official_best_psnr is the best within those iterations (reached at iteration "
+                             f"{off['best_iteration']}), so "
                              "the PSNR target is weaker than with a full run; official_time_s is extrapolated from "
                              "the measured seconds per step")
         out["target_psnr"] = out["official_best_psnr"] - 0.5
         out["target_time_s"] = out["official_time_s"] / 10
-        out["target_met"] = bool(out["default_psnr"] >= out["target_psnr"] and out["default_time_s"] <= out["target_time_s"])
+        out["target_met"] = bool(out["default_psnr"] >= out["target_psnr"]
+                                 and out["default_time_s"] <= out["target_time_s"])
     return out
 
 
@@ -272,7 +277,7 @@ def write_report(args: argparse.Namespace, results: dict) -> None:
         "configs": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     if results:
         plot(results, args.out.with_suffix(".png"))
 
@@ -306,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only:
         iterations = args.official_iterations if name == "official" else MAX_ITERATIONS[name]
         # The official run is cut short on CPU: let it run all the iterations it is given.
-        patience = max(args.patience, iterations) if name == "official" and iterations < OFFICIAL_ITERATIONS else args.patience
+        cut_short = name == "official" and iterations < OFFICIAL_ITERATIONS
+        patience = max(args.patience, iterations) if cut_short else args.patience
         load = os.getloadavg()
         r = run_config(name, clean, noisy, iterations, patience, progress=not args.quiet,
                        checkpoint=args.out.with_name(f"{args.out.stem}_{name}_progress.json"),
@@ -315,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         r["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
         r["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         results[name] = r
-        print(f"{name:10s} selected {r['selected_psnr']:6.2f} dB  best {r['best_psnr']:6.2f} dB @ {r['best_iteration']:5d}"
+        print(f"{name:10s} selected {r['selected_psnr']:6.2f} dB  best {r['best_psnr']:6.2f} dB"
+              f" @ {r['best_iteration']:5d}"
               f"  within 0.5 dB @ {r['iteration_within_0.5dB_of_best']:5d}  run {r['iterations_run']:5d}"
               f"  {r['wall_time_s']:8.1f} s  {r['seconds_per_step']:.3f} s/step", flush=True)
         write_report(args, results)

@@ -3,10 +3,11 @@
 Top row: a 256x256 test image (scikit-image's ``camera``) and what each operator of
 :mod:`shared.operators` measures: 50 % pixel mask, x4 bicubic downsampling, Gaussian blur,
 a 60-angle sinogram and its filtered back-projection.  Bottom: the leading left singular
-vectors of the Jacobian of the two-layer generator ``ReLU(U C) v`` (n = 128, k = 512, Gaussian kernel of std 6 samples) --
+vectors of the Jacobian of the two-layer generator ``ReLU(U C) v`` (n = 128, k = 512, Gaussian
+kernel of std 6 samples) --
 close to sinusoids of increasing frequency.
 
-    PYTHONPATH=. python examples/core_operators.py [out_dir]     (default docs/img)
+    python examples/core_operators.py [out_dir]     (default docs/img)
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def main(out_dir: str | Path = "docs/img") -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
+    # ## The image and each physics A of shared.operators applied to it
     x = F.avg_pool2d(torch.as_tensor(camera(), dtype=torch.float32)[None, None] / 255, 2)  # (1,1,256,256)
     mask = PixelMask.random((256, 256), 0.5, g)
     down = Downsample(4, "bicubic")
@@ -46,12 +48,14 @@ def main(out_dir: str | Path = "docs/img") -> Path:
         ax.imshow(img[0, 0].numpy(), cmap="gray", aspect="auto" if "Radon" in title else "equal")
         ax.set_title(title, fontsize=8)
         ax.axis("off")
+    # ## The Jacobian J of the generator G(C) = ReLU(U C) v at its initialisation: J = U S V^T
     G = ConvGenerator(128, k=512, width=6.0, generator=g, dtype=torch.float64)
     U, S, _ = torch.linalg.svd(G.jacobian(), full_matrices=False)
     ax = fig.add_subplot(2, 1, 2)
     for i in range(0, 5):
         ax.plot(U[:, i].numpy() + 0.35 * i, lw=1.2, label=f"u{i + 1} (sigma={S[i]:.2f})")
-    ax.set_title("ConvGenerator ReLU(UC)v, n=128, k=512, Gaussian kernel std 6: leading left singular vectors of the Jacobian (offset)",
+    ax.set_title("ConvGenerator ReLU(UC)v, n=128, k=512, Gaussian kernel std 6: "
+                 "leading left singular vectors of the Jacobian (offset)",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper right", ncol=5)
     ax.set_xlabel("sample")

@@ -21,7 +21,6 @@ Run: ``python examples/cs_untrained.py --out out/cs`` (about a few minutes on 2 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -33,14 +32,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from shared.fit import fit  # noqa: E402
-from shared.image.phantoms import shepp_logan  # noqa: E402
-from shared.networks import ConvGenerator, DeepDecoder, get_noise_input  # noqa: E402
-from shared.operators import GaussianMatrix  # noqa: E402
-from shared.spectral import gradient_descent_min_norm, principal_angles, trig_basis  # noqa: E402
-from shared.uncertainty import batch_statistics  # noqa: E402
+from shared.fit import Objective, Optimiser, fit
+from shared.image import shepp_logan
+from shared.networks import ConvGenerator, DeepDecoder, get_noise_input
+from shared.operators import GaussianMatrix
+from shared.result import write_json
+from shared.spectral import gradient_descent_min_norm, principal_angles, trig_basis
+from shared.uncertainty import batch_statistics
 
 RATIOS = (0.1, 0.25, 0.5)
 
@@ -58,11 +56,14 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def recover(kind: str, x: torch.Tensor, ratio: float, iterations: int, seed: int = 0) -> dict:
+    """Fit ``kind`` to ``y = A x``: ``min_theta ||A G_theta(C) - y||^2 / m`` by Adam (one row of experiment 1)."""
+    # ## The physics: a Gaussian matrix A (m x n, entries N(0, 1/m)), y = A x
     n = x.numel()
     m = max(1, int(round(ratio * n)))
     shape = tuple(x.shape[1:])
     A = GaussianMatrix(m, n, generator=torch.Generator().manual_seed(seed), in_shape=shape)
     y = A(x)
+    # ## The prior: the two-layer generator ReLU(U C) v (no input) or the deep decoder on noise
     g = torch.Generator().manual_seed(seed + 1)
     if kind == "two-layer":
         net = ConvGenerator(shape if len(shape) == 1 else shape[-2:], k=64, upsample=1 if len(shape) == 1 else 2,
@@ -72,7 +73,7 @@ def recover(kind: str, x: torch.Tensor, ratio: float, iterations: int, seed: int
         net = DeepDecoder(k=32, layers=4, out_ch=1)
         z, lr = get_noise_input(32, 64 // 8, 64 // 8, generator=g), 1e-2
     t = time.perf_counter()
-    res = fit(net, z, y, forward=A, iterations=iterations, lr=lr, seed=seed)
+    fit(net, z, Objective(y, physics=A), optimiser=Optimiser(lr=lr, iterations=iterations), seed=seed)
     net.eval()
     with torch.no_grad(), batch_statistics(net):  # the deep decoder's channel norm uses the image's statistics
         out = net(z).reshape(x.shape) if z is not None else net().reshape(x.shape)
@@ -91,7 +92,8 @@ def experiment_recovery(out: Path, iterations: int) -> list[dict]:
                 row = recover(kind, x, r, iterations)
                 row["signal"] = name
                 rows.append(row)
-                print(f"  {name:9s} {kind:12s} m/n={r:<5} error {row['error']:.3f}  (A^+ y: {row['error_min_norm']:.3f})"
+                print(f"  {name:9s} {kind:12s} m/n={r:<5} error {row['error']:.3f}"
+                      f"  (A^+ y: {row['error_min_norm']:.3f})"
                       f"  {row['wall_time_s']:.0f} s")
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     for (name, kind), ls in zip((("signal-1d", "two-layer"), ("image-64", "two-layer"), ("image-64", "deep-decoder")),
@@ -100,7 +102,8 @@ def experiment_recovery(out: Path, iterations: int) -> list[dict]:
         ax[0].plot([r["ratio"] for r in sel], [r["error"] for r in sel], ls, label=f"{kind}, {name}")
     for name, ls in (("signal-1d", "o:"), ("image-64", "s:")):
         sel = [r for r in rows if r["signal"] == name and r["generator"] == "two-layer"]
-        ax[0].plot([r["ratio"] for r in sel], [r["error_min_norm"] for r in sel], ls, color="gray", label=f"A^+ y, {name}")
+        ax[0].plot([r["ratio"] for r in sel], [r["error_min_norm"] for r in sel], ls, color="gray",
+                   label=f"A^+ y, {name}")
     ax[0].set_xlabel("m / n")
     ax[0].set_ylabel("relative error")
     ax[0].set_title("recovery from Gaussian measurements")
@@ -138,8 +141,8 @@ def experiment_linear(out: Path, n: int = 128, k: int = 256) -> dict:
         c = torch.linalg.pinv(M) @ (A @ x)  # the limit of gradient descent from 0
         errs.append(rel_err(J @ c, x))
         tails.append(float((x - U[:, :m] @ (U[:, :m].T @ x)).norm() / x.norm()))
-        print(f"  linear generator m={m:3d}: min-norm error {errs[-1]:.3f}, tail of x beyond {m} singular vectors {tails[-1]:.3f}, "
-              )
+        print(f"  linear generator m={m:3d}: min-norm error {errs[-1]:.3f}, "
+              f"tail of x beyond {m} singular vectors {tails[-1]:.3f}")
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
     ax[0].semilogy(dists)
     ax[0].set_xlabel("gradient step")
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     lin = experiment_linear(args.out)
     print("== recovery vs m/n")
     rows = experiment_recovery(args.out, args.iterations)
-    (args.out / "cs_untrained.json").write_text(json.dumps({"recovery": rows, "linear": lin, "trig": trig}, indent=1))
+    write_json(args.out / "cs_untrained.json", {"recovery": rows, "linear": lin, "trig": trig})
     print(f"wrote {args.out}/cs_untrained.json and figures")
     return 0
 

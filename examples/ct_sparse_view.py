@@ -20,7 +20,6 @@ Run: ``python examples/ct_sparse_view.py --out out/ct`` (the default grid takes 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,15 +30,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from shared.fit import fit  # noqa: E402
-from shared.image.edip import CTSetup, edip_network, network_output, simulate_ct  # noqa: E402
-from shared.image.iterative import tv_pdhg  # noqa: E402
-from shared.image.phantoms import random_ellipses, shepp_logan  # noqa: E402
-from shared.metrics import psnr, ssim  # noqa: E402
-from shared.networks import get_noise_input  # noqa: E402
-from shared.regularisers import TotalVariation  # noqa: E402
+from shared.fit import Objective, Optimiser, fit
+from shared.image import random_ellipses, shepp_logan
+from shared.image.edip import CTSetup, edip_network, network_output, simulate_ct
+from shared.image.iterative import tv_pdhg
+from shared.metrics import psnr, ssim
+from shared.networks import get_noise_input
+from shared.regularisers import TotalVariation
+from shared.result import write_json
 
 TV_GRID = (0.3, 1.0, 3.0)
 
@@ -55,21 +53,29 @@ def phantom(name: str, size: int) -> torch.Tensor:
 
 def dip(y, op, size, fbp, *, tv_weight: float = 0.0, iterations: int, lr: float, seed: int = 0,
         dip_input: str = "fbp") -> tuple[torch.Tensor, float]:
+    """``min_theta mean((R G_theta(z) - y)^2) + w TV_iso(G_theta(z))`` by Adam; ``G_theta(z)``.
+
+    The prior: the CT skip U-Net with random weights, ``z`` the FBP image or noise.
+    """
     torch.manual_seed(seed)
     net = edip_network()
-    z = fbp.clone() if dip_input == "fbp" else get_noise_input(1, size, size, generator=torch.Generator().manual_seed(seed))
-    regs = {"tv": (tv_weight, TotalVariation("isotropic"))} if tv_weight > 0 else None
-    res = fit(net, z, y, forward=op.A, regularisers=regs, iterations=iterations, lr=lr, seed=seed)
+    z = fbp.clone() if dip_input == "fbp" else \
+        get_noise_input(1, size, size, generator=torch.Generator().manual_seed(seed))
+    regs = {"tv": (tv_weight, TotalVariation("isotropic"))} if tv_weight > 0 else {}
+    res = fit(net, z, Objective(y, physics=op, regularisers=regs), optimiser=Optimiser(lr=lr, iterations=iterations),
+              seed=seed)
     return network_output(res.model, z).clamp(0, 1), res.wall_time_s
 
 
 def run_setting(name: str, x: torch.Tensor, angles: int, noise: float, args) -> tuple[dict, dict]:
+    # ## The physics: the parallel-beam Radon transform R at `angles` angles; y = R x + n
     size = x.shape[-1]
     op = CTSetup(size, angles, noise).operator()
     y, fbp, sig = simulate_ct(x, op, noise, torch.Generator().manual_seed(args.seed))
     sigma = float(sig[0])
     images = {"phantom": x, "FBP": fbp}
     row = {"phantom": name, "size": size, "angles": angles, "noise": noise}
+    # ## TV baseline: Chambolle-Pock on 1/2 ||R x - y||^2 + lam TV(x), lam = c sigma (oracle c)
     best = None
     for c in TV_GRID:
         xt = tv_pdhg(op.A, y, x, c * sigma, iterations=args.tv_iterations)
@@ -78,6 +84,7 @@ def run_setting(name: str, x: torch.Tensor, angles: int, noise: float, args) -> 
             best = (p, c, xt)
     images["TV"] = best[2]
     row["tv_lambda_over_sigma"] = best[1]
+    # ## DIP and DIP+TV (w = tv_weight sigma^2)
     t = time.perf_counter()
     images["DIP"], _ = dip(y, op, size, fbp, iterations=args.iterations, lr=args.lr, seed=args.seed,
                            dip_input=args.dip_input)
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 if shown is None or (a == 30 and nz == min(args.noise)):
                     shown = (row, images)
-    (args.out / "ct_sparse_view.json").write_text(json.dumps(rows, indent=1))
+    write_json(args.out / "ct_sparse_view.json", rows)
     lines = ["| phantom | angles | noise | FBP | TV (oracle lam) | DIP | DIP+TV |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['phantom']} | {r['angles']} | {r['noise']:.0%} | " + " | ".join(

@@ -12,16 +12,9 @@ Run alone: ``python examples/demo_image.py --out out/demo/image``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
-
-from shared.image.cli import write_outputs  # noqa: E402
-from shared.image.io import resize, to_tensor, validate_array, write_image  # noqa: E402
-from shared.image.tasks import NETS, denoise_problem, reconstruct  # noqa: E402
+from shared.image import NETS, DeepImagePrior, denoise_problem, resize, to_tensor, validate_array, write_image
 
 SIZE = 128
 SIGMA = 25 / 255
@@ -38,14 +31,31 @@ def bundled_image(size: int = SIZE):
 def main(out_dir: str | Path = "out/demo/image", iterations: int = 1500, quiet: bool = False) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+
+    # ## The problem
+    # Denoising: the physics is the identity, ``y = x + n`` with ``n ~ N(0, sigma^2)``
+    # (clipped to [0, 1]).  The clean image is kept as the reference, for PSNR/SSIM only.
     clean = bundled_image()
     problem = denoise_problem(clean, multiple=NETS["skip"].multiple, sigma=SIGMA, simulate=True, seed=0)
     write_image(out / "clean.png", clean)
     write_image(out / "noisy.png", problem.y)
-    rec = reconstruct(problem, net="skip", iterations=iterations, stop="eswmv", seed=0,
-                      progress=False if quiet else "demo: denoise")
-    write_outputs(out, rec, inputs=[], extra={"image": f"skimage.data.astronaut() resized to {SIZE}x{SIZE}"})
-    m = rec.metrics
+
+    # ## The prior and the reconstructor
+    # The light skip U-Net ``f_theta`` on fixed noise ``z`` is fitted by Adam to
+    # ``mean((f_theta(z + sigma_p n_t) - y)^2)`` with the DIP's input perturbation and output
+    # averaging; ES-WMV (the windowed variance of the outputs) picks the output to return.
+    dip = DeepImagePrior(net="skip", iterations=iterations, stop="eswmv", seed=0,
+                         progress=False if quiet else "demo: denoise")
+
+    # ## The result
+    # ``result.arrays["result"]`` is the restored image; ``result.fit`` the engine's record.
+    result = dip.reconstruct(problem)
+    result.info["image"] = f"skimage.data.astronaut() resized to {SIZE}x{SIZE}"
+
+    # ## Figures and metrics
+    # result.png, comparison.png (noisy | DIP | clean), curves.png (loss and PSNR) and metrics.json.
+    result.write(out)
+    m = result.metrics
     how = (f"ES-WMV stopped at {m['iterations_run']} and chose iteration {m['selected_iteration']}"
            if m["stopped_by"] == "stopping" else
            f"all {m['iterations_run']} iterations run, output of iteration {m['selected_iteration']}")

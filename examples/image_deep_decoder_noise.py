@@ -25,32 +25,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from shared.fit import fit  # noqa: E402
-from shared.image.experiments import residual_fraction  # noqa: E402
-from shared.image.io import centre_crop, read_image, resize, to_array  # noqa: E402
-from shared.networks import DeepDecoder, get_noise_input  # noqa: E402
-from shared.paths import require_data  # noqa: E402
+from shared.fit import Objective, Optimiser, fit
+from shared.image import centre_crop, read_image, resize, to_array
+from shared.image.experiments import residual_fraction
+from shared.networks import DeepDecoder, get_noise_input
+from shared.paths import require_data
+from shared.result import write_json
 
 CLAIM_FRACTION = 0.5
 IMAGE_FRACTION = 0.2
 
 
 def fit_decoder(target: torch.Tensor, k: int, layers: int, iterations: int, seed: int):
-    """Fit a deep decoder to ``target``; return (result, residual fraction per recorded step, N)."""
+    """Fit a deep decoder to ``target``; return (result, residual fraction per recorded step, N).
+
+    The prior: ``G(C)`` with ``C`` fixed U(0, 0.1) noise at the coarsest scale; the
+    objective ``mean((G(C) - target)^2)`` (``A = I``), plain Adam at lr 0.01.
+    """
     torch.manual_seed(seed)
     net = DeepDecoder(k=k, layers=layers, out_ch=target.shape[1])
     _, kk, h, w = net.input_shape(*target.shape[-2:])
@@ -62,7 +62,8 @@ def fit_decoder(target: torch.Tensor, k: int, layers: int, iterations: int, seed
         if step.iteration % every == 0 or step.iteration == iterations - 1:
             trace.append((step.iteration + 1, residual_fraction(step.output, target)))
 
-    res = fit(net, z, target, iterations=iterations, lr=0.01, callbacks=[record], seed=seed)
+    res = fit(net, z, Objective(target), optimiser=Optimiser(lr=0.01, iterations=iterations), callbacks=[record],
+              seed=seed)
     return res, trace, sum(p.numel() for p in net.parameters())
 
 
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
+    # ## Two targets: the F16 crop and U(0, 1) white noise of the same size
     image = centre_crop(read_image(require_data("images", "dip", "F16.png"), name="F16"), 256)
     if args.size != 256:
         image = resize(image, (args.size, args.size))
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["claim_holds"] = bool(report["U(0,1) noise"]["min_residual_fraction"] > CLAIM_FRACTION
                                  and report["image"]["final_residual_fraction"] < IMAGE_FRACTION)
 
+    # ## Figure: residual fraction against the iteration, and the two fits
     fig = plt.figure(figsize=(13, 3.2))
     ax = fig.add_subplot(1, 6, (1, 2))
     for name, trace in traces.items():
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     for j, (name, (target, out)) in enumerate(outputs.items()):
-        for i, (title, img) in enumerate(((f"{name}", target), (f"fit ({report[name]['final_residual_fraction']:.3f})", out))):
+        fitted = f"fit ({report[name]['final_residual_fraction']:.3f})"
+        for i, (title, img) in enumerate(((f"{name}", target), (fitted, out))):
             a = fig.add_subplot(1, 6, 3 + 2 * j + i)
             a.imshow(np.clip(to_array(img), 0, 1))
             a.set_title(title, fontsize=8)
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     fig.tight_layout()
     fig.savefig(args.out / "deep_decoder_noise.png", dpi=100)
     plt.close(fig)
-    (args.out / "deep_decoder_noise.json").write_text(json.dumps(report, indent=2))
+    write_json(args.out / "deep_decoder_noise.json", report)
     print(json.dumps({k: v for k, v in report.items()}, indent=2))
     return report
 

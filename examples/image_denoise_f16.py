@@ -20,25 +20,20 @@ Run: ``python examples/image_denoise_f16.py --out out/f16`` (reduced:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from shared.image.figures import grid  # noqa: E402
-from shared.image.io import centre_crop, read_image, to_array, to_tensor  # noqa: E402
-from shared.image.tasks import NETS, denoise_problem, reconstruct  # noqa: E402
-from shared.metrics import psnr, ssim  # noqa: E402
-from shared.paths import require_data  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+
+from shared.image import DeepImagePrior, centre_crop, denoise_problem, read_image, to_array, to_tensor
+from shared.image.figures import grid
+from shared.metrics import psnr, ssim
+from shared.paths import require_data
+from shared.result import write_json
 
 SIGMA = 25 / 255
 
@@ -50,7 +45,7 @@ def tv_chambolle(noisy: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, floa
     best = None
     for w in (0.04, 0.06, 0.08, 0.1, 0.12, 0.15):
         out = denoise_tv_chambolle(noisy, weight=w, channel_axis=-1 if noisy.ndim == 3 else None)
-        p = 10 * np.log10(1 / np.mean((np.clip(out, 0, 1) - clean) ** 2))
+        p = psnr(np.clip(out, 0, 1), clean)
         if best is None or p > best[0]:
             best = (p, w, out)
     return np.clip(best[2], 0, 1), best[1]
@@ -82,13 +77,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/examples/f16"))
     parser.add_argument("--size", type=int, default=256, help="centre crop side (multiple of 32)")
-    parser.add_argument("--iterations", type=int, default=2400, help="max iterations of each network (ES-WMV stops earlier)")
+    parser.add_argument("--iterations", type=int, default=2400,
+                        help="max iterations of each network (ES-WMV stops earlier)")
     parser.add_argument("--patience", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
+    # ## The problem: y = x + n, n ~ N(0, (25/255)^2), clipped to [0, 1]; A = I
+    # The clean crop is the reference (PSNR/SSIM only; never used to fit or to stop).
     clean = centre_crop(read_image(require_data("images", "dip", "F16.png"), name="F16"), args.size)
     problem = denoise_problem(clean, multiple=32, sigma=SIGMA, simulate=True, seed=args.seed)
     noisy = problem.y
@@ -96,17 +94,22 @@ def main(argv: list[str] | None = None) -> dict:
                     "noisy": {"psnr": float(psnr(noisy, clean)), "ssim": float(ssim(noisy, clean))}}
     panels = [(f"noisy\n{report['noisy']['psnr']:.2f} dB", noisy)]
     curves = {}
+    # ## Two priors, one reconstructor: the light skip U-Net and the deep decoder
+    # Each minimises mean((f_theta(z) - y)^2) by Adam with the network's own step size, input
+    # perturbation and averaging; ES-WMV (windowed variance of the outputs) selects the output.
     for net in ("skip", "decoder"):
-        rec = reconstruct(problem, net=net, iterations=args.iterations, stop="eswmv", patience=args.patience,
-                          seed=args.seed, progress=False if args.quiet else net)
+        dip = DeepImagePrior(net=net, iterations=args.iterations, stop="eswmv", patience=args.patience,
+                             seed=args.seed, progress=False if args.quiet else net)
+        rec = dip.reconstruct(problem)
         m = rec.metrics
         label = "DIP (light skip)" if net == "skip" else "deep decoder k=64"
         report[net] = {"psnr": m["psnr"], "ssim": m["ssim"], "best_psnr_during_fit": m["best_psnr_during_fit"],
                        "selected_iteration": m["selected_iteration"], "iterations_run": m["iterations_run"],
                        "time_s": m["wall_time_s"], "parameters": rec.config["parameters"]}
-        panels.append((f"{label}\n{m['psnr']:.2f} dB / {m['ssim']:.3f}", rec.result))
+        panels.append((f"{label}\n{m['psnr']:.2f} dB / {m['ssim']:.3f}", rec.arrays["result"]))
         curves[label] = (rec.fit.history["metric_iteration"], rec.fit.history["psnr"], rec.fit.selected_iteration)
 
+    # ## Classical baselines: TV (Chambolle, oracle weight) and non-local means
     noisy_np, clean_np = to_array(noisy.clamp(0, 1)), to_array(clean)
     t0 = time.perf_counter()
     tv, weight = tv_chambolle(noisy_np, clean_np)
@@ -114,11 +117,13 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     nlm, sigma_hat = nl_means(noisy_np)
     t_nlm = time.perf_counter() - t0
-    for key, label, arr, extra in (("tv", "TV (Chambolle)", tv, {"weight_oracle": weight, "time_s": t_tv}),
-                                   ("nlm", "non-local means", nlm, {"sigma_hat_255": sigma_hat * 255, "time_s": t_nlm})):
+    baselines = (("tv", "TV (Chambolle)", tv, {"weight_oracle": weight, "time_s": t_tv}),
+                 ("nlm", "non-local means", nlm, {"sigma_hat_255": sigma_hat * 255, "time_s": t_nlm}))
+    for key, label, arr, extra in baselines:
         x = to_tensor(arr)
         report[key] = {"psnr": float(psnr(x, clean)), "ssim": float(ssim(x, clean)), **extra}
         panels.append((f"{label}\n{report[key]['psnr']:.2f} dB / {report[key]['ssim']:.3f}", arr))
+    # ## Figures: the results side by side, and PSNR against the iteration
     panels.append(("clean", clean))
     grid(args.out / "f16_denoise.png", [panels],
          panel_inches=2.4, suptitle=f"F16 {args.size}x{args.size}, sigma 25/255 (PSNR dB / SSIM)")
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     fig.savefig(args.out / "f16_curves.png", dpi=100)
     plt.close(fig)
 
-    (args.out / "f16_denoise.json").write_text(json.dumps(report, indent=2))
+    write_json(args.out / "f16_denoise.json", report)
     for k in ("noisy", "skip", "decoder", "tv", "nlm"):
         print(f"{k:8s} PSNR {report[k]['psnr']:6.2f} dB  SSIM {report[k]['ssim']:.3f}")
     return report

@@ -23,18 +23,13 @@ Run: ``python examples/image_fitting_curves.py --out out/curves`` (reduced:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
-
-from shared.image.experiments import fitting_curve, fitting_targets  # noqa: E402
-from shared.image.figures import loss_curves  # noqa: E402
-from shared.image.io import centre_crop, read_image, resize  # noqa: E402
-from shared.paths import require_data  # noqa: E402
+from shared.image import centre_crop, read_image, resize
+from shared.image.experiments import fitting_curve, fitting_targets
+from shared.image.figures import loss_curves
+from shared.paths import require_data
+from shared.result import write_json
 
 LEVELS = (1e-2, 1e-3)
 
@@ -50,10 +45,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
+    # ## Four targets of the same size: image, image + noise, shuffled pixels, U(0, 1) noise
     f16 = read_image(require_data("images", "dip", "F16.png"), name="F16")
     image = resize(centre_crop(f16, 256), (args.size, args.size)) if args.size != 256 else centre_crop(f16, 256)
     curves, report = {}, {"image": f"F16 centre crop 256, resized to {args.size}", "net": args.net,
                           "iterations": args.iterations, "targets": {}}
+    # ## A plain fit to each: MSE_t = mean((f_theta_t(z) - target)^2) along Adam's steps (A = I)
     for name, target in fitting_targets(image, seed=args.seed).items():
         res = fitting_curve(target, net=args.net, iterations=args.iterations, seed=args.seed)
         mse = res.history["data"]
@@ -64,9 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
         report["targets"][name] = {**at, **first, "time_s": res.wall_time_s}
         print(f"{name:16s} " + "  ".join(f"{k} {v:.2e}" if isinstance(v, float) else f"{k} {v}" for k, v in
                                          {**at, **first}.items()))
+    # ## Figure: MSE against the iteration, log-log
     loss_curves(args.out / "fitting_curves.png", curves, ylabel="MSE to the target",
                 title=f"fitting {args.size}x{args.size} targets ({args.net} net)")
-    (args.out / "fitting_curves.json").write_text(json.dumps(report, indent=2))
+    write_json(args.out / "fitting_curves.json", report)
     return report
 
 

@@ -15,22 +15,16 @@ Run: ``python examples/image_inpaint.py --out out/inpaint`` (reduced:
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
+import torch.nn.functional as F
 
-import torch.nn.functional as F  # noqa: E402
-
-from shared.image.figures import grid  # noqa: E402
-from shared.image.io import read_image, read_mask, resize  # noqa: E402
-from shared.image.tasks import NETS, inpaint_problem, reconstruct  # noqa: E402
-from shared.metrics import psnr  # noqa: E402
-from shared.paths import require_data  # noqa: E402
+from shared.image import NETS, DeepImagePrior, inpaint_problem, read_image, read_mask, resize
+from shared.image.figures import grid
+from shared.metrics import psnr
+from shared.paths import require_data
+from shared.result import write_json
 
 IMAGES = ("kate", "library", "vase")
 
@@ -61,28 +55,32 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
+    # ## The reconstructor
+    # Noise-free data: there is no noise to over-fit, so the fit runs all iterations and
+    # returns the averaged output (ES-WMV would only cut it short).
+    dip = DeepImagePrior(net=args.net, iterations=args.iterations, stop="none", seed=args.seed)
     rows, report = [], {}
     for name in args.images:
+        # ## The problem: A x = M .* x with the 0/1 mask M (1 = known pixel); y = M .* image
         image, mask = load(name, args.max_side)
         problem = inpaint_problem(image, multiple=NETS[args.net].multiple, mask=mask, reference=image, seed=args.seed)
-        # Noise-free data: there is no noise to over-fit, so the fit runs all iterations and
-        # returns the averaged output (ES-WMV would only cut it short).
-        rec = reconstruct(problem, net=args.net, iterations=args.iterations, stop="none", seed=args.seed,
-                          progress=False if args.quiet else name)
-        m = rec.metrics
+        rec = dip.set_params(progress=False if args.quiet else name).reconstruct(problem)
+        result, m = rec.arrays["result"], rec.metrics
         hole = 1 - mask
         # PSNR over the hidden pixels only: the MSE summed over holes / number of hole pixels.
-        hole_psnr = float(psnr(rec.result * hole, image * hole)) + 10 * math.log10(float(hole.mean()))
+        hole_psnr = float(psnr(result * hole, image * hole)) + 10 * math.log10(float(hole.mean()))
         report[name] = {"size": list(image.shape[-2:]), "known_fraction": float(mask.mean()), "psnr": m["psnr"],
                         "psnr_in_holes": hole_psnr, "psnr_masked_input": m["psnr_masked_input"],
                         "ssim": m["ssim"], "iterations": m["iterations_run"], "time_s": m["wall_time_s"]}
         rows.append([(f"{name}: masked ({float(mask.mean()):.0%} known)", image * mask),
-                     (f"DIP {m['psnr']:.2f} dB (holes {hole_psnr:.2f})", rec.result),
+                     (f"DIP {m['psnr']:.2f} dB (holes {hole_psnr:.2f})", result),
                      ("original", image)])
         print(f"{name:8s} {image.shape[-1]}x{image.shape[-2]}: PSNR {m['psnr']:.2f} dB (masked input "
               f"{m['psnr_masked_input']:.2f} dB), in holes {hole_psnr:.2f} dB, {m['wall_time_s']:.0f} s")
-    grid(args.out / "inpaint.png", rows, panel_inches=2.6, suptitle=f"DIP inpainting ({args.net}, {args.iterations} it.)")
-    (args.out / "inpaint.json").write_text(json.dumps(report, indent=2))
+    # ## Figure: masked input | DIP | original, one row per image
+    grid(args.out / "inpaint.png", rows, panel_inches=2.6,
+         suptitle=f"DIP inpainting ({args.net}, {args.iterations} it.)")
+    write_json(args.out / "inpaint.json", report)
     return report
 
 

@@ -17,20 +17,14 @@ Run: ``python examples/image_superres_set5.py --out out/set5`` (reduced:
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:
-    sys.path.insert(0, str(HERE.parent))
-
-from shared.image.figures import grid  # noqa: E402
-from shared.image.io import read_image  # noqa: E402
-from shared.image.tasks import NETS, reconstruct, superres_problem  # noqa: E402
-from shared.metrics import psnr_y  # noqa: E402
-from shared.operators import Downsample  # noqa: E402
-from shared.paths import require_data  # noqa: E402
+from shared.image import NETS, DeepImagePrior, read_image, superres_problem
+from shared.image.figures import grid
+from shared.metrics import psnr_y
+from shared.operators import Downsample
+from shared.paths import require_data
+from shared.result import write_json
 
 IMAGES = ("baby", "bird", "butterfly", "head", "woman")
 
@@ -49,23 +43,27 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     s = args.scale
 
+    # ## The reconstructor: the prior network fitted so that its down-sampled output matches y
+    dip = DeepImagePrior(net=args.net, iterations=args.iterations, stop=args.stop, seed=args.seed)
     rows, report = [], {"scale": s, "psnr": "Y channel, border of scale pixels cropped", "images": {}}
     for name in args.images:
+        # ## The problem: y = D_s x (anti-aliased s-fold down-sampling), x the ground truth
         hr = read_image(require_data("images", "set5", f"{name}.png"), name=name)
         h, w = hr.shape[-2:]
         hr = hr[..., : h - h % s, : w - w % s]  # ground truth cropped to a multiple of the scale
         lr = Downsample(s).A(hr).clamp(0, 1)
         problem = superres_problem(lr, multiple=NETS[args.net].multiple, scale=s, reference=hr, seed=args.seed)
-        rec = reconstruct(problem, net=args.net, iterations=args.iterations, stop=args.stop, seed=args.seed,
-                          progress=False if args.quiet else name)
+        rec = dip.set_params(progress=False if args.quiet else name).reconstruct(problem)
+        result = rec.arrays["result"]
+        # ## Scores: Y-channel PSNR with a border of s pixels cropped; bicubic as the baseline
         bicubic = problem.geometry.undo(problem.observation, scale=s)
-        p_dip = float(psnr_y(rec.result, hr, s))
+        p_dip = float(psnr_y(result, hr, s))
         p_bic = float(psnr_y(bicubic, hr, s))
         report["images"][name] = {"hr_size": [hr.shape[-2], hr.shape[-1]], "psnr_y_dip": p_dip,
                                   "psnr_y_bicubic": p_bic, "iterations_run": rec.metrics["iterations_run"],
                                   "selected_iteration": rec.metrics["selected_iteration"],
                                   "time_s": rec.metrics["wall_time_s"]}
-        rows.append([(f"{name}: bicubic {p_bic:.2f} dB", bicubic), (f"DIP {p_dip:.2f} dB", rec.result),
+        rows.append([(f"{name}: bicubic {p_bic:.2f} dB", bicubic), (f"DIP {p_dip:.2f} dB", result),
                      ("ground truth", hr)])
         print(f"{name:10s} bicubic {p_bic:6.2f} dB   DIP {p_dip:6.2f} dB   ({rec.metrics['wall_time_s']:.0f} s)")
     n = len(report["images"])
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["mean_psnr_y_bicubic"] = sum(v["psnr_y_bicubic"] for v in report["images"].values()) / n
     print(f"mean       bicubic {report['mean_psnr_y_bicubic']:6.2f} dB   DIP {report['mean_psnr_y_dip']:6.2f} dB")
     grid(args.out / f"set5_x{s}.png", rows, panel_inches=2.6, suptitle=f"Set5 x{s} (Y-PSNR, border {s} cropped)")
-    (args.out / f"set5_x{s}.json").write_text(json.dumps(report, indent=2))
+    write_json(args.out / f"set5_x{s}.json", report)
     return report
 
 

@@ -1,24 +1,26 @@
 """Linearised-DIP uncertainty on denoising and sparse-view CT, with calibration.
 
-For each task a DIP is fitted through the engine, then :func:`shared.uncertainty.linearised_uncertainty`
-linearises it at the fitted parameters, takes a rank-``r`` randomized SVD of the Jacobian of
-the measurements, and returns the pixelwise predictive std of the reconstruction (prior
-precision by marginal likelihood, noise precision fixed to the known noise level).
-Calibration against the ground truth: the fraction of pixels with ``|error| <= k std`` for
-``k`` in 0.5..3 against the Gaussian nominal ``erf(k / sqrt 2)``, and the mean Gaussian
-log-likelihood against the best constant std.
+A deep image prior ``x* = f_theta*(z)`` is fitted to measurements ``y = A x + n``.  Linearising
+the network at its fitted parameters, ``x(theta) ~ x* + J_x (theta - theta*)``, with a Gaussian
+weight prior ``N(0, alpha^-1 I)`` and noise precision ``beta = 1/sigma^2`` (the known noise
+level), gives a Gaussian posterior of precision ``beta J_y^T J_y + alpha I`` (``J_y = A J_x``)
+and the pixelwise predictive variance ``var_i = [J_x Sigma J_x^T]_ii``
+(:mod:`shared.uncertainty`; a rank-``r`` randomized SVD of ``J_y``, ``alpha`` by marginal
+likelihood).  Calibration against the ground truth: the fraction of pixels with
+``|error| <= k std`` for ``k`` in 0.5..3 against the Gaussian nominal ``erf(k / sqrt 2)``, and
+the mean Gaussian log-likelihood against the best constant std.
 
-* denoise: scikit-image's ``camera`` at 64x64, Gaussian noise sigma = 0.1;
-* ct: a random-ellipse phantom at 64x64, 30 angles, noise 1% of the sinogram RMS.
+* denoise: scikit-image's ``camera`` at 64x64, Gaussian noise sigma = 0.1, the light skip
+  net fitted for a fixed number of steps (no perturbation, no averaging, no stopping);
+* ct: a random-ellipse phantom at 64x64, 30 angles, noise 1% of the sinogram RMS, the CT
+  network of :mod:`shared.image.edip` with the FBP image as input.
 
 Run: ``python examples/uncertainty_images.py --out out/uncertainty`` (a few minutes on 2 cores).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -27,69 +29,69 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from shared.fit import fit  # noqa: E402
-from shared.image.edip import CTSetup, edip_network, simulate_ct  # noqa: E402
-from shared.image.phantoms import random_ellipses  # noqa: E402
-from shared.metrics import psnr  # noqa: E402
-from shared.networks import Hourglass, get_noise_input  # noqa: E402
-from shared.uncertainty import calibration, linearised_uncertainty  # noqa: E402
+from shared.image import DeepImagePrior, ct_problem, denoise_problem, known_noise_std, random_ellipses, resize
+from shared.image.edip import finetune
+from shared.image.tasks import baseline_key
+from shared.metrics import psnr
+from shared.result import write_json
+from shared.uncertainty import calibration, linearised_uncertainty
 
 KS = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
 
 
-def denoise_problem(size: int = 64, sigma: float = 0.1):
-    from skimage.data import camera
-    from skimage.transform import resize
+def fitted_problem(task: str, iterations: int):
+    """``(problem, FitResult)``: the measured problem of ``task`` and the DIP fitted to it."""
+    if task == "denoise":
+        # ## Denoising: A = I, y = x + n (clipped to [0, 1]), n ~ N(0, 0.1^2)
+        from skimage.data import camera
 
-    x = torch.from_numpy(resize(camera() / 255.0, (size, size), anti_aliasing=True)).float()[None, None]
-    y = x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    net = Hourglass(8, 1, channels_down=(16, 32, 64), channels_up=(16, 32, 64), channels_skip=(4, 4, 4))
-    z = get_noise_input(8, size, size, generator=torch.Generator().manual_seed(1))
-    return dict(x=x, y=y, net=net, z=z, forward=None, sigma=sigma, lr=1e-2, observation=y.clamp(0, 1), obs_name="noisy")
-
-
-def ct_problem(size: int = 64, angles: int = 30, noise: float = 0.01):
-    x = random_ellipses(1, size, generator=torch.Generator().manual_seed(5))
-    op = CTSetup(size, angles, noise).operator()
-    y, fbp, sig = simulate_ct(x, op, noise, torch.Generator().manual_seed(0))
-    torch.manual_seed(0)
-    return dict(x=x, y=y, net=edip_network(), z=fbp.clone(), forward=op.A, sigma=float(sig[0]), lr=5e-3,
-                observation=fbp, obs_name="FBP")
+        x = resize(torch.as_tensor(camera(), dtype=torch.float32)[None, None] / 255, (64, 64))
+        problem = denoise_problem(x, multiple=16, sigma=0.1, simulate=True, seed=0)
+        # The light skip U-Net on fixed noise, plain Adam: mean((f_theta(z) - y)^2).
+        dip = DeepImagePrior(net="skip", iterations=iterations, stop="none", input_noise=0.0, average=None,
+                             progress=f"{task} fit")
+        return problem, dip.reconstruct(problem).fit
+    # ## Sparse-view CT: A = R (parallel-beam Radon transform, 30 angles), y = R x + n
+    x = random_ellipses(1, 64, generator=torch.Generator().manual_seed(5))
+    problem = ct_problem(x, multiple=16, angles=30, size=64, noise=0.01, seed=0)
+    # The CT network with the FBP image as input z: mean((R G_theta(FBP) - y)^2) by Adam.
+    ft = finetune(problem.y, problem.forward, problem.observation, input="fbp", iterations=iterations, lr=5e-3,
+                  reference=problem.reference, progress=f"{task} fit")
+    return problem, ft.result
 
 
 def run(task: str, iterations: int, rank: int, out: Path) -> dict:
-    P = denoise_problem() if task == "denoise" else ct_problem()
-    x = P["x"]
-    res = fit(P["net"], P["z"], P["y"], forward=P["forward"], iterations=iterations, lr=P["lr"], seed=0,
-              progress=f"{task} fit")
-    unc = linearised_uncertainty(res, P["z"], forward=P["forward"], y=P["y"], rank=rank, beta=1 / P["sigma"] ** 2,
-                                 progress=True)
+    problem, fitted = fitted_problem(task, iterations)
+    x = problem.reference
+
+    # ## The linearised posterior, from the fit result alone (network, z, physics, y)
+    sigma = known_noise_std(problem, sigma=0.1, noise=0.01)
+    unc = linearised_uncertainty(fitted, rank=rank, beta=1 / sigma ** 2, progress=True)
     est = unc.mean.clamp(0, 1)  # the network at the linearisation point (batch-norm batch statistics)
+
+    # ## Calibration against the truth
     cal = calibration(est, unc.std, x)
     curve = [calibration(est, unc.std, x, k=k)["fraction_within"] for k in KS]
-    row = {"task": task, "psnr": psnr(est, x), f"psnr_{P['obs_name']}": psnr(P["observation"], x),
+    obs_name = problem.baseline_name
+    row = {"task": task, "psnr": psnr(est, x),
+           f"psnr_{baseline_key(obs_name)}": psnr(problem.observation.clamp(0, 1), x),
            "iterations": iterations, "calibration": cal, "fraction_within_k": dict(zip(map(str, KS), curve)),
            "uncertainty": unc.summary()}
     print(f"{task}: PSNR {row['psnr']:.2f} dB; within 2 std {cal['fraction_within']:.3f} (nominal 0.954); "
           f"test LL {cal['test_log_likelihood']:.3f} vs constant std {cal['baseline_log_likelihood']:.3f}; "
-          f"corr(std, |err|) {cal['std_error_correlation']:.2f}; uncertainty {unc.timings['total_s']:.0f} s", flush=True)
+          f"corr(std, |err|) {cal['std_error_correlation']:.2f}; uncertainty {unc.timings['total_s']:.0f} s",
+          flush=True)
+
+    # ## Figure: truth, observation, DIP, |error|, predicted std, calibration curve
     err = (est - x).abs()[0, 0]
     vmax = float(max(err.max(), unc.std.max()))
     fig, ax = plt.subplots(1, 6, figsize=(17, 3.0), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1, 1.1]})
-    ax[0].imshow(x[0, 0], cmap="gray", vmin=0, vmax=1)
-    ax[0].set_title("truth")
-    ax[1].imshow(P["observation"][0, 0], cmap="gray", vmin=0, vmax=1)
-    ax[1].set_title(P["obs_name"])
-    ax[2].imshow(est[0, 0], cmap="gray", vmin=0, vmax=1)
-    ax[2].set_title(f"DIP {row['psnr']:.1f} dB")
-    ax[3].imshow(err, cmap="magma", vmin=0, vmax=vmax)
-    ax[3].set_title("|error|")
-    ax[4].imshow(unc.std[0, 0], cmap="magma", vmin=0, vmax=vmax)
-    ax[4].set_title("predicted std")
-    for a in ax[:5]:
+    for a, (img, title, cmap, top) in zip(ax, ((x, "truth", "gray", 1), (problem.observation, obs_name, "gray", 1),
+                                               (est, f"DIP {row['psnr']:.1f} dB", "gray", 1),
+                                               (err[None, None], "|error|", "magma", vmax),
+                                               (unc.std, "predicted std", "magma", vmax))):
+        a.imshow(img[0, 0].detach().cpu(), cmap=cmap, vmin=0, vmax=top)
+        a.set_title(title)
         a.axis("off")
     ax[5].plot(KS, [math.erf(k / math.sqrt(2)) for k in KS], "k--", label="nominal")
     ax[5].plot(KS, curve, "o-", label="linearised DIP")
@@ -113,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     its = {"denoise": args.iterations[0], "ct": args.iterations[1]}
     rows = [run(t, its[t], args.rank, args.out) for t in args.tasks]
-    (args.out / "uncertainty_images.json").write_text(json.dumps(rows, indent=1))
+    write_json(args.out / "uncertainty_images.json", rows)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

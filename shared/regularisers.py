@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["tv_isotropic", "tv_anisotropic", "image_gradients", "TotalVariation"]
+__all__ = ["tv_isotropic", "tv_anisotropic", "image_gradients", "image_divergence", "TotalVariation"]
 
 
 def image_gradients(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -35,6 +35,21 @@ def image_gradients(x: Tensor) -> tuple[Tensor, Tensor]:
     dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
     dy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
     return dx, dy
+
+
+def image_divergence(dx: Tensor, dy: Tensor) -> Tensor:
+    """``div(dx, dy) = -D^T (dx, dy)``, minus the adjoint of :func:`image_gradients`:
+    ``<D x, q> = -<x, div q>`` (backward differences, with the boundary rows and columns
+    that make it the exact transpose of the Neumann forward differences)."""
+    def backward_difference(q: Tensor, axis: int) -> Tensor:
+        q = q.movedim(axis, -1)
+        d = torch.zeros_like(q)
+        d[..., 0] = q[..., 0]
+        d[..., 1:-1] = q[..., 1:-1] - q[..., :-2]
+        d[..., -1] = -q[..., -2]
+        return d.movedim(-1, axis)
+
+    return backward_difference(dy, -2) + backward_difference(dx, -1)
 
 
 def tv_anisotropic(x: Tensor) -> Tensor:

@@ -10,9 +10,8 @@ from PIL import Image
 from shared.cli import main
 from shared.image.experiments import fitting_curve, fitting_targets, pixel_shuffle, residual_fraction
 from shared.image.io import read_image, resize, to_tensor, validate_array
-from shared.image.tasks import (NETS, cs_problem, ct_problem, deblur_problem, denoise_problem, inpaint_problem,
-                                make_network, reconstruct, superres_problem)
-from shared.metrics import psnr
+from shared.image import (NETS, DeepImagePrior, cs_problem, ct_problem, deblur_problem, denoise_problem,
+                          inpaint_problem, make_network, superres_problem)
 
 
 def _camera(size: int) -> torch.Tensor:
@@ -31,7 +30,7 @@ def noisy_camera():
 def test_small_denoising_run_with_es_wmv_stops_itself_and_beats_the_noisy_input_by_3_db(noisy_camera):
     """The default pipeline (light skip net, averaging, ES-WMV on the raw outputs)."""
     clean, problem = noisy_camera
-    rec = reconstruct(problem, net="skip", iterations=1500, stop="eswmv", patience=100, seed=0)
+    rec = DeepImagePrior(net="skip", iterations=1500, stop="eswmv", patience=100, seed=0).reconstruct(problem)
     m = rec.metrics
     noisy_psnr = m["psnr_noisy_input"]
     assert 19.5 < noisy_psnr < 22
@@ -39,17 +38,19 @@ def test_small_denoising_run_with_es_wmv_stops_itself_and_beats_the_noisy_input_
     assert m["iterations_run"] - m["selected_iteration"] == 100
     assert m["psnr"] >= noisy_psnr + 3, m
     assert m["psnr"] >= m["best_psnr_during_fit"] - 2.0, m  # the selection is near the best
-    assert rec.result.shape == clean.shape
+    assert rec.arrays["result"].shape == clean.shape
+    assert rec.config["stop"] == "eswmv" and rec.config["window"] == 100 and rec.config["holdout"] is None
 
 
 def test_heldout_rule_stops_a_real_fit_and_keeps_a_good_output(noisy_camera):
     clean, problem = noisy_camera
-    rec = reconstruct(problem, net="skip", iterations=1500, stop="heldout", patience=100, seed=0)
+    rec = DeepImagePrior(net="skip", iterations=1500, stop="heldout", patience=100, seed=0).reconstruct(problem)
     m = rec.metrics
     assert m["stopped_by"] == "stopping" and m["iterations_run"] < 1500
     assert m["iterations_run"] - m["selected_iteration"] == 100
     assert m["psnr"] >= m["psnr_noisy_input"] + 3, m
     assert "heldout" in rec.fit.history
+    assert rec.config["holdout"] == 0.1 and rec.config["window"] is None
 
 
 def test_fitting_curve_natural_image_is_fitted_faster_than_noise():
@@ -108,9 +109,10 @@ def test_cli_denoise_writes_the_expected_files(tmp_path, capsys):
     before = img.read_bytes()
     out = tmp_path / "out"
     code = main(["image", "denoise", str(img), "--simulate", "--iterations", "15", "--out", str(out)])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    assert "padded by reflection to 32x32" in err  # the size adjustment is announced
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "padded by reflection to 32x32" in captured.out  # the size adjustment is announced (on stdout)
+    assert "wrote result.png" in captured.out
     for name in ("result.png", "comparison.png", "curves.png", "metrics.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert read_image(out / "result.png").shape == (1, 3, 20, 28)  # padding undone
@@ -130,3 +132,34 @@ def test_cli_refuses_to_write_over_its_input(tmp_path, capsys):
     code = main(["image", "denoise", str(img), "--iterations", "2", "--out", str(out)])
     assert code == 2 and "refusing to overwrite the input file" in capsys.readouterr().err
     assert img.read_bytes() == before
+
+
+def test_deep_image_prior_settings_and_result_contract():
+    """Settings at construction (get_params), defaults resolved per task and network."""
+    dip = DeepImagePrior(net="decoder", stop="none")
+    params = dip.get_params()
+    assert params["net"] == "decoder" and params["iterations"] is None and params["average"] == "default"
+    s = dip.settings("inpaint")
+    assert s["iterations"] == 3000 and s["lr"] == NETS["decoder"].lr and s["input_noise"] == 0.0
+    assert dip.stopping_rule() is None
+    assert DeepImagePrior(stop="heldout").stopping_rule().fraction == 0.1
+    with pytest.raises(ValueError, match="unknown network"):
+        DeepImagePrior(net="nope").check()
+    with pytest.raises(ValueError, match="unknown stopping rule"):
+        DeepImagePrior(stop="sometimes").check()
+    x = _camera(32)
+    problem = denoise_problem(x, multiple=16, sigma=0.1, simulate=True)
+    rec = DeepImagePrior(iterations=3, stop="none").reconstruct(problem)
+    assert set(rec.arrays) == {"output", "result"} and rec.fit.stop_iteration == 3
+    assert rec.fit.objective.physics is None  # A = I: the engine's identity
+    assert rec.file_names() == ["result.png", "comparison.png", "curves.png", "metrics.json"]
+    assert rec.config["iterations"] == 3 and rec.config["lr"] == 0.01 and rec.config["average"] == 0.99
+
+
+def test_image_help_shows_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["image", "denoise", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert text.count("(default: the network's, 0.01)") == 1
+    assert text.count("(default: skip)") == 1 and text.count("(default: 1800)") == 1

@@ -7,7 +7,12 @@ task's measurement (:mod:`shared.image.tasks`), fits a deep image prior through
 * ``result.png``      the restored image, at the size of the input (x scale for superres),
 * ``comparison.png``  input | output | reference (when known), with PSNR/SSIM,
 * ``curves.png``      loss (and PSNR when a reference is known) against the iteration,
-* ``metrics.json``    settings, stop/selected iteration, wall time, PSNR/SSIM.
+* ``metrics.json``    settings, stop/selected iteration, wall time, PSNR/SSIM,
+* with ``--uncertainty``: ``std.png``, ``std.pt``, ``uncertainty.json``.
+
+The run goes through :class:`shared.cli.Runner`: every input is read and every option
+checked before anything is created, no output may replace an input, and the report goes
+to stdout.
 
 Examples::
 
@@ -20,13 +25,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import warnings
 from pathlib import Path
-from typing import Any
 
-from shared.cli import add_common_options, prepare_out_dir
+from shared.cli import InputError, Runner, add_common_options
 
 TASKS = {
     "denoise": "remove noise (A = identity)",
@@ -36,8 +37,6 @@ TASKS = {
     "cs": "compressed sensing with a dense Gaussian matrix (grey, small image)",
     "ct": "sparse-view parallel-beam CT (grey image; FBP as baseline)",
 }
-
-OUTPUT_FILES = ("result.png", "comparison.png", "curves.png", "metrics.json")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,16 +50,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tasks = image.add_subparsers(dest="task", metavar="{" + ",".join(TASKS) + "}")
     tasks.required = True
     for name, help_text in TASKS.items():
-        p = tasks.add_parser(name, help=help_text, description=help_text + ".",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = tasks.add_parser(name, help=help_text, description=help_text + ".")
         _add_task_options(p, name)
         add_common_options(p, default_out=f"out/image-{name}")
         p.set_defaults(func=run)
 
 
 def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
+    from shared.image.dip import STOPPING
     from shared.image.tasks import NETS, TASK_DEFAULTS
 
+    D = " (default: %(default)s)"
     simulated_only = task in ("cs", "ct")
     p.add_argument("input", type=Path, metavar="INPUT",
                    help="the clean image to measure" if simulated_only else
@@ -71,45 +71,48 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
         g.add_argument("--fraction", type=float, help="keep a random fraction of the pixels, in (0, 1)")
     if task in ("denoise", "deblur"):
         p.add_argument("--sigma", type=float, default=25.0 if task == "denoise" else 2.0,
-                       help="noise std in 0-255 units added with --simulate")
+                       help="noise std in 0-255 units added with --simulate (and the noise level of "
+                       "--uncertainty)" + D)
     if task == "superres":
-        p.add_argument("--scale", type=int, choices=(4, 8), default=4, help="up-sampling factor")
+        p.add_argument("--scale", type=int, choices=(4, 8), default=4, help="up-sampling factor" + D)
     if task == "deblur":
-        p.add_argument("--blur-std", type=float, default=2.0, help="std (pixels) of the Gaussian blur kernel")
+        p.add_argument("--blur-std", type=float, default=2.0, help="std (pixels) of the Gaussian blur kernel" + D)
     if task == "cs":
-        p.add_argument("--ratio", type=float, default=0.25, help="m/n, measurements per pixel")
-        p.add_argument("--size", type=int, default=64, help="the image is converted to grey and resized to SIZE x SIZE")
-        p.add_argument("--noise", type=float, default=0.0, help="noise std relative to the RMS of A x")
+        p.add_argument("--ratio", type=float, default=0.25, help="m/n, measurements per pixel" + D)
+        p.add_argument("--size", type=int, default=64,
+                       help="the image is converted to grey and resized to SIZE x SIZE" + D)
+        p.add_argument("--noise", type=float, default=0.0, help="noise std relative to the RMS of A x" + D)
     if task == "ct":
-        p.add_argument("--angles", type=int, default=30, help="number of projection angles in [0, 180)")
-        p.add_argument("--size", type=int, default=128, help="the image is converted to grey and resized to SIZE x SIZE")
-        p.add_argument("--noise", type=float, default=0.01, help="noise std relative to the RMS of the sinogram")
+        p.add_argument("--angles", type=int, default=30, help="number of projection angles in [0, 180)" + D)
+        p.add_argument("--size", type=int, default=128,
+                       help="the image is converted to grey and resized to SIZE x SIZE" + D)
+        p.add_argument("--noise", type=float, default=0.01, help="noise std relative to the RMS of the sinogram" + D)
     if not simulated_only:
         p.add_argument("--simulate", action="store_true",
                        help="treat INPUT as the clean image: synthesise the measurement and use INPUT as reference")
         p.add_argument("--reference", type=Path, help="clean reference image for PSNR/SSIM (never used for fitting)")
         p.add_argument("--size-mode", choices=("pad", "crop"), default="pad",
                        help="how to reach the network's size multiple: reflection padding (removed from the "
-                       "result) or central crop")
+                       "result) or central crop" + D)
     p.add_argument("--net", choices=tuple(NETS), default="skip",
-                   help="prior network: " + "; ".join(f"{k} = {v.description}" for k, v in NETS.items()))
+                   help="prior network: " + "; ".join(f"{k} = {v.description}" for k, v in NETS.items()) + D)
     p.add_argument("--iterations", type=int, default=TASK_DEFAULTS[task]["iterations"],
-                   help="maximum number of iterations (early stopping usually ends sooner)")
+                   help="maximum number of iterations (early stopping usually ends sooner)" + D)
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the network's, 0.01)")
-    p.add_argument("--stop", choices=("eswmv", "heldout", "none"), default="eswmv",
+    p.add_argument("--stop", choices=STOPPING, default="eswmv",
                    help="automatic early stopping: ES-WMV (output variance), held-out 10%% of the "
-                   "measurements, or none (run all iterations, return the averaged output)")
-    p.add_argument("--patience", type=int, default=300, help="iterations without improvement before stopping")
+                   "measurements, or none (run all iterations, return the averaged output)" + D)
+    p.add_argument("--patience", type=int, default=300, help="iterations without improvement before stopping" + D)
     p.add_argument("--uncertainty", action="store_true",
                    help="also write a pixelwise predictive std (linearised Laplace): std.png, std.pt, uncertainty.json")
-    p.add_argument("--uncertainty-rank", type=int, default=32, help="rank of the Jacobian SVD for --uncertainty")
+    p.add_argument("--uncertainty-rank", type=int, default=32, help="rank of the Jacobian SVD for --uncertainty" + D)
 
 
 def _positive(name: str, value: float | int | None, strict: bool = True) -> None:
     if value is None:
         return
     if (strict and not value > 0) or (not strict and value < 0):
-        raise ValueError(f"--{name} must be {'positive' if strict else 'non-negative'}, got {value}")
+        raise InputError(f"--{name} must be {'positive' if strict else 'non-negative'}, got {value}")
 
 
 def build_problem(args: argparse.Namespace, multiple: int):
@@ -150,92 +153,52 @@ def build_problem(args: argparse.Namespace, multiple: int):
         _positive("noise", args.noise, strict=False)
         return T.ct_problem(image, multiple=multiple, angles=args.angles, size=args.size, noise=args.noise,
                             seed=args.seed)
-    raise ValueError(f"unknown image task {task!r}")
+    raise InputError(f"unknown image task {task!r}")
 
 
-def check_outputs_spare_inputs(out: Path, inputs: list[Path]) -> None:
-    """Refuse (before any work) an --out folder where an output would replace an input file."""
-    targets = {(out / name).resolve() for name in OUTPUT_FILES}
-    for i in inputs:
-        if Path(i).resolve() in targets:
-            raise ValueError(f"refusing to overwrite the input file {i}; choose another --out folder")
+def output_files(args: argparse.Namespace) -> list[str]:
+    """Every file the run may write (so that none can replace an input)."""
+    from shared.image.dip import OUTPUT_FILES
+    from shared.image.uncertainty_maps import UNCERTAINTY_FILES
 
-
-def write_outputs(out: Path, rec, inputs: list[Path], extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write result.png, comparison.png, curves.png and metrics.json for a reconstruction."""
-    from shared.image.figures import fit_curves, side_by_side
-    from shared.image.io import write_image
-
-    problem, m = rec.problem, rec.metrics
-    paths = {name: out / name for name in OUTPUT_FILES}
-    write_image(paths["result.png"], rec.result, protect=inputs)
-    base_key = "psnr_" + "".join(c if c.isalnum() else "_" for c in problem.baseline_name.lower()).strip("_")
-    panels = [(problem.baseline_name + (f"\n{m[base_key]:.2f} dB" if base_key in m else ""), problem.observation),
-              (f"DIP ({rec.config['net']}), it. {m['selected_iteration']}" +
-               (f"\n{m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}" if "psnr" in m else ""), rec.output)]
-    if problem.reference is not None:
-        panels.append(("reference", problem.reference))
-    check_outputs_spare_inputs(out, inputs)
-    side_by_side(paths["comparison.png"], panels)
-    fit_curves(paths["curves.png"], rec.fit.history, selected_iteration=rec.fit.selected_iteration,
-               baseline=m.get(base_key), title=f"{problem.task}: {rec.config['net']}, stop = {rec.config['stop']}")
-    report = {
-        "task": problem.task,
-        "inputs": [str(p) for p in inputs],
-        "input_size": list(problem.geometry.original),
-        "network_size": list(problem.shape[-2:]),
-        "result_size": list(rec.result.shape[-2:]),
-        "size_adjustment": problem.geometry.mode,
-        "messages": problem.messages,
-        "task_parameters": problem.info,
-        "config": rec.config,
-        "metrics": m,
-    }
-    report.update(extra or {})
-    paths["metrics.json"].write_text(json.dumps(report, indent=2, default=_json_default))
-    return paths
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return [*OUTPUT_FILES, *(UNCERTAINTY_FILES if args.uncertainty else ())]
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of every ``untrained image <task>`` subcommand."""
-    from shared.image.tasks import NETS, reconstruct
+    from shared.image.dip import DeepImagePrior
+    from shared.image.tasks import NETS
+    from shared.image.uncertainty_maps import METRICS_FILE, image_uncertainty, known_noise_std
 
-    _positive("iterations", args.iterations)
-    _positive("lr", args.lr)
-    _positive("patience", args.patience)
-    _positive("uncertainty-rank", args.uncertainty_rank)
-    spec = NETS[args.net]
-    inputs = [p for p in (args.input, getattr(args, "mask", None), getattr(args, "reference", None)) if p is not None]
-    check_outputs_spare_inputs(args.out, inputs)
-    problem = build_problem(args, spec.multiple)
-    out = prepare_out_dir(args.out)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    for name in ("iterations", "lr", "patience", "uncertainty-rank"):
+        _positive(name, getattr(args, name.replace("-", "_")))
+    dip = DeepImagePrior(net=args.net, iterations=args.iterations, lr=args.lr, stop=args.stop,
+                         patience=args.patience, seed=args.seed, device=args.device,
+                         progress=False if args.quiet else f"{args.task} ({args.net})").check()
+    inputs = [args.input, getattr(args, "mask", None), getattr(args, "reference", None)]
+    problem = build_problem(args, NETS[args.net].multiple)
+    runner = Runner(args, inputs=inputs, outputs=output_files(args))
+    out = runner.open()
     for msg in problem.messages:
-        say(f"note: {msg}")
-    rec = reconstruct(problem, net=args.net, iterations=args.iterations, lr=args.lr, stop=args.stop,
-                      patience=args.patience, seed=args.seed, device=args.device,
-                      progress=False if args.quiet else f"{args.task} ({args.net})")
-    write_outputs(out, rec, inputs)
+        runner.say(f"note: {msg}")
+    result = dip.reconstruct(problem)
+    result.info["inputs"] = [str(p) for p in runner.inputs]
+    runner.write(result)
     if args.uncertainty:
-        from shared.image.uncertainty_maps import image_uncertainty
-
-        _, rep = image_uncertainty(rec, args, out, rank=args.uncertainty_rank)
-        if "calibration" in rep:
-            say(f"uncertainty: {rep['calibration']['fraction_within']:.1%} of pixels within 2 predicted std")
-        say(f"wrote std.png, std.pt, uncertainty.json to {out}")
-    m = rec.metrics
+        sigma = getattr(args, "sigma", None)
+        noise_std = known_noise_std(problem, sigma=None if sigma is None else sigma / 255,
+                                    noise=getattr(args, "noise", None))
+        unc = image_uncertainty(result, problem, noise_std=noise_std, rank=args.uncertainty_rank,
+                                progress=not args.quiet)
+        runner.write(unc, metrics_file=METRICS_FILE)
+        if "calibration" in unc.info:
+            within = unc.info["calibration"]["fraction_within"]
+            runner.say(f"uncertainty: {within:.1%} of pixels within 2 predicted std")
+    m = result.metrics
     summary = (f"{args.task}: {m['iterations_run']} iterations ({m['stopped_by']}), output of iteration "
                f"{m['selected_iteration']}, {m['wall_time_s']:.1f} s")
     if "psnr" in m:
         summary += f"; PSNR {m['psnr']:.2f} dB (best during fit {m['best_psnr_during_fit']:.2f} dB)"
-    say(summary)
-    say(f"wrote {', '.join(OUTPUT_FILES)} to {out}")
-    return 0
+    runner.say(summary)
+    runner.say(f"wrote {', '.join(output_files(args))} to {out}")
+    return runner.finish()

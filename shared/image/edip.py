@@ -35,9 +35,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from shared.fit import FitResult, fit
+from shared.fit import FitResult, Objective, Optimiser, Tracking, fit
 from shared.image.phantoms import random_ellipses, shepp_logan
 from shared.networks import Hourglass, get_noise_input
+from shared.physics import Physics
+from shared.result import to_json
 
 __all__ = [
     "CTSetup",
@@ -83,7 +85,8 @@ class CTSetup:
         return Radon(self.angles, self.size)
 
 
-def simulate_ct(x: Tensor, op, noise: float, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def simulate_ct(x: Tensor, op: Physics, noise: float,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``(y, fbp, sigma)``: noisy sinogram ``y = R x + n`` (per-image noise std ``sigma``,
     ``noise`` times the RMS of ``R x``), its FBP clipped to [0, 1] (shape of ``x``)."""
     with torch.no_grad():
@@ -100,8 +103,9 @@ class PhantomBatches(nn.Module):
 
     ``forward()`` simulates ``batch`` random ellipse phantoms, their noisy sparse-view
     sinograms and FBPs, stores the phantoms in ``self.target`` and returns
-    ``net(FBP)``; :meth:`loss` is the data term ``mean((pred - target)^2)`` for
-    ``fit(..., y=None, data_loss=batches.loss)``.
+    ``net(FBP)``; :meth:`loss` is the data term ``mean((pred - target)^2)`` of the
+    objective ``Objective(y=None, data=batches.loss)`` (no measurements: the data term
+    draws its own targets).
     """
 
     def __init__(self, net: nn.Module, setup: CTSetup, batch: int = 4, seed: int = 0) -> None:
@@ -123,14 +127,17 @@ class PhantomBatches(nn.Module):
         return (pred - self.target).pow(2).mean()
 
 
-def pretrain(setup: CTSetup = CTSetup(), *, steps: int = 800, batch: int = 4, lr: float = 3e-3, seed: int = 0,
+def pretrain(setup: CTSetup | None = None, *, steps: int = 800, batch: int = 4, lr: float = 3e-3, seed: int = 0,
              channels: tuple[int, ...] = EDIP_CHANNELS, progress: bool = True) -> tuple[Hourglass, FitResult]:
-    """Supervised pretraining of :func:`edip_network` on random ellipse phantoms (FBP -> phantom)."""
+    """Supervised pretraining of :func:`edip_network` on random ellipse phantoms (FBP -> phantom):
+    ``min_theta E_i mean((G_theta(FBP(R x_i + n_i)) - x_i)^2)`` by Adam, a fresh batch of
+    ``batch`` phantoms per step (``setup``: default :class:`CTSetup`)."""
+    setup = CTSetup() if setup is None else setup
     torch.manual_seed(seed)
     net = edip_network(channels)
     batches = PhantomBatches(net, setup, batch=batch, seed=seed + 1)
-    res = fit(batches, None, None, data_loss=batches.loss, iterations=steps, lr=lr, seed=seed,
-              progress="EDIP pretraining" if progress else False)
+    res = fit(batches, None, Objective(y=None, data=batches.loss), optimiser=Optimiser(lr=lr, iterations=steps),
+              seed=seed, progress="EDIP pretraining" if progress else False)
     return net, res
 
 
@@ -147,7 +154,8 @@ def load_checkpoint(path: str | Path) -> tuple[Hourglass, dict[str, Any]]:
     """Rebuild the network saved by :func:`save_checkpoint`; returns ``(net, meta)``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"EDIP checkpoint {path} not found (make it with: python -m shared.image.edip pretrain --out {path})")
+        raise FileNotFoundError(f"EDIP checkpoint {path} not found "
+                                f"(make it with: python -m shared.image.edip pretrain --out {path})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupted file or not a torch file
@@ -182,18 +190,24 @@ class Finetuned:
 
     name: str
     result: FitResult
-    z: Tensor
     iterations: list[int]
     psnr: list[float]
     times: list[float]
     stats: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def z(self) -> Tensor:
+        """The network input of the fit (the FBP image or noise)."""
+        return self.result.z
 
-def finetune(y: Tensor, op, fbp: Tensor, *, net: nn.Module | None = None, input: str = "fbp",
+
+def finetune(y: Tensor, op: Physics, fbp: Tensor, *, net: nn.Module | None = None, input: str = "fbp",
              iterations: int = 1000, lr: float = 1e-3, reference: Tensor | None = None, metric_every: int = 10,
              seed: int = 0, name: str | None = None, progress: bool | str = False,
              noise_scale: float = 0.1) -> Finetuned:
-    """Unsupervised DIP fit of ``net`` (default: a fresh :func:`edip_network`) to a sinogram.
+    """Unsupervised DIP fit of ``net`` (default: a fresh :func:`edip_network`) to a sinogram:
+    ``min_theta mean((R G_theta(z) - y)^2)`` by Adam from the network's current weights
+    (the pretrained ``theta_0`` for EDIP), with ``R = op``.
 
     ``input='fbp'`` uses the FBP image as ``z``; ``'noise'`` uses ``noise_scale * U(0, 1)``
     noise of one channel.  PSNR against ``reference`` is tracked every ``metric_every``
@@ -220,13 +234,14 @@ def finetune(y: Tensor, op, fbp: Tensor, *, net: nn.Module | None = None, input:
             times.append(time.perf_counter() - t0[0])
             its.append(rec.iteration)
 
-    metrics = {"psnr": lambda x, r: psnr(x.clamp(0, 1), r)} if reference is not None else None
+    metrics = {"psnr": lambda x, r: psnr(x.clamp(0, 1), r)} if reference is not None else {}
     start = time.perf_counter()
     t0[0] = start
-    res = fit(net, z, y, forward=op.A, iterations=iterations, lr=lr, reference=reference, metrics=metrics,
-              metric_every=metric_every, callbacks=[clock], seed=seed, progress=progress)
+    res = fit(net, z, Objective(y, physics=op), optimiser=Optimiser(lr=lr, iterations=iterations),
+              tracking=Tracking(metrics, reference=reference, every=metric_every), callbacks=[clock], seed=seed,
+              progress=progress)
     ps = res.history.get("psnr", [])
-    return Finetuned(name or f"{input}", res, z, its[: len(ps)], ps, times[: len(ps)])
+    return Finetuned(name or f"{input}", res, its[: len(ps)], ps, times[: len(ps)])
 
 
 def curve_stats(iterations: list[int], psnr: list[float], times: list[float] | None = None,
@@ -280,41 +295,46 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             "batch": args.batch, "lr": args.lr, "seed": args.seed, "wall_time_s": wall,
             "final_loss": res.history["loss"][-1], **val}
     save_checkpoint(net, args.out, meta)
-    print(json.dumps(meta, indent=1))
+    print(json.dumps(to_json(meta), indent=1))
     print(f"wrote {args.out}")
     return 0
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    from shared.cli import Runner
     from shared.metrics import psnr, ssim
 
     net, meta = load_checkpoint(args.checkpoint) if args.checkpoint else (None, {})
+    runner = Runner(args, inputs=[args.checkpoint], outputs=["edip_finetune.json", "edip_finetune.png"])
     size = int(meta.get("size", args.size))
     setup = CTSetup(size, args.angles if args.angles else int(meta.get("angles", 30)), args.noise)
-    x = shepp_logan(size) if args.phantom == "shepp" else random_ellipses(1, size, generator=torch.Generator().manual_seed(args.seed + 777))
+    x = shepp_logan(size) if args.phantom == "shepp" else \
+        random_ellipses(1, size, generator=torch.Generator().manual_seed(args.seed + 777))
     op = setup.operator()
     y, fbp, _ = simulate_ct(x, op, setup.noise, torch.Generator().manual_seed(args.seed))
     ft = finetune(y, op, fbp, net=net, input=args.input, iterations=args.iterations, lr=args.lr, reference=x,
                   seed=args.seed, progress=not args.quiet)
-    args.out.mkdir(parents=True, exist_ok=True)
+    runner.open()
     out = network_output(ft.result.model, ft.z).clamp(0, 1)
     stats = curve_stats(ft.iterations, ft.psnr, ft.times)
     report = {"psnr_fbp": psnr(fbp, x), "psnr": psnr(out, x), "ssim": ssim(out, x), **stats,
               "checkpoint": str(args.checkpoint) if args.checkpoint else None, "input": args.input}
-    (args.out / "edip_finetune.json").write_text(json.dumps(report, indent=1))
+    runner.write_json("edip_finetune.json", report)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 3, figsize=(9, 3))
-    for a, im, t in zip(ax, (x, fbp, out), ("phantom", f"FBP {report['psnr_fbp']:.1f} dB", f"fit {report['psnr']:.1f} dB")):
+    titles = ("phantom", f"FBP {report['psnr_fbp']:.1f} dB", f"fit {report['psnr']:.1f} dB")
+    for a, im, t in zip(ax, (x, fbp, out), titles):
         a.imshow(im[0, 0], cmap="gray", vmin=0, vmax=1)
         a.set_title(t)
         a.axis("off")
     fig.tight_layout()
     fig.savefig(args.out / "edip_finetune.png", dpi=80)
-    print(json.dumps(report, indent=1))
+    plt.close(fig)
+    print(json.dumps(to_json(report), indent=1))
     return 0
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from shared.fit import FitResult, fit
+from shared.fit import FitResult, Objective, Optimiser, fit
 from shared.image.tasks import NETS, make_network
 
 __all__ = ["fitting_targets", "fitting_curve", "residual_fraction", "pixel_shuffle"]
@@ -45,10 +45,12 @@ def fitting_targets(image: Tensor, sigma: float = 25 / 255, seed: int = 0) -> di
 
 def fitting_curve(target: Tensor, net: str = "skip", iterations: int = 1000, lr: float | None = None,
                   seed: int = 0) -> FitResult:
-    """Fit ``net`` to ``target`` plainly; ``result.history["data"]`` is the MSE per iteration."""
+    """Fit ``net`` to ``target`` plainly (``A = I``, Adam at the network's step size unless
+    ``lr``; no input noise, no averaging, no stopping); ``result.history["data"]`` is
+    ``MSE_t = mean((f_theta_t(z) - target)^2)`` per iteration."""
     model, z = make_network(net, target.shape[1], tuple(target.shape[-2:]), seed=seed)
-    return fit(model, z, target, iterations=iterations, lr=NETS[net].lr if lr is None else lr,
-               input_noise=0.0, average=None, stopping=None, seed=seed)
+    optimiser = Optimiser(lr=NETS[net].lr if lr is None else lr, iterations=iterations)
+    return fit(model, z, Objective(target), optimiser=optimiser, seed=seed)
 
 
 def residual_fraction(output: Tensor, target: Tensor) -> float:

@@ -40,16 +40,19 @@ def _show(ax, img, title: str) -> None:
     ax.axis("off")
 
 
-def side_by_side(path: str | Path, panels: Sequence[tuple[str, Tensor | np.ndarray]], panel_inches: float = 3.0, suptitle: str | None = None, dpi: int = 100) -> Path:
+def side_by_side(path: str | Path, panels: Sequence[tuple[str, Tensor | np.ndarray]], panel_inches: float = 3.0,
+                 suptitle: str | None = None, dpi: int = 100) -> Path:
     """Write ``panels`` (``(title, image)`` pairs) side by side to ``path``."""
     return grid(path, [list(panels)], panel_inches=panel_inches, suptitle=suptitle, dpi=dpi)
 
 
-def grid(path: str | Path, rows: Sequence[Sequence[tuple[str, Tensor | np.ndarray]]], panel_inches: float = 2.6, suptitle: str | None = None, dpi: int = 100) -> Path:
+def grid(path: str | Path, rows: Sequence[Sequence[tuple[str, Tensor | np.ndarray]]], panel_inches: float = 2.6,
+         suptitle: str | None = None, dpi: int = 100) -> Path:
     """Write a grid of titled images (one list of ``(title, image)`` per row)."""
     n_rows = len(rows)
     n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_inches * n_cols, (panel_inches + 0.45) * n_rows + (0.3 if suptitle else 0)), squeeze=False)
+    size = (panel_inches * n_cols, (panel_inches + 0.45) * n_rows + (0.3 if suptitle else 0))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=size, squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
             if j < len(row):

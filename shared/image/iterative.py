@@ -7,6 +7,10 @@ taken by reverse-mode autodiff, so no separate adjoint code is needed)::
     TV(x) = sum_ij || (D_h x, D_v x)_ij ||_2          (isotropic, forward differences,
                                                         Neumann boundary)
 
+with ``D`` the grid differences of the core's total variation
+(:func:`shared.regularisers.image_gradients`; ``TV`` here is the sum, ``N C H W`` times the
+mean of :func:`shared.regularisers.tv_isotropic` as ``eps -> 0``),
+
 with the primal-dual hybrid gradient method of Chambolle & Pock (2011) on
 ``K = [A; D]``: dual steps ``p <- (p + s (A xb - y)) / (1 + s)`` and
 ``q <- proj_{|q_ij| <= lam}(q + s D xb)``, primal step
@@ -22,30 +26,27 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from shared.regularisers import image_divergence, image_gradients
+
 __all__ = ["gradient", "divergence", "operator_norm", "tv_pdhg", "adjoint_of"]
 
 
 def gradient(x: Tensor) -> Tensor:
-    """Forward differences ``(D_v x, D_h x)`` stacked on a new axis -3: ``(..., 2, H, W)``."""
-    dv = torch.zeros_like(x)
-    dh = torch.zeros_like(x)
-    dv[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
-    dh[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
-    return torch.stack([dv, dh], dim=-3)
+    """``D x = (D_v x, D_h x)`` stacked on a new axis -3: ``(..., 2, H, W)``.
+
+    The forward differences (Neumann boundary) are the core's grid TV differences
+    :func:`shared.regularisers.image_gradients` (``dy``, ``dx``), applied to every
+    ``(H, W)`` image of ``x``.
+    """
+    lead, (H, W) = x.shape[:-2], x.shape[-2:]
+    dx, dy = image_gradients(x.reshape(-1, 1, H, W))
+    return torch.stack([dy.reshape(*lead, H, W), dx.reshape(*lead, H, W)], dim=-3)
 
 
 def divergence(q: Tensor) -> Tensor:
-    """``-D^T q`` for :func:`gradient` (so ``<D x, q> = -<x, div q>``)."""
-    qv, qh = q[..., 0, :, :], q[..., 1, :, :]
-    dv = torch.zeros_like(qv)
-    dh = torch.zeros_like(qh)
-    dv[..., 0, :] = qv[..., 0, :]
-    dv[..., 1:-1, :] = qv[..., 1:-1, :] - qv[..., :-2, :]
-    dv[..., -1, :] = -qv[..., -2, :]
-    dh[..., :, 0] = qh[..., :, 0]
-    dh[..., :, 1:-1] = qh[..., :, 1:-1] - qh[..., :, :-2]
-    dh[..., :, -1] = -qh[..., :, -2]
-    return dv + dh
+    """``div q = -D^T q`` for :func:`gradient` (so ``<D x, q> = -<x, div q>``): the core's
+    :func:`shared.regularisers.image_divergence` of ``(D_h, D_v)``."""
+    return image_divergence(q[..., 1, :, :], q[..., 0, :, :])
 
 
 def adjoint_of(forward: Callable[[Tensor], Tensor], x_like: Tensor) -> Callable[[Tensor], Tensor]:

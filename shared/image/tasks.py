@@ -25,7 +25,8 @@ ct         parallel-beam Radon transform   sinogram at few angles (sparse view)
 
 A task is built in two steps so that each stays small and other front ends can reuse
 them: a ``*_problem`` function turns an image into a :class:`Problem` (what is measured,
-how, and what to compare against), and :func:`reconstruct` fits a prior network to it.
+how -- a :class:`shared.physics.Physics` -- and what to compare against), and
+:class:`shared.image.dip.DeepImagePrior` fits a prior network to it.
 ``simulate=True`` treats the input as the clean image and synthesises the measurement
 (the input is then the reference); otherwise the input *is* the measurement (denoise,
 inpaint, superres, deblur); cs and ct are always simulated from an image.
@@ -35,14 +36,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from shared.fit import FitResult, fit
 from shared.image.io import Geometry, ImageInputError, fit_to_multiple, resize, to_grey
-from shared.stopping import ESWMV, HeldOut, StoppingRule
+from shared.physics import Physics
 
 __all__ = [
     "Problem",
@@ -55,10 +55,8 @@ __all__ = [
     "deblur_problem",
     "cs_problem",
     "ct_problem",
-    "reconstruct",
-    "Reconstruction",
     "TASK_DEFAULTS",
-    "make_stopping",
+    "baseline_key",
 ]
 
 
@@ -82,7 +80,8 @@ NETS: dict[str, NetSpec] = {
     "skip": NetSpec("skip", "light skip U-Net (default)", 16, 0.01, 1 / 30, 0.99),
     "hourglass": NetSpec("hourglass", "light hourglass (encoder-decoder without skips)", 16, 0.01, 1 / 30, 0.99),
     "decoder": NetSpec("decoder", "deep decoder, k=64 channels, 6 layers", 32, 0.01, 0.0, 0.99),
-    "official": NetSpec("official", "official DIP skip net: 5 scales x 128 channels, 4 skip channels", 32, 0.01, 1 / 30, 0.99),
+    "official": NetSpec("official", "official DIP skip net: 5 scales x 128 channels, 4 skip channels", 32, 0.01,
+                        1 / 30, 0.99),
 }
 
 
@@ -126,7 +125,8 @@ class Problem:
     Attributes
     ----------
     task:         task name.
-    forward:      the operator ``A`` (callable ``x -> y``), ``None`` for the identity.
+    forward:      the forward model ``A``: a :class:`shared.physics.Physics` (the linear
+                  operators of :mod:`shared.operators`; ``Identity`` for denoising).
     y:            measurements, shape of ``A(x)``.
     shape:        ``(1, C, H, W)`` of the unknown image (the network output).
     observation:  an image that shows the input (noisy / masked / upsampled / blurred /
@@ -139,7 +139,7 @@ class Problem:
     """
 
     task: str
-    forward: Any
+    forward: Physics
     y: Tensor
     shape: tuple[int, int, int, int]
     observation: Tensor
@@ -213,7 +213,8 @@ def inpaint_problem(image: Tensor, *, multiple: int, mask: Tensor | None = None,
     mask is 0 are never used; with ``simulate`` the input is also the reference.
     """
     if (mask is None) == (fraction is None):
-        raise ValueError("inpainting needs exactly one of a mask image (--mask) or a random pixel fraction (--fraction)")
+        raise ValueError("inpainting needs exactly one of a mask image (--mask) or a random pixel fraction "
+                         "(--fraction)")
     messages: list[str] = []
     h, w = image.shape[-2:]
     if fraction is not None:
@@ -319,7 +320,8 @@ def deblur_problem(image: Tensor, *, multiple: int, blur_std: float = 2.0, sigma
     else:
         y = x
     return Problem("deblur", op, y, tuple(x.shape), y.clamp(0, 1), ref, geo, messages=messages,
-                   info={"blur_std_px": blur_std, "sigma_255": sigma * 255 if simulate else None, "simulated": simulate},
+                   info={"blur_std_px": blur_std, "sigma_255": sigma * 255 if simulate else None,
+                         "simulated": simulate},
                    baseline_name="blurred input")
 
 
@@ -352,7 +354,8 @@ def cs_problem(image: Tensor, *, multiple: int, ratio: float = 0.25, size: int =
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"--ratio is m/n in (0, 1], got {ratio}")
     if size % multiple or size < 2 * multiple:
-        raise ValueError(f"--size must be a multiple of {multiple} and at least {2 * multiple} for this network, got {size}")
+        raise ValueError(f"--size must be a multiple of {multiple} and at least {2 * multiple} for this network, "
+                         f"got {size}")
     messages: list[str] = []
     x = _grey_square(image, size, messages, "compressed sensing")
     n = size * size
@@ -379,7 +382,8 @@ def ct_problem(image: Tensor, *, multiple: int, angles: int = 30, size: int = 12
     if angles < 1:
         raise ValueError(f"--angles must be >= 1, got {angles}")
     if size % multiple or size < 2 * multiple:
-        raise ValueError(f"--size must be a multiple of {multiple} and at least {2 * multiple} for this network, got {size}")
+        raise ValueError(f"--size must be a multiple of {multiple} and at least {2 * multiple} for this network, "
+                         f"got {size}")
     messages: list[str] = []
     x = _grey_square(image, size, messages, "CT")
     op = Radon(angles, size)  # equispaced in [0, pi)
@@ -405,81 +409,6 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_stopping(name: str, *, window: int = 100, patience: int = 300) -> tuple[StoppingRule | None, float | None]:
-    """The stopping rule for a CLI name and the held-out fraction it needs (or None)."""
-    if name in (None, "none"):
-        return None, None
-    if name == "eswmv":
-        # Variance of the raw (un-averaged) outputs: the averaged output's variance keeps
-        # shrinking long after the raw outputs start fitting noise (see ESWMV's docstring).
-        return ESWMV(window=window, patience=patience, source="raw"), None
-    if name == "heldout":
-        return HeldOut(patience=patience), 0.1
-    raise ValueError(f"unknown stopping rule {name!r}; choose from eswmv, heldout, none")
-
-
-@dataclass
-class Reconstruction:
-    """A fitted problem: ``output`` at the network size, ``result`` at the input's size."""
-
-    problem: Problem
-    fit: FitResult
-    output: Tensor
-    result: Tensor
-    metrics: dict[str, Any]
-    config: dict[str, Any]
-
-
-def reconstruct(problem: Problem, *, net: str = "skip", iterations: int | None = None, lr: float | None = None,
-                stop: str = "eswmv", patience: int = 300, window: int = 100, input_noise: float | None = None,
-                average: float | None | str = "default", seed: int = 0, device: str = "cpu",
-                progress: bool | str = False, metric_every: int = 10,
-                callbacks: tuple[Callable, ...] = ()) -> Reconstruction:
-    """Fit the prior network ``net`` to ``problem`` through :func:`shared.fit.fit`."""
-    from shared.metrics import psnr, ssim
-
-    spec = NETS[net] if net in NETS else None
-    if spec is None:
-        raise ValueError(f"unknown network {net!r}; choose from {', '.join(NETS)}")
-    _, C, H, W = problem.shape
-    model, z = make_network(net, C, (H, W), seed=seed)
-    rule, holdout = make_stopping(stop, window=window, patience=patience)
-    iterations = iterations or TASK_DEFAULTS[problem.task]["iterations"]
-    lr = spec.lr if lr is None else lr
-    input_noise = spec.input_noise if input_noise is None else input_noise
-    average = spec.average if average == "default" else average
-    metrics = {"psnr": lambda x, r: psnr(x.clamp(0, 1), r)} if problem.reference is not None else None
-    res = fit(model, z, problem.y, forward=problem.forward.A if problem.forward is not None else None,
-              iterations=iterations, lr=lr, input_noise=input_noise, average=average, stopping=rule,
-              holdout=holdout, reference=problem.reference, metrics=metrics, metric_every=metric_every,
-              seed=seed, device=device, progress=progress, callbacks=callbacks)
-    output = res.output.detach().cpu().clamp(0, 1)
-    result = problem.geometry.undo(output, scale=problem.scale)
-    n_params = sum(p.numel() for p in model.parameters())
-    out: dict[str, Any] = {
-        "iterations_run": res.stop_iteration,
-        "selected_iteration": res.selected_iteration + 1,
-        "stopped_by": res.stopped_by,
-        "wall_time_s": res.wall_time_s,
-        "final_loss": res.history["loss"][-1] if res.history["loss"] else None,
-    }
-    if problem.reference is not None:
-        # Final metrics on the result at the input's size (padding removed).
-        ref = problem.geometry.undo(problem.reference.cpu(), scale=problem.scale)
-        obs = problem.geometry.undo(problem.observation.cpu().clamp(0, 1), scale=problem.scale)
-        out["psnr"] = float(psnr(result, ref))
-        out["ssim"] = float(ssim(result, ref))
-        out[f"psnr_{_key(problem.baseline_name)}"] = float(psnr(obs, ref))
-        out[f"ssim_{_key(problem.baseline_name)}"] = float(ssim(obs, ref))
-        best, best_it = res.best_metric("psnr")
-        out["best_psnr_during_fit"] = best
-        out["best_psnr_iteration"] = best_it + 1
-    config = {"net": net, "net_description": spec.description, "parameters": n_params, "iterations": iterations,
-              "lr": lr, "input_noise": input_noise, "average": average, "stop": stop,
-              "patience": patience if rule is not None else None, "window": window if stop == "eswmv" else None,
-              "holdout": holdout, "seed": seed, "device": str(device)}
-    return Reconstruction(problem, res, output, result, out, config)
-
-
-def _key(name: str) -> str:
+def baseline_key(name: str) -> str:
+    """``name`` as a metric key: ``"noisy input" -> "noisy_input"`` (as in ``psnr_noisy_input``)."""
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")

@@ -1,0 +1,221 @@
+"""The deep image prior as a reconstructor: settings at construction, one call per problem.
+
+For a :class:`shared.image.tasks.Problem` with physics ``A`` and measurements ``y``,
+:class:`DeepImagePrior` fits a prior network ``f_theta`` (one of
+:data:`shared.image.tasks.NETS`) with fixed input ``z`` through :func:`shared.fit.fit`::
+
+    theta* = argmin_theta  mean( (A f_theta(z + sigma_p n_t) - y)^2 ),    x* = f_theta*(z),
+
+with the DIP's input perturbation ``sigma_p n_t`` (fresh Gaussian ``n_t`` every step), the
+exponential average ``x_avg <- beta x_avg + (1 - beta) x_t`` of the outputs, and a stopping
+rule that needs no ground truth (:func:`shared.stopping.make_rule`): ES-WMV on the raw
+outputs (default), the loss on a held-out 10% of the measurements, or none (the averaged
+output of the last step).  The reconstruction is the selected output, clipped to [0, 1],
+at the network's size (``output``) and with the padding undone (``result``: the input's
+size, ``scale`` times larger for super-resolution).
+
+Example::
+
+    problem = denoise_problem(image, multiple=NETS["skip"].multiple, simulate=True)
+    result = DeepImagePrior(net="skip", iterations=1800).reconstruct(problem)
+    result.arrays["result"], result.metrics["psnr"]
+    result.write("out/")            # result.png, comparison.png, curves.png, metrics.json
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from torch import Tensor
+
+from shared.fit import FitResult, Objective, Optimiser, Smoothing, Tracking, fit
+from shared.image.tasks import NETS, TASK_DEFAULTS, Problem, baseline_key, make_network
+from shared.metrics import psnr, ssim
+from shared.physics import IdentityPhysics, Physics
+from shared.reconstructor import Reconstructor
+from shared.result import Result
+from shared.stopping import StepRecord, StoppingRule, make_rule
+
+__all__ = ["DeepImagePrior", "STOPPING", "HELDOUT_FRACTION", "OUTPUT_FILES"]
+
+#: stopping rules of the image front end (names of :func:`shared.stopping.make_rule`)
+STOPPING = ("eswmv", "heldout", "none")
+#: fraction of the measurements the ``heldout`` rule hides from the fit
+HELDOUT_FRACTION = 0.1
+#: every file :meth:`Result.write` creates for a DIP result
+OUTPUT_FILES = ("result.png", "comparison.png", "curves.png", "metrics.json")
+
+
+class DeepImagePrior(Reconstructor):
+    """Deep image prior restoration of one :class:`~shared.image.tasks.Problem` (module docstring).
+
+    Parameters
+    ----------
+    net:
+        Prior network, a key of :data:`~shared.image.tasks.NETS`.
+    iterations:
+        Maximum number of Adam steps; ``None``: the task's default (:data:`TASK_DEFAULTS`).
+    lr, input_noise, average:
+        Adam step size, input perturbation ``sigma_p`` and averaging factor ``beta``;
+        ``None`` (``"default"`` for ``average``, where ``None`` switches averaging off):
+        the network's (:class:`~shared.image.tasks.NetSpec`).
+    stop, patience, window:
+        Stopping rule (``eswmv``, ``heldout`` or ``none``), steps without improvement
+        before it stops, ES-WMV window.
+    seed:
+        Seeds the network's initialisation, its input ``z``, the held-out split and the fit.
+    device, progress, metric_every:
+        Torch device; progress bar (a string is its label); PSNR tracking interval (when
+        the problem has a reference; never used to select).
+    """
+
+    method = "dip"
+
+    def __init__(self, net: str = "skip", iterations: int | None = None, lr: float | None = None,
+                 stop: str = "eswmv", patience: int = 300, window: int = 100, input_noise: float | None = None,
+                 average: float | None | str = "default", seed: int = 0, device: str = "cpu",
+                 progress: bool | str = False, metric_every: int = 10) -> None:
+        self.net = net
+        self.iterations = iterations
+        self.lr = lr
+        self.stop = stop
+        self.patience = patience
+        self.window = window
+        self.input_noise = input_noise
+        self.average = average
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+        self.metric_every = metric_every
+
+    # ------------------------------------------------------------------ settings
+    def check(self) -> DeepImagePrior:
+        """Refuse an unknown network or stopping rule (before anything is built); returns ``self``."""
+        if self.net not in NETS:
+            raise ValueError(f"unknown network {self.net!r}; choose from {', '.join(NETS)}")
+        if self.stop not in STOPPING:
+            raise ValueError(f"unknown stopping rule {self.stop!r}; choose from {', '.join(STOPPING)}")
+        return self
+
+    def settings(self, task: str) -> dict[str, Any]:
+        """:meth:`get_params` with the task's and the network's defaults filled in."""
+        self.check()
+        spec = NETS[self.net]
+        p = self.get_params()
+        p["iterations"] = p["iterations"] or TASK_DEFAULTS[task]["iterations"]
+        p["lr"] = spec.lr if p["lr"] is None else p["lr"]
+        p["input_noise"] = spec.input_noise if p["input_noise"] is None else p["input_noise"]
+        p["average"] = spec.average if p["average"] == "default" else p["average"]
+        return p
+
+    def stopping_rule(self) -> StoppingRule | None:
+        """The rule named by ``stop``, built by :func:`shared.stopping.make_rule`.
+
+        ES-WMV tracks the raw (un-averaged) outputs: the averaged output's variance keeps
+        shrinking long after the raw outputs start fitting noise (see ``ESWMV``).
+        """
+        kwargs = {"eswmv": {"window": self.window, "patience": self.patience, "source": "raw"},
+                  "heldout": {"fraction": HELDOUT_FRACTION, "patience": self.patience}}.get(self.stop, {})
+        return make_rule(self.check().stop, **kwargs)
+
+    def config(self, task: str, rule: StoppingRule | None, parameters: int) -> dict[str, Any]:
+        """What ``metrics.json`` records as the settings of a run (resolved defaults)."""
+        p = self.settings(task)
+        return {"net": p["net"], "net_description": NETS[p["net"]].description, "parameters": parameters,
+                "iterations": p["iterations"], "lr": p["lr"], "input_noise": p["input_noise"],
+                "average": p["average"], "stop": p["stop"], "patience": p["patience"] if rule is not None else None,
+                "window": p["window"] if p["stop"] == "eswmv" else None, "holdout": getattr(rule, "fraction", None),
+                "seed": p["seed"], "device": str(p["device"])}
+
+    # ------------------------------------------------------------------ fitting
+    def fit_problem(self, problem: Problem, callbacks: Iterable[Callable[[StepRecord], Any]] = (),
+            stopping: StoppingRule | None = None) -> tuple[FitResult, StoppingRule | None, int]:
+        """Build the network and fit it to ``problem``: ``(FitResult, rule, number of parameters)``.
+
+        ``stopping`` replaces the rule named by ``stop`` (e.g. one wrapped with a time limit).
+        """
+        p = self.settings(problem.task)
+        _, C, H, W = problem.shape
+        model, z = make_network(p["net"], C, (H, W), seed=p["seed"])
+        rule = self.stopping_rule() if stopping is None else stopping
+        metrics = {"psnr": lambda x, r: psnr(x.clamp(0, 1), r)} if problem.reference is not None else {}
+        res = fit(model, z, Objective(problem.y, physics=_physics(problem.forward)),
+                  optimiser=Optimiser(lr=p["lr"], iterations=p["iterations"]),
+                  smoothing=Smoothing(input_noise=p["input_noise"], average=p["average"]), stopping=rule,
+                  tracking=Tracking(metrics, reference=problem.reference, every=p["metric_every"]),
+                  callbacks=callbacks, seed=p["seed"], device=p["device"], progress=p["progress"])
+        return res, rule, sum(q.numel() for q in model.parameters())
+
+    def reconstruct(self, problem: Problem, callbacks: Iterable[Callable[[StepRecord], Any]] = (),
+                    stopping: StoppingRule | None = None) -> Result:
+        """Fit the prior to ``problem``; a :class:`shared.result.Result` with ``arrays``
+        ``output`` (network size) and ``result`` (input size), the metrics, the config and
+        the :class:`~shared.fit.FitResult` (``fit``), writing result.png, comparison.png,
+        curves.png (and metrics.json)."""
+        res, rule, n_params = self.fit_problem(problem, callbacks, stopping)
+        output = res.output.detach().cpu().clamp(0, 1)
+        result = problem.geometry.undo(output, scale=problem.scale)
+        config = self.config(problem.task, rule, n_params)
+        metrics = _metrics(problem, res, result)
+        info = {"task": problem.task, "input_size": list(problem.geometry.original),
+                "network_size": list(problem.shape[-2:]), "result_size": list(result.shape[-2:]),
+                "size_adjustment": problem.geometry.mode, "messages": list(problem.messages),
+                "task_parameters": problem.info}
+        out = Result(self.method, arrays={"output": output, "result": result}, metrics=metrics,
+                     timings={"fit_s": res.wall_time_s}, config=config, fit=res, info=info)
+        out.files = _writers(problem, out)
+        return out
+
+
+def _physics(forward: Physics | None) -> Physics | None:
+    """The objective's physics: ``None`` (the engine's identity) for an identity operator."""
+    from shared.operators import Identity
+
+    return None if forward is None or isinstance(forward, (Identity, IdentityPhysics)) else forward
+
+
+def _metrics(problem: Problem, res: FitResult, result: Tensor) -> dict[str, Any]:
+    """Stop/selection record and, with a reference, PSNR/SSIM of the result and the baseline.
+
+    Final metrics are on the result at the input's size (padding removed).
+    """
+    out: dict[str, Any] = {
+        "iterations_run": res.stop_iteration,
+        "selected_iteration": res.selected_iteration + 1,
+        "stopped_by": res.stopped_by,
+        "wall_time_s": res.wall_time_s,
+        "final_loss": res.history["loss"][-1] if res.history["loss"] else None,
+    }
+    if problem.reference is not None:
+        ref = problem.geometry.undo(problem.reference.cpu(), scale=problem.scale)
+        obs = problem.geometry.undo(problem.observation.cpu().clamp(0, 1), scale=problem.scale)
+        key = baseline_key(problem.baseline_name)
+        out["psnr"] = float(psnr(result, ref))
+        out["ssim"] = float(ssim(result, ref))
+        out[f"psnr_{key}"] = float(psnr(obs, ref))
+        out[f"ssim_{key}"] = float(ssim(obs, ref))
+        best, best_it = res.best_metric("psnr")
+        out["best_psnr_during_fit"] = best
+        out["best_psnr_iteration"] = best_it + 1
+    return out
+
+
+def _writers(problem: Problem, rec: Result) -> dict[str, Callable[[Path], Any]]:
+    """result.png (input size), comparison.png (input | DIP | reference), curves.png."""
+    from shared.image.figures import fit_curves, side_by_side
+    from shared.image.io import write_image
+
+    m, cfg, res = rec.metrics, rec.config, rec.fit
+    base_key = "psnr_" + baseline_key(problem.baseline_name)
+    panels = [(problem.baseline_name + (f"\n{m[base_key]:.2f} dB" if base_key in m else ""), problem.observation),
+              (f"DIP ({cfg['net']}), it. {m['selected_iteration']}" +
+               (f"\n{m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}" if "psnr" in m else ""), rec.arrays["output"])]
+    if problem.reference is not None:
+        panels.append(("reference", problem.reference))
+    title = f"{problem.task}: {cfg['net']}, stop = {cfg['stop']}"
+    return {
+        "result.png": lambda path: write_image(path, rec.arrays["result"]),
+        "comparison.png": lambda path: side_by_side(path, panels),
+        "curves.png": lambda path: fit_curves(path, res.history, selected_iteration=res.selected_iteration,
+                                              baseline=m.get(base_key), title=title),
+    }
