@@ -1,15 +1,15 @@
 """Benchmark: the geoprior pipeline with its charts on a GPU, scored as ``geoprior.py`` scores.
 
 The bunny at 0.25% noise (the merged scans plus Gaussian noise of 0.25% of the diagonal,
-seed 0, exactly as ``benchmarks/geoprior.py``) is reconstructed with the default
+seed 0, exactly as ``benchmarks/geoprior_bunny.py``) is reconstructed with the default
 configuration and ``device="cuda"``.  The GPU machine this was measured on has no open3d,
 so the run is split in three steps that together are the pipeline of
-:func:`geoprior.reconstruct.reconstruct`:
+:meth:`geoprior.DeepGeometricPrior.reconstruct`:
 
 1. ``prepare`` (here, with open3d): the pipeline's own points (isolated points removed,
    subsampled to the folds) and normals (KNN-30 PCA, spanning-tree orientation) -> ``--data`` (an ``.npz``).
-2. ``fit`` (on the GPU machine; numpy, scipy and torch only): ``reconstruct(points,
-   normals, device="cuda", mesh=False)``: cover, chart fit, consistency refit, dense
+2. ``fit`` (on the GPU machine; numpy, scipy and torch only): ``DeepGeometricPrior(
+   device="cuda", mesh=False).reconstruct(points, normals)``: cover, chart fit, consistency refit, dense
    sampling, with the stage timings -> dense cloud files in ``--dense``.
 3. ``score`` (here): the same screened Poisson meshing and the same metric as
    ``geoprior.py`` -> ``benchmarks/results/geoprior_gpu.json`` beside the CPU numbers.
@@ -22,18 +22,17 @@ import sys
 import time
 from pathlib import Path
 
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 NOISE = 0.25  # percent of the reference diagonal
 PARTS = 4     # the dense cloud travels back in this many files (a size limit per file)
 
 
 def prepare(data: Path) -> None:
-    from geoprior.io import load_conf, load_mesh
-    from geoprior.reconstruct import ReconstructionConfig, fit_points
+    from geoprior import DeepGeometricPrior, fit_points, load_conf, load_mesh
     from shared.paths import require_data
 
     bunny = require_data("scans", "bunny")
@@ -43,7 +42,7 @@ def prepare(data: Path) -> None:
     noisy = points + np.random.default_rng(0).normal(scale=sigma, size=points.shape)
     # The first steps of reconstruct(), with its generator, so that the GPU run fits the
     # same folds with the same normals as the CPU benchmark.
-    cfg = ReconstructionConfig()
+    cfg = DeepGeometricPrior()
     t0 = time.perf_counter()
     noisy, normals, _ = fit_points(noisy, None, cfg, np.random.default_rng(cfg.seed))
     data.parent.mkdir(parents=True, exist_ok=True)
@@ -54,39 +53,38 @@ def prepare(data: Path) -> None:
 def fit_on_device(data: Path, dense: Path, device: str) -> None:
     import torch
 
-    from geoprior.reconstruct import ReconstructionConfig, reconstruct
+    from geoprior import DeepGeometricPrior
 
     d = np.load(data)
-    cfg = ReconstructionConfig(device=device, mesh=False, progress=False)
+    rec = DeepGeometricPrior(device=device, mesh=False, progress=False)
     if device.startswith("cuda"):  # context creation is not part of the pipeline's time
         torch.zeros(1, device=device)
     t0 = time.perf_counter()
-    rec = reconstruct(d["points"], d["normals"], config=cfg)
+    res = rec.reconstruct(d["points"], d["normals"])
     wall = time.perf_counter() - t0
+    points, normals = res.arrays["points"], res.arrays["normals"]
     dense.mkdir(parents=True, exist_ok=True)
-    for i, idx in enumerate(np.array_split(np.arange(len(rec.points)), PARTS)):
-        np.savez(dense / f"dense_{i}.npz", points=rec.points[idx].astype(np.float32),
-                 normals=rec.normals[idx].astype(np.float32))
-    info = {k: v for k, v in rec.info.items() if k != "config"}
+    for i, idx in enumerate(np.array_split(np.arange(len(points)), PARTS)):
+        np.savez(dense / f"dense_{i}.npz", points=points[idx].astype(np.float32),
+                 normals=normals[idx].astype(np.float32))
+    info = res.info
     name = torch.cuda.get_device_name() if device.startswith("cuda") else device
     (dense / "run.json").write_text(json.dumps({"device": device, "device_name": name, "torch": torch.__version__,
-                                                "wall_s": wall, "stages_s": rec.timings, "info": info,
+                                                "wall_s": wall, "stages_s": res.timings, "info": info,
                                                 "normals_s_cpu": float(d["normals_s"])}, indent=2))
-    print(f"{name}: {wall:.1f} s without normals and mesh; stages {rec.timings}")
+    print(f"{name}: {wall:.1f} s without normals and mesh; stages {res.timings}")
 
 
 def score(dense: Path, out: Path) -> None:
-    from geoprior.io import load_mesh
+    from geoprior import DeepGeometricPrior, evaluate_against_mesh, load_mesh
     from geoprior.mesh import poisson_mesh
-    from geoprior.metrics import evaluate_against_mesh
-    from geoprior.reconstruct import ReconstructionConfig
     from shared.paths import require_data
 
     run = json.loads((dense / "run.json").read_text())
     parts = [np.load(dense / f"dense_{i}.npz") for i in range(PARTS)]
     points = np.concatenate([p["points"] for p in parts]).astype(np.float64)
     normals = np.concatenate([p["normals"] for p in parts]).astype(np.float64)
-    cfg = ReconstructionConfig()
+    cfg = DeepGeometricPrior()
     t0 = time.perf_counter()
     verts, faces = poisson_mesh(points, normals, depth=cfg.depth, trim_quantile=cfg.trim_quantile)
     mesh_s = time.perf_counter() - t0

@@ -25,11 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 FOLD_POINTS = 90_000
 
 
@@ -42,15 +41,14 @@ def throughput(points: np.ndarray, iterations: int = 20, loop_patches: int = 12,
     """
     import torch
 
-    from geoprior.charts import ChartPrior
-    from geoprior.cover import build_cover
-    from geoprior.emd import ExactEMDLoss
-    from geoprior.reconstruct import ReconstructionConfig, _median_patch_cap
-    from shared.fit import fit
+    from geoprior import ChartPrior, DeepGeometricPrior, ExactEMD, build_cover
+    from geoprior.reconstruct import median_patch_cap
+    from shared.fit import Objective, Optimiser, fit
+    from shared.physics import IdentityPhysics
 
-    cfg = ReconstructionConfig()
+    cfg = DeepGeometricPrior()
     cover = build_cover(points, radius=cfg.radius, overlap=cfg.overlap,
-                        max_points=max_points or _median_patch_cap(points, cfg))
+                        max_points=max_points or median_patch_cap(points, cfg))
     dev = torch.device(device)
     uv = torch.as_tensor(cover.uv, dtype=torch.float32, device=dev)
     target = torch.as_tensor(cover.local, dtype=torch.float32, device=dev)
@@ -59,9 +57,9 @@ def throughput(points: np.ndarray, iterations: int = 20, loop_patches: int = 12,
     def run_batched(n_iter: int) -> float:
         torch.manual_seed(0)
         model = ChartPrior(cover.n_patches, cfg.hidden, block=block)
-        loss = ExactEMDLoss(target, mask, rematch_every=0)
+        objective = Objective(target, physics=IdentityPhysics(), data=ExactEMD(mask, rematch_every=0))
         # As the pipeline runs it: the network skips each patch's padding rows.
-        return fit(model, uv, None, data_loss=loss, iterations=n_iter, lr=cfg.lr, device=dev,
+        return fit(model, uv, objective, optimiser=Optimiser(lr=cfg.lr, iterations=n_iter), device=dev,
                    model_kwargs={"lengths": torch.as_tensor(cover.sizes)}).wall_time_s
 
     def run_loop(n_patches: int, n_iter: int) -> float:
@@ -69,8 +67,9 @@ def throughput(points: np.ndarray, iterations: int = 20, loop_patches: int = 12,
         for i in range(n_patches):
             n = int(cover.sizes[i])
             single = ChartPrior(1, cfg.hidden)
-            loss_i = ExactEMDLoss(target[i:i + 1, :n], mask[i:i + 1, :n], rematch_every=0)
-            fit(single, uv[i:i + 1, :n], None, data_loss=loss_i, iterations=n_iter, lr=cfg.lr, device=dev)
+            objective = Objective(target[i:i + 1, :n], physics=IdentityPhysics(),
+                                  data=ExactEMD(mask[i:i + 1, :n], rematch_every=0))
+            fit(single, uv[i:i + 1, :n], objective, optimiser=Optimiser(lr=cfg.lr, iterations=n_iter), device=dev)
         return time.perf_counter() - t0
 
     if dev.type == "cuda":  # kernel selection and allocator warm-up are not part of the rate
@@ -78,7 +77,8 @@ def throughput(points: np.ndarray, iterations: int = 20, loop_patches: int = 12,
         run_loop(2, 3)
     batched = cover.n_patches * iterations / run_batched(iterations)
     loop = loop_patches * iterations / run_loop(loop_patches, iterations)
-    return {"device": device, "block": block if dev.type == "cpu" else None, "n_patches": cover.n_patches, "padded_size": int(cover.mask.shape[1]),
+    return {"device": device, "block": block if dev.type == "cpu" else None, "n_patches": cover.n_patches,
+            "padded_size": int(cover.mask.shape[1]),
             "mean_size": float(cover.sizes.mean()), "iterations": iterations,
             "batched_patch_it_per_s": batched, "loop_patch_it_per_s": loop,
             "loop_patches_timed": loop_patches, "batched_speedup": batched / loop}
@@ -86,7 +86,7 @@ def throughput(points: np.ndarray, iterations: int = 20, loop_patches: int = 12,
 
 def bunny_fold() -> np.ndarray | None:
     """One fold's worth (90k points, seed 2) of the merged bunny scans, or None without the data."""
-    from geoprior.io import load_conf
+    from geoprior import load_conf
     from shared.paths import require_data
 
     try:
@@ -138,7 +138,8 @@ def main(argv=None) -> int:
         if points is None:
             return 0
     rows = throughput_rows(points, args.device, args.iterations, args.loop_patches)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    cpu_name = platform.processor() or platform.machine()
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name
     results = {"meta": {"device": args.device, "device_name": device_name, "torch": torch.__version__,
                         "torch_threads": torch.get_num_threads(), "n_points": len(points),
                         "points": str(args.points) if args.points else "bunny fold (90k of the merged scans, seed 2)"},

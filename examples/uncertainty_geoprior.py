@@ -2,7 +2,7 @@
 
 A cap of the unit sphere (half-angle 25 degrees, 200 points, Gaussian noise of std 0.01
 per coordinate) is covered by a single patch, its chart is fitted through the engine by the
-exact EMD (:func:`geoprior.reconstruct.fit_charts`), and :func:`geoprior.uncertainty.chart_uncertainty`
+exact EMD (:func:`geoprior.fit_charts`), and :func:`geoprior.uncertainty.chart_uncertainty`
 linearises it around the fitted weights with the matched (exact-assignment) points as
 targets; the prior and noise precisions are fitted by marginal likelihood.
 
@@ -17,30 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from geoprior.cover import build_cover  # noqa: E402
-from geoprior.reconstruct import ReconstructionConfig, fit_charts  # noqa: E402
-from geoprior.uncertainty import chart_uncertainty  # noqa: E402
-from shared.uncertainty import calibration  # noqa: E402
-
-
-def sphere_cap(n: int, rng: np.random.Generator, half_angle_deg: float = 25.0) -> np.ndarray:
-    """``n`` points uniform (in area) on the unit-sphere cap around +z."""
-    ct = rng.uniform(np.cos(np.deg2rad(half_angle_deg)), 1.0, n)
-    ph = rng.uniform(0, 2 * np.pi, n)
-    st = np.sqrt(1 - ct ** 2)
-    return np.stack([st * np.cos(ph), st * np.sin(ph), ct], 1)
+from geoprior import DeepGeometricPrior, build_cover, fit_charts
+from geoprior.shapes import sphere_cap
+from geoprior.uncertainty import chart_uncertainty
+from shared.result import write_json
+from shared.uncertainty import calibration
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,12 +41,26 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--points must be >= 16, got {args.points}")
     args.out.mkdir(parents=True, exist_ok=True)
 
+    # ## The measurement
+    # n points p_k uniform on the cap z >= cos 25deg of the unit sphere, y_k = p_k + eps_k,
+    # eps_k ~ N(0, sigma^2 I).  A cover of radius 0.9 d holds them in a single patch.
     rng = np.random.default_rng(args.seed)
     clean = sphere_cap(args.points, rng)
     noisy = clean + args.sigma * rng.standard_normal(clean.shape)
     cover = build_cover(noisy, radius=0.9, overlap=1.3, seed=args.seed)  # one patch
-    model, res, _ = fit_charts(cover, ReconstructionConfig(iterations=args.iterations, hidden=(32, 32, 32), lr=1e-2,
-                                                           seed=args.seed))
+
+    # ## The prior and the fit
+    # One ReLU chart phi_theta (widths 32, 32, 32) fitted through the engine to the exact
+    # EMD  1/n min_sigma sum_j ||phi_theta(u_j) - y_sigma(j)||^2 (identity physics).
+    settings = DeepGeometricPrior(iterations=args.iterations, hidden=(32, 32, 32), lr=1e-2, seed=args.seed)
+    model, res, _ = fit_charts(cover, settings)
+
+    # ## The posterior
+    # At the fitted theta* and its optimal matching sigma*, the EMD is the squared error to
+    # the matched targets y* = y_sigma*, i.e. the likelihood y* = x(theta) + N(0, 1/beta I).
+    # Linearising x(theta) ~ x(theta*) + J (theta - theta*) with a Gaussian prior of
+    # precision alpha gives the posterior precision H = beta J^T J + alpha I and the
+    # predictive std  std_jk = sqrt([J H^-1 J^T]_{jk, jk})  (alpha, beta by evidence).
     u = chart_uncertainty(model, cover, 0, seed=args.seed)
     n = int(cover.sizes[0])
     s = u.world_scale
@@ -88,7 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         "fresh_noisy_vs_predictive_std": cal_fresh,
         "laplace": u.summary(),
     }
-    (args.out / "uncertainty_geoprior.json").write_text(json.dumps(report, indent=2))
+    write_json(args.out / "uncertainty_geoprior.json", report)
+    plot(args.out / "uncertainty_geoprior.png", world, noisy, std_n, normal_err, cal_normal, u.noise_std_world,
+         args.sigma)
+    print(json.dumps({k: v for k, v in report.items() if k != "laplace"}, indent=1))
+    return 0
+
+
+def plot(path: Path, world: np.ndarray, noisy: np.ndarray, std_n: np.ndarray, normal_err: np.ndarray,
+         cal_normal: dict, noise_fitted: float, sigma: float) -> None:
+    """Chart points coloured by the std along the normal; |normal error| against that std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=(10, 4.2))
     ax = fig.add_subplot(1, 2, 1, projection="3d")
@@ -105,13 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     ax2.set_xlabel("predicted std along normal")
     ax2.set_ylabel("|distance to true sphere|")
     ax2.set_title(f"{100 * cal_normal['fraction_within']:.1f}% within 2 std; "
-                  f"fitted noise {u.noise_std_world:.4f} (true {args.sigma})", fontsize=9)
+                  f"fitted noise {noise_fitted:.4f} (true {sigma})", fontsize=9)
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out / "uncertainty_geoprior.png", dpi=90)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
-    print(json.dumps({k: v for k, v in report.items() if k != "laplace"}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

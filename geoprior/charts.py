@@ -34,7 +34,8 @@ class ChartPrior(nn.Module):
     """
 
     def __init__(self, n_patches: int, hidden: Sequence[int] = (64, 64, 64), act: str = "relu",
-                 affine: tuple[Tensor, Tensor] | None = None, residual_scale: float = 0.1, block: int | None = 16) -> None:
+                 affine: tuple[Tensor, Tensor] | None = None, residual_scale: float = 0.1,
+                 block: int | None = 16) -> None:
         super().__init__()
         self.mlp = BatchedMLP(n_patches, 2, 3, hidden, act, block=block)
         if affine is None:

@@ -22,7 +22,8 @@ from geoprior.cover import Cover
 __all__ = ["consensus_points", "consensus_targets"]
 
 
-def consensus_points(cover: Cover, pred_local: np.ndarray, perm: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+def consensus_points(cover: Cover, pred_local: np.ndarray, perm: np.ndarray,
+                     n_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean world-space prediction of every cloud point over the charts that contain it.
 
     ``pred_local`` ``(P, K, 3)`` are chart outputs at the samples, ``perm`` ``(P, K)`` the

@@ -27,15 +27,16 @@ the mesher averages them.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-__all__ = ["Cover", "build_cover", "build_folded_cover", "concat_covers", "map_parallel", "poisson_disk_centres", "farthest_point_centres", "parameter_samples"]
+from shared.threads import map_parallel
+
+__all__ = ["Cover", "build_cover", "build_folded_cover", "concat_covers", "poisson_disk_centres",
+           "farthest_point_centres", "parameter_samples"]
 
 
 @dataclass
@@ -166,6 +167,32 @@ def _pca_frame(p: np.ndarray, normal_hint: np.ndarray | None) -> tuple[np.ndarra
     return o, rot, max(s, 1e-12)
 
 
+def _patch_members(points: np.ndarray, normals: np.ndarray | None, centre_idx: np.ndarray, owner: np.ndarray,
+                   radius: float, normal_angle: float, min_points: int, max_points: int | None,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """Point indices of every patch: the points within ``radius`` of its centre whose normal
+    is within ``normal_angle`` of the centre's, plus the points it owns, grown to
+    ``min_points`` nearest neighbours and capped at ``max_points`` (owned points kept)."""
+    tree = cKDTree(points)
+    cos_max = np.cos(np.deg2rad(normal_angle))
+    members: list[np.ndarray] = []
+    k_min = min(min_points, len(points))
+    for i, c in enumerate(points[centre_idx]):
+        idx = np.asarray(tree.query_ball_point(c, radius), dtype=np.int64)
+        if normals is not None:
+            idx = idx[normals[idx] @ normals[centre_idx[i]] >= cos_max]
+        idx = np.union1d(idx, np.flatnonzero(owner == i))
+        if len(idx) < k_min:
+            idx = np.union1d(idx, tree.query(c, k=k_min)[1])
+        if max_points is not None and len(idx) > max_points:
+            own = np.flatnonzero(owner == i)
+            rest = np.setdiff1d(idx, own)
+            extra = max(max_points - len(own), 0)
+            idx = np.union1d(own, rng.choice(rest, size=min(extra, len(rest)), replace=False))
+        members.append(idx)
+    return members
+
+
 def build_cover(
     points: np.ndarray,
     normals: np.ndarray | None = None,
@@ -185,9 +212,9 @@ def build_cover(
     ``min_points`` points are grown to their ``min_points`` nearest neighbours so that every
     chart sees a 2-D neighbourhood.  Patches with more than ``max_points`` points (dense
     overlaps of several scans) keep a random subset that always includes the points the
-    patch owns, so coverage survives; this bounds the padding of the batch.  The parameter samples are assigned to the points by an
-    exact 2-D assignment to the points' in-plane coordinates, so that the first matching
-    of a chart is fold-free.
+    patch owns, so coverage survives; this bounds the padding of the batch.  The parameter
+    samples are assigned to the points by an exact 2-D assignment to the points' in-plane
+    coordinates, so that the first matching of a chart is fold-free.
     """
     if not 0 < radius < 1:
         raise ValueError(f"radius must be a fraction of the bounding-box diagonal in (0, 1), got {radius}")
@@ -205,23 +232,8 @@ def build_cover(
     else:
         raise ValueError(f"unknown centre sampling {method!r}; choose 'poisson' or 'fps'")
     centres = points[centre_idx]
-    tree = cKDTree(points)
-    cos_max = np.cos(np.deg2rad(normal_angle))
-    members: list[np.ndarray] = []
-    k_min = min(min_points, len(points))
-    for i, c in enumerate(centres):
-        idx = np.asarray(tree.query_ball_point(c, overlap * r), dtype=np.int64)
-        if normals is not None:
-            idx = idx[normals[idx] @ normals[centre_idx[i]] >= cos_max]
-        idx = np.union1d(idx, np.flatnonzero(owner == i))
-        if len(idx) < k_min:
-            idx = np.union1d(idx, tree.query(c, k=k_min)[1])
-        if max_points is not None and len(idx) > max_points:
-            own = np.flatnonzero(owner == i)
-            rest = np.setdiff1d(idx, own)
-            extra = max(max_points - len(own), 0)
-            idx = np.union1d(own, rng.choice(rest, size=min(extra, len(rest)), replace=False))
-        members.append(idx)
+    members = _patch_members(points, normals, centre_idx, owner, overlap * r, normal_angle, min_points,
+                             max_points, rng)
     P = len(members)
     K = max(len(m) for m in members)
     index = np.full((P, K), -1, dtype=np.int64)
@@ -265,17 +277,6 @@ def _fold_free_order(job: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np
     order = np.empty(len(u), dtype=np.int64)
     order[cols] = rows
     return u, order
-
-
-def map_parallel(func, items, workers: int | None = None) -> list:
-    """``[func(x) for x in items]`` on a thread pool (for GIL-releasing work such as
-    ``linear_sum_assignment``); order and results are those of the serial loop."""
-    items = list(items)
-    workers = workers or min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
-    if workers <= 1 or len(items) < 2:
-        return [func(x) for x in items]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(func, items))
 
 
 def concat_covers(covers: list[Cover], index_maps: list[np.ndarray]) -> Cover:

@@ -6,29 +6,40 @@ between the two uniform measures is a permutation ``sigma`` (Birkhoff) and the s
 
     EMD_i = 1/n  min_sigma  sum_j || phi_i(u_j) - p_{sigma(j)} ||^2 .
 
-Two ways to use it as the data term of :func:`shared.fit.fit` (called with ``y=None``):
+Both data terms below are ``D(prediction, target)`` of the engine's objective
+``D(A(G_theta(z)), y)`` (:class:`shared.fit.Objective`) with the identity physics ``A``,
+the chart outputs ``G_theta(z) = phi(u)`` ``(P, K, 3)`` and the patch points ``y``
+``(P, K, 3)`` (padded); each term holds the per-point mask (padding weight 0):
 
-* :class:`ExactEMDLoss` -- the exact permutation from
-  ``scipy.optimize.linear_sum_assignment`` (Jonker-Volgenant, ``O(n^3)``), recomputed every
-  ``rematch_every`` steps as a non-differentiable matching step; between matchings the loss
-  is the squared distance to the matched points (its gradient is the exact EMD gradient
-  at the matching).  Exact, no bias from entropic blur, but a CPU step outside autograd.
-* :class:`SinkhornEMDLoss` -- geomloss' debiased Sinkhorn divergence (log-domain,
-  batched over patches, epsilon-scaling inside each call from the patch diameter down to
-  ``blur`` with ratio ``scaling``, and ``blur`` itself annealed across iterations).  Fully
-  differentiable and batched, but biased by the blur (``S_eps -> W_2^2 / 2`` as eps -> 0).
+* :class:`ExactEMD` -- the exact permutation from ``scipy.optimize.linear_sum_assignment``
+  (Jonker-Volgenant, ``O(n^3)``), recomputed on the schedule ``rematch_start +
+  k rematch_every`` of the optimiser's steps as a non-differentiable matching step;
+  between matchings the loss is the squared distance to the matched points (its gradient
+  is the exact EMD gradient at the matching).  Exact, no bias from entropic blur, but a
+  CPU step outside autograd.
+* :class:`SinkhornEMD` -- geomloss' debiased Sinkhorn divergence (log-domain, batched over
+  patches, epsilon-scaling inside each call from the patch diameter down to the blur with
+  ratio ``scaling``, and the blur itself annealed across steps).  Fully differentiable and
+  batched, but biased by the blur (``S_eps -> W_2^2 / 2`` as eps -> 0).
 
 Both return the sum over patches of the per-patch value (so each chart gets the gradient
-it would get alone); padded samples are masked out.
+it would get alone).  Their schedules follow the engine's steps: the engine calls
+``begin_step(step)`` before each step (:meth:`shared.fit.Objective.begin_step`), so an
+L-BFGS step, which evaluates the objective several times, matches once and uses one blur.
+A term never told a step behaves as at step 0.
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = ["exact_assignment", "ExactEMDLoss", "SinkhornEMDLoss", "emd_exact"]
+from shared.threads import map_parallel
+
+__all__ = ["exact_assignment", "ExactEMD", "SinkhornEMD", "emd_exact"]
 
 
 def exact_assignment(pred: np.ndarray, target: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -37,8 +48,6 @@ def exact_assignment(pred: np.ndarray, target: np.ndarray, sizes: np.ndarray) ->
     ``pred`` and ``target`` are ``(P, K, 3)``; only the first ``sizes[i]`` entries of patch
     ``i`` take part (padding maps to itself).  Patches are solved in parallel threads.
     """
-    from geoprior.cover import map_parallel
-
     P, K, _ = pred.shape
     perm = np.tile(np.arange(K), (P, 1))
 
@@ -62,88 +71,121 @@ def emd_exact(pred: np.ndarray, target: np.ndarray) -> float:
     return float(cost[rows, cols].mean())
 
 
-class ExactEMDLoss:
-    """Data term ``sum_i 1/n_i sum_j ||phi_i(u_j) - p_{sigma_i(j)}||^2`` with exact matchings.
+def _no_entry_mask(mask: Tensor | None) -> None:
+    if mask is not None:
+        raise ValueError("the EMD data terms match whole patches and cannot leave out single entries "
+                         "(no held-out stopping rule; missing points are padding in the term's mask)")
 
-    Parameters
-    ----------
-    target: ``(P, K, 3)`` patch points (patch frames).
-    mask: ``(P, K)`` bool, real points.
-    rematch_every: steps between exact re-matchings (0: keep the initial matching).
-    rematch_start: first step at which to re-match; before it the initial (fold-free)
-        matching of the cover is kept, which lets a fresh chart unfold first.
+
+class ExactEMD:
+    """Data term ``D(x, y) = sum_i 1/n_i sum_j w_ij ||x_ij - y_{i sigma_i(j)}||^2`` with exact matchings.
+
+    ``w`` is the ``(P, K)`` mask of real points (padding 0), ``n_i = sum_j w_ij`` and
+    ``sigma_i`` the matching of patch ``i`` (initially the identity: the cover's fold-free
+    parameter assignment).  At steps ``t = rematch_start + k rematch_every`` (``k >= 0``;
+    none when ``rematch_every`` is 0) the first evaluation of the step recomputes
+    ``sigma_i = argmin_sigma sum_j ||x_ij - y_{i sigma(j)}||^2`` exactly, at the current
+    prediction; before ``rematch_start`` the initial matching is kept, which lets a fresh
+    chart unfold first.
+
+    Attributes: ``perm`` ``(P, K)`` (the current matching), ``matchings`` (how many were
+    made), ``match_time_s`` (their time), ``step`` (the engine's current step).
     """
 
-    def __init__(self, target: Tensor, mask: Tensor, rematch_every: int = 20, rematch_start: int = 50) -> None:
-        self.target = target
-        self.mask = mask.to(target.dtype)
-        self.sizes = mask.sum(1).cpu().numpy()
-        self.n = self.mask.sum(1).clamp_min(1)
-        P, K = mask.shape
-        self.perm = torch.arange(K, device=target.device).repeat(P, 1)
+    def __init__(self, mask: Tensor, rematch_every: int = 20, rematch_start: int = 50) -> None:
+        self.mask = mask.bool()
+        self.sizes = self.mask.sum(1).cpu().numpy()
+        P, K = self.mask.shape
+        self.perm = torch.arange(K, device=self.mask.device).repeat(P, 1)
         self.rematch_every = rematch_every
         self.rematch_start = rematch_start
-        self.calls = 0
+        self.step = 0
+        self._matched_at: int | None = None
         self.matchings = 0
         self.match_time_s = 0.0
 
-    def rematch(self, pred: Tensor) -> None:
-        import time
+    def begin_step(self, step: int) -> None:
+        """The engine's step ``step`` begins (its first evaluation re-matches when scheduled)."""
+        self.step = int(step)
 
+    def scheduled(self, step: int) -> bool:
+        """True when step ``step`` re-matches."""
+        return bool(self.rematch_every) and step >= self.rematch_start \
+            and (step - self.rematch_start) % self.rematch_every == 0
+
+    def rematch(self, pred: Tensor, target: Tensor) -> None:
+        """Exact assignment of every patch at ``pred``; updates ``perm``."""
         t0 = time.perf_counter()
-        perm = exact_assignment(pred.detach().cpu().double().numpy(), self.target.cpu().double().numpy(), self.sizes)
-        self.perm = torch.as_tensor(perm, device=self.target.device)
+        perm = exact_assignment(pred.detach().cpu().double().numpy(), target.detach().cpu().double().numpy(),
+                                self.sizes)
+        self.perm = torch.as_tensor(perm, device=target.device)
         self.matchings += 1
         self.match_time_s += time.perf_counter() - t0
 
-    def matched_target(self) -> Tensor:
-        return torch.gather(self.target, 1, self.perm[..., None].expand(-1, -1, 3))
+    def matched_target(self, target: Tensor) -> Tensor:
+        """``y_{i sigma_i(j)}`` ``(P, K, 3)``."""
+        return torch.gather(target, 1, self.perm[..., None].expand(-1, -1, 3))
 
-    def per_patch(self, pred: Tensor) -> Tensor:
-        d2 = ((pred - self.matched_target()) ** 2).sum(-1)
-        return (d2 * self.mask).sum(1) / self.n
+    def per_patch(self, pred: Tensor, target: Tensor) -> Tensor:
+        """``1/n_i sum_j w_ij ||x_ij - y_{i sigma_i(j)}||^2`` ``(P,)`` at the current matching."""
+        d2 = ((pred - self.matched_target(target)) ** 2).sum(-1)
+        w = self.mask.to(d2.dtype)
+        return (d2 * w).sum(1) / w.sum(1).clamp_min(1)
 
-    def __call__(self, pred: Tensor, target: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        step = self.calls
-        self.calls += 1
-        if self.rematch_every and step >= self.rematch_start and (step - self.rematch_start) % self.rematch_every == 0:
-            self.rematch(pred)
-        return self.per_patch(pred).sum()
+    def __call__(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        _no_entry_mask(mask)
+        if self.scheduled(self.step) and self._matched_at != self.step:
+            self.rematch(pred, target)
+            self._matched_at = self.step
+        return self.per_patch(pred, target).sum()
 
 
-class SinkhornEMDLoss:
-    """Data term ``sum_i 2 S_eps(phi_i(u), P_i)`` with geomloss' batched log-domain Sinkhorn.
+class SinkhornEMD:
+    """Data term ``D(x, y) = sum_i 2 S_eps(x_i, y_i)`` with geomloss' batched log-domain Sinkhorn.
 
-    ``S_eps`` is the debiased Sinkhorn divergence for the cost ``|x - y|^2 / 2`` (so ``2 S``
-    tends to the squared EMD as ``blur -> 0``).  ``blur`` is annealed from ``blur_start`` by
-    the factor ``anneal`` per step down to ``blur``; inside each call geomloss runs
-    epsilon-scaling with ratio ``scaling``.
+    ``S_eps`` is the debiased Sinkhorn divergence for the cost ``|x - y|^2 / 2`` between the
+    measures ``sum_j w_ij delta_{x_ij}`` and ``sum_j w_ij delta_{y_ij}`` with the weights
+    ``w_ij = m_ij / n_i`` of the mask ``m`` (padding weight 0; log-domain Sinkhorn handles
+    ``log 0 = -inf``), so ``2 S`` tends to the squared EMD as the blur tends to 0.  At step
+    ``t`` the blur is ``eps_t = max(blur, blur_start anneal^t)``; inside each evaluation
+    geomloss runs epsilon-scaling with ratio ``scaling``.
     """
 
-    def __init__(self, target: Tensor, mask: Tensor, blur: float = 0.01, scaling: float = 0.7,
+    def __init__(self, mask: Tensor, blur: float = 0.01, scaling: float = 0.7,
                  blur_start: float | None = 0.1, anneal: float = 0.99) -> None:
         from geomloss import SamplesLoss
 
         self._SamplesLoss = SamplesLoss
-        self.target = target
-        m = mask.to(target.dtype)
-        # Padding gets weight 0 (log-domain Sinkhorn handles log 0 = -inf).
-        self.weights = m / m.sum(1, keepdim=True).clamp_min(1)
+        self.mask = mask.bool()
         self.blur = blur
         self.scaling = scaling
         self.blur_start = blur if blur_start is None else max(blur_start, blur)
         self.anneal = anneal
-        self.calls = 0
+        self.step = 0
+        self._weights: dict[torch.dtype, Tensor] = {}
+
+    def begin_step(self, step: int) -> None:
+        """The engine's step ``step`` begins (it sets the blur)."""
+        self.step = int(step)
 
     def current_blur(self) -> float:
-        return max(self.blur, self.blur_start * self.anneal ** self.calls)
+        """``eps_t = max(blur, blur_start anneal^t)`` at the current step ``t``."""
+        return max(self.blur, self.blur_start * self.anneal ** self.step)
 
-    def per_patch(self, pred: Tensor, blur: float | None = None) -> Tensor:
+    def weights(self, dtype: torch.dtype) -> Tensor:
+        """``w_ij = m_ij / n_i`` ``(P, K)``."""
+        if dtype not in self._weights:
+            m = self.mask.to(dtype)
+            self._weights[dtype] = m / m.sum(1, keepdim=True).clamp_min(1)
+        return self._weights[dtype]
+
+    def per_patch(self, pred: Tensor, target: Tensor, blur: float | None = None) -> Tensor:
+        """``2 S_eps(x_i, y_i)`` ``(P,)``."""
         loss = self._SamplesLoss("sinkhorn", p=2, blur=blur or self.current_blur(), scaling=self.scaling,
                                  backend="tensorized", debias=True)
-        return 2.0 * loss(self.weights, pred, self.weights, self.target)
+        w = self.weights(target.dtype)
+        return 2.0 * loss(w, pred, w, target)
 
-    def __call__(self, pred: Tensor, target: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        value = self.per_patch(pred).sum()
-        self.calls += 1
-        return value
+    def __call__(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        _no_entry_mask(mask)
+        return self.per_patch(pred, target).sum()

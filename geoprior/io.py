@@ -70,7 +70,8 @@ def validate_cloud(points: np.ndarray, normals: np.ndarray | None = None, source
     if len(pts) == 1:
         raise ValueError(f"{source}: the point cloud has only one point; a surface needs at least 4 distinct points")
     if np.all(pts == pts[0]):
-        raise ValueError(f"{source}: all {len(pts)} points are identical ({pts[0].tolist()}); there is no surface to fit")
+        raise ValueError(f"{source}: all {len(pts)} points are identical ({pts[0].tolist()}); "
+                         "there is no surface to fit")
     nrm = None
     if normals is not None:
         nrm = np.asarray(normals, dtype=np.float64)
@@ -85,90 +86,11 @@ def validate_cloud(points: np.ndarray, normals: np.ndarray | None = None, source
     return Cloud(np.ascontiguousarray(pts), None if nrm is None else np.ascontiguousarray(nrm), source)
 
 
-def _ply_header(path: Path) -> tuple[str, list[str], int]:
-    """Format, vertex property names and vertex count of a PLY header (a clear error when it is not one)."""
-    with open(path, "rb") as fh:
-        head = fh.read(65536)
-    if not head.startswith(b"ply"):
-        raise ValueError(f"{path}: not a PLY file (it does not start with 'ply')")
-    end = head.find(b"end_header")
-    if end < 0:
-        raise ValueError(f"{path}: malformed PLY header (no 'end_header' line)")
-    fmt, props, in_vertex, count = "", [], False, -1
-    for line in head[:end].decode("latin-1").splitlines():
-        words = line.split()
-        if not words:
-            continue
-        if words[0] == "format" and len(words) > 1:
-            fmt = words[1]
-        elif words[0] == "element":
-            in_vertex = len(words) > 1 and words[1] == "vertex"
-            if in_vertex and len(words) > 2 and words[2].isdigit():
-                count = int(words[2])
-        elif words[0] == "property" and in_vertex:
-            props.append(words[-1])
-    if not fmt:
-        raise ValueError(f"{path}: malformed PLY header (no 'format' line)")
-    if not {"x", "y", "z"} <= set(props):
-        raise ValueError(f"{path}: PLY has no vertex element with x, y, z properties")
-    return fmt, props, count
-
-
 def _load_ply(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    _fmt, props, count = _ply_header(path)
-    fast = _load_ply_open3d(path, count, {"nx", "ny", "nz"} <= set(props))
-    if fast is not None:
-        return fast
-    import trimesh
+    """The vertices of a PLY, checked against its header (:mod:`geoprior.ply`)."""
+    from geoprior.ply import read_vertices
 
-    try:
-        geom = trimesh.load(path, process=False, force=None)
-    except Exception as exc:  # trimesh raises many types for truncated/corrupt bodies
-        raise ValueError(f"{path}: malformed PLY file ({type(exc).__name__}: {exc})") from None
-    verts = np.asarray(getattr(geom, "vertices", np.empty((0, 3))), dtype=np.float64)
-    normals = None
-    if {"nx", "ny", "nz"} <= set(props):
-        raw = geom.metadata.get("_ply_raw", {}).get("vertex", {}).get("data") if hasattr(geom, "metadata") else None
-        if raw is not None and "nx" in raw.dtype.names:
-            normals = np.stack([np.asarray(raw[k], dtype=np.float64).ravel() for k in ("nx", "ny", "nz")], axis=1)
-        elif hasattr(geom, "faces") and "vertex_normals" in getattr(geom, "_cache", {}):
-            normals = np.asarray(geom.vertex_normals, dtype=np.float64)
-    return verts, normals
-
-
-def _load_ply_open3d(path: Path, count: int, has_normals: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """open3d's fast PLY reader; None (use trimesh) unless it read exactly the header's vertex count."""
-    if count <= 0:
-        return None
-    try:
-        import open3d as o3d
-
-        pcd = o3d.io.read_point_cloud(str(path), format="ply")
-    except Exception:
-        return None
-    if len(pcd.points) != count:
-        return None
-    if _fmt_of(path) == "ascii" and not _ascii_body_complete(path, count):
-        return None  # open3d is lenient with truncated text; trimesh gives the precise error
-    normals = np.asarray(pcd.normals, dtype=np.float64) if has_normals and pcd.has_normals() else None
-    return np.asarray(pcd.points, dtype=np.float64), normals
-
-
-def _fmt_of(path: Path) -> str:
-    return _ply_header(path)[0]
-
-
-def _ascii_body_complete(path: Path, count: int) -> bool:
-    """True if an ASCII PLY has ``count`` vertex lines of at least 3 numbers after its header."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    body = data[data.find(b"end_header") + len(b"end_header"):].split(b"\n")[1:count + 1]
-    if len(body) < count:
-        return False
-    try:
-        return all(len(line.split()) >= 3 and [float(w) for w in line.split()[:3]] for line in body)
-    except ValueError:
-        return False
+    return read_vertices(path)
 
 
 def _load_text(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -281,7 +203,8 @@ def load_conf(path: str | Path) -> Cloud:
         try:
             tx, ty, tz, qx, qy, qz, qw = map(float, words[2:])
         except ValueError:
-            raise ValueError(f"{path}, line {lineno}: the pose must be 7 numbers, got {' '.join(words[2:])!r}") from None
+            pose = " ".join(words[2:])
+            raise ValueError(f"{path}, line {lineno}: the pose must be 7 numbers, got {pose!r}") from None
         scan_path = path.parent / words[1]
         if not scan_path.exists():
             raise FileNotFoundError(f"{path}, line {lineno}: scan {words[1]!r} not found (looked for {scan_path})")
@@ -303,7 +226,9 @@ def load_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such mesh file")
     if path.suffix.lower() == ".ply":
-        _ply_header(path)  # a clear error for what is not a PLY
+        from geoprior.ply import read_header
+
+        read_header(path)  # a clear error for what is not a PLY
     try:
         mesh = trimesh.load(path, process=False, force="mesh")
     except Exception as exc:
@@ -314,55 +239,24 @@ def load_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(mesh.vertices, dtype=np.float64), faces
 
 
-def _write_ply(path: Path, vertex: np.ndarray, faces: np.ndarray | None) -> None:
-    header = [
-        "ply", "format binary_little_endian 1.0", "comment written by untrained.geoprior",
-        f"element vertex {len(vertex)}",
-    ]
-    header += [f"property {'float' if vertex.dtype[n] == np.float32 else 'uchar'} {n}" for n in vertex.dtype.names]
-    if faces is not None:
-        header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
-    header.append("end_header")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        fh.write(("\n".join(header) + "\n").encode("ascii"))
-        fh.write(vertex.tobytes())
-        if faces is not None:
-            rec = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
-            rec["n"] = 3
-            rec["v"] = faces
-            fh.write(rec.tobytes())
-
-
-def _vertex_array(points: np.ndarray, normals: np.ndarray | None, colors: np.ndarray | None = None) -> np.ndarray:
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    if normals is not None:
-        fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
-    if colors is not None:
-        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    arr = np.empty(len(points), dtype=fields)
-    for i, k in enumerate("xyz"):
-        arr[k] = points[:, i]
-        if normals is not None:
-            arr["n" + k] = normals[:, i]
-    if colors is not None:
-        for i, k in enumerate(("red", "green", "blue")):
-            arr[k] = colors[:, i]
-    return arr
-
-
 def write_cloud_ply(path: str | Path, points: np.ndarray, normals: np.ndarray | None = None) -> Path:
-    """Write a binary PLY point cloud (float32 x, y, z and optionally nx, ny, nz)."""
+    """Write a binary PLY point cloud (x, y, z as float32, or float64 where float32 would move a
+    point by more than 1e-6 of the diagonal; optionally float32 nx, ny, nz)."""
+    from geoprior.ply import write_ply
+
     path = Path(path)
-    _write_ply(path, _vertex_array(np.asarray(points), None if normals is None else np.asarray(normals)), None)
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_ply(path, points, normals)
 
 
-def write_mesh_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None = None) -> Path:
+def write_mesh_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray,
+                   normals: np.ndarray | None = None) -> Path:
     """Write a binary PLY triangle mesh (vertices, optional vertex normals, triangles)."""
+    from geoprior.ply import write_ply
+
     path = Path(path)
     faces = np.asarray(faces, dtype=np.int64)
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces must be (F, 3) triangles, got shape {faces.shape}")
-    _write_ply(path, _vertex_array(np.asarray(vertices), None if normals is None else np.asarray(normals)), faces)
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_ply(path, vertices, normals, faces)

@@ -115,7 +115,8 @@ class MeshDistance:
         import open3d as o3d
 
         pts = np.asarray(points, dtype=np.float32)
-        out = [self.scene.compute_distance(o3d.core.Tensor(pts[i:i + chunk])).numpy() for i in range(0, len(pts), chunk)]
+        out = [self.scene.compute_distance(o3d.core.Tensor(pts[i:i + chunk])).numpy()
+               for i in range(0, len(pts), chunk)]
         return np.concatenate(out).astype(np.float64) if out else np.empty(0)
 
 

@@ -1,27 +1,38 @@
 """The deep geometric prior pipeline: cloud -> patches -> charts -> dense oriented cloud -> mesh.
 
+:class:`DeepGeometricPrior` is the front end's reconstructor (settings at construction,
+:meth:`DeepGeometricPrior.reconstruct` returns a :class:`shared.result.Result`); the
+stages are library functions of this module that it calls in order:
+
+0. **Points** (:func:`fit_points`): isolated input points removed
+   (:func:`geoprior.clean.isolated_points`), the rest subsampled to at most ``max_folds``
+   folds of ``fold_points``, missing normals estimated (KNN-30 PCA) and oriented.
 1. **Folds.** A cloud of more than ``fold_points`` points is split into
-   ``ceil(N / fold_points)`` interleaved random folds (at most ``max_folds``; beyond that
-   the cloud is subsampled), so that every chart sees a few hundred points and the exact
-   matching stays cheap while all the data is used.
+   ``F = ceil(N / fold_points)`` interleaved random folds (:func:`n_folds`), so that every
+   chart sees a few hundred points and the exact matching stays cheap while all the data
+   is used.
 2. **Cover** (:mod:`geoprior.cover`): per fold, patches of radius ``c r`` in PCA frames,
-   parameter samples one per point; all folds' patches in one batch.
-3. **Charts** (:mod:`geoprior.charts`): one :class:`~shared.networks.BatchedMLP` for all
-   patches, fitted by :func:`shared.fit.fit` to the EMD data term (:mod:`geoprior.emd`),
-   exact assignment or Sinkhorn.  An optional stopping rule of :mod:`shared.stopping`
-   (e.g. ES-WMV on the chart outputs) stops it without any clean surface.
-4. **Consistency** (:mod:`geoprior.consistency`): average the charts' predictions of each
-   point and refit all charts to the consensus (a second ``fit`` call).
-5. **Dense output** (:mod:`geoprior.sampling`): jittered dense samples per chart, Jacobian
-   normals, consistent orientation, Voronoi trimming of overlaps (per fold: one layer of
-   samples per fold).
-6. **Mesh** (:mod:`geoprior.mesh`): screened Poisson of the dense oriented cloud, which
-   also averages the folds' independent estimates of the surface.
+   parameter samples ``u`` one per point; all folds' patches in one batch.
+3. **Charts** (:func:`fit_charts`): one :class:`~geoprior.charts.ChartPrior` for all ``P``
+   patches, ``G_theta(u) = (phi_1(u_1), ..., phi_P(u_P))``, fitted by :func:`shared.fit.fit`
+   to the objective ``D(A(G_theta(u)), y)`` with ``A`` the identity, ``y`` the patch
+   points ``(P, K, 3)`` and ``D`` an EMD data term (:mod:`geoprior.emd`: exact assignment
+   re-matched on a schedule of the optimiser's steps, or annealed Sinkhorn).  An optional
+   stopping rule of :mod:`shared.stopping` (e.g. ES-WMV on the chart outputs) stops it
+   without any clean surface.
+4. **Consistency** (:func:`refit_consistency`, :mod:`geoprior.consistency`): average the
+   charts' predictions of each point and refit all charts to that consensus ``ybar``
+   (a second ``fit``, fixed matching).
+5. **Dense output** (:func:`dense_output`, :mod:`geoprior.sampling`): jittered dense samples
+   per chart, Jacobian normals, consistent orientation, Voronoi trimming of overlaps (one
+   layer of samples per fold), samples far from the consensus of the input removed.
+6. **Mesh** (:func:`geoprior.mesh.poisson_mesh`): screened Poisson of the dense oriented
+   cloud, which also averages the folds' independent estimates of the surface.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -31,233 +42,277 @@ from geoprior.charts import ChartPrior, affine_init
 from geoprior.clean import isolated_points
 from geoprior.consistency import consensus_points, consensus_targets
 from geoprior.cover import Cover, build_folded_cover
-from geoprior.emd import ExactEMDLoss, SinkhornEMDLoss
-from geoprior.io import validate_cloud
+from geoprior.emd import ExactEMD, SinkhornEMD, exact_assignment
+from geoprior.io import Cloud, validate_cloud
 from geoprior.mesh import estimate_normals, poisson_mesh
 from geoprior.sampling import orient_points_mst, sample_charts
-from shared.fit import FitResult, fit
-from shared.stopping import make_rule
+from shared.fit import FitResult, Objective, Optimiser, Tracking, fit
+from shared.physics import IdentityPhysics
+from shared.reconstructor import Reconstructor
+from shared.result import Result
+from shared.stopping import StoppingRule, make_rule
 
-__all__ = ["ReconstructionConfig", "Reconstruction", "reconstruct", "fit_points", "make_loss", "fit_charts"]
+__all__ = ["DeepGeometricPrior", "fit_points", "n_folds", "orient_normals", "median_patch_cap", "make_cover",
+           "make_data_term", "stopping_rule", "fit_charts", "refit_consistency", "matching", "dense_output",
+           "output_files"]
 
-
-@dataclass
-class ReconstructionConfig:
-    """Settings of :func:`reconstruct` (lengths are fractions of the bounding-box diagonal)."""
-
-    radius: float = 0.03            # covering radius r / diag
-    overlap: float = 1.3            # patch radius c (in units of r)
-    centres: str = "poisson"        # "poisson" or "fps"
-    parameters: str = "grid"        # parameter samples: "grid" (jittered) or "lloyd"
-    fold_points: int = 90_000       # points per fold (larger clouds are split into folds)
-    max_folds: int = 4              # at most this many folds (larger clouds are subsampled)
-    max_patch_points: int | None = None  # cap on patch size (None: 1.25 x the median size)
-    patch_normals: bool = True      # estimate KNN-30 normals (tangent-plane oriented) for the patches
-    hidden: tuple[int, ...] = (32, 32, 32)
-    plane_init: bool = True         # start every chart at its least-squares plane (affine part)
-    iterations: int = 300
-    lr: float = 3e-3
-    lr_schedule: str = "constant"   # "constant" or "cosine" (see shared.fit.fit)
-    loss: str = "exact"             # "exact" (linear_sum_assignment) or "sinkhorn" (geomloss)
-    rematch_every: int = 50
-    rematch_start: int = 50
-    blur: float = 0.01              # Sinkhorn blur in patch units (patch radius ~ 1)
-    scaling: float = 0.7
-    stopping: str = "none"          # a rule of shared.stopping: none, eswmv, plateau
-    stopping_window: int = 20
-    stopping_patience: int = 60
-    consistency_iterations: int = 40
-    density: int = 4                # dense samples per parameter sample
-    trim_overlaps: bool = True
-    outlier_factor: float = 3.0     # drop dense samples this many point spacings off the consensus (0: keep)
-    isolated_factor: float = 10.0   # drop input points whose 8-NN distance is this many times their neighbours' (0: keep)
-    depth: int = 8                  # Poisson octree depth
-    trim_quantile: float = 0.01     # low-density trimming of the Poisson mesh
-    mesh: bool = True
-    seed: int = 0
-    device: str = "cpu"
-    progress: bool = False
+MIN_POINTS = 16
 
 
-@dataclass
-class Reconstruction:
-    """Outputs of :func:`reconstruct`."""
+class DeepGeometricPrior(Reconstructor):
+    """Deep geometric prior surface reconstruction (lengths are fractions of the bounding-box diagonal).
 
-    points: np.ndarray                  # dense cloud (M, 3)
-    normals: np.ndarray                 # oriented unit normals (M, 3)
-    vertices: np.ndarray | None         # mesh (V, 3)
-    faces: np.ndarray | None            # mesh (F, 3)
-    cover: Cover
-    fit_result: FitResult
-    consistency_result: FitResult | None
-    timings: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def make_loss(name: str, target: torch.Tensor, mask: torch.Tensor, cfg: ReconstructionConfig):
-    """The EMD data term named ``name`` ("exact" or "sinkhorn")."""
-    if name == "exact":
-        return ExactEMDLoss(target, mask, rematch_every=cfg.rematch_every, rematch_start=cfg.rematch_start)
-    if name == "sinkhorn":
-        return SinkhornEMDLoss(target, mask, blur=cfg.blur, scaling=cfg.scaling)
-    raise ValueError(f"unknown loss {name!r}; choose 'exact' or 'sinkhorn'")
-
-
-def fit_charts(cover: Cover, cfg: ReconstructionConfig, reference: np.ndarray | None = None,
-               metric: Callable[[np.ndarray, np.ndarray], float] | None = None, metric_every: int = 10,
-               callbacks=()) -> tuple[ChartPrior, FitResult, Any]:
-    """Fit one chart per patch with :func:`shared.fit.fit`; returns (model, result, loss).
-
-    With ``reference`` (clean points, world) and ``metric(world_points, reference)`` the
-    metric of the chart outputs is tracked every ``metric_every`` steps (figures only).
+    Parameters
+    ----------
+    radius : float
+        covering radius r as a fraction of the bbox diagonal
+    overlap : float
+        patch radius c in units of r
+    centres : str
+        patch centre sampling
+    parameters : str
+        parameter samples of a patch: a jittered grid or Lloyd-relaxed points
+    fold_points : int
+        points per fold: larger clouds are split into interleaved folds, each with its own charts
+    max_folds : int
+        at most this many folds; larger clouds are subsampled
+    max_patch_points : int or None
+        cap on the points of a patch (None: 1.25 x the median patch size)
+    patch_normals : bool
+        estimate KNN-30 normals (tangent-plane oriented) for the patches of a cloud without normals
+    hidden : tuple of int
+        chart MLP widths
+    plane_init : bool
+        start every chart at the least-squares plane of its patch (its affine part)
+    iterations : int
+        chart fitting iterations
+    lr : float
+        Adam learning rate
+    lr_schedule : str
+        learning-rate schedule of the chart fit
+    loss : str
+        EMD: exact assignment or geomloss Sinkhorn
+    rematch_every : int
+        steps between exact re-matchings (0: keep the initial matching)
+    rematch_start : int
+        first step that re-matches (before it the cover's fold-free matching is kept)
+    blur : float
+        final Sinkhorn blur in patch units (patch radius ~ 1)
+    scaling : float
+        epsilon-scaling ratio of each Sinkhorn evaluation
+    stopping : str
+        early stopping rule
+    stopping_window : int
+        window of the stopping rule (ES-WMV variance, plateau)
+    stopping_patience : int
+        steps without improvement after which ES-WMV stops
+    consistency_iterations : int
+        refit iterations towards the charts' consensus
+    density : int
+        dense samples per parameter sample
+    trim_overlaps : bool
+        keep only each chart's Voronoi cell of the dense samples
+    outlier_factor : float
+        drop dense samples this many point spacings off the consensus (0: keep all)
+    isolated_factor : float
+        drop input points whose 8-NN distance is this many times their neighbours' (0: keep all)
+    depth : int
+        Poisson octree depth
+    trim_quantile : float
+        low-density trimming quantile of the mesh
+    mesh : bool
+        mesh the dense cloud (screened Poisson)
+    seed : int
+        random seed
+    device : str
+        torch device of the chart fits
+    progress : bool
+        progress bars
     """
-    torch.manual_seed(cfg.seed)
-    uv = torch.as_tensor(cover.uv, dtype=torch.float32)
-    target = torch.as_tensor(cover.local, dtype=torch.float32)
-    mask = torch.as_tensor(cover.mask)
-    affine = affine_init(uv, target, mask) if cfg.plane_init else None
-    model = ChartPrior(cover.n_patches, cfg.hidden, affine=affine)
-    # The engine moves the network and its input; the data term holds its targets itself.
-    device = torch.device(cfg.device)
-    loss = make_loss(cfg.loss, target.to(device), mask.to(device), cfg)
-    rule = None
-    if cfg.stopping not in (None, "none"):
-        kwargs = {"eswmv": dict(window=cfg.stopping_window, patience=cfg.stopping_patience),
-                  "plateau": dict(window=cfg.stopping_window, tol=1e-3),
-                  "heldout": dict(patience=cfg.stopping_patience)}.get(cfg.stopping, {})
-        rule = make_rule(cfg.stopping, **kwargs)
-    metrics = None
-    ref_t = None
-    if reference is not None and metric is not None:
-        valid = cover.mask
 
-        def world_metric(out: torch.Tensor, _ref: torch.Tensor) -> float:
-            world = cover.to_world(out.detach().cpu().double().numpy())[valid]
-            return metric(world, reference)
+    method = "geoprior"
+    #: the allowed values of the settings that name a choice
+    choices = {"centres": ("poisson", "fps"), "parameters": ("grid", "lloyd"), "lr_schedule": ("constant", "cosine"),
+               "loss": ("exact", "sinkhorn"), "stopping": ("none", "eswmv", "plateau")}
 
-        metrics = {"chamfer": world_metric}
-        ref_t = torch.zeros(1)
-    result = fit(model, uv, None, data_loss=loss, iterations=cfg.iterations, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
-                 model_kwargs={"lengths": torch.as_tensor(cover.sizes)},
-                 stopping=rule,
-                 reference=ref_t, metrics=metrics, metric_every=metric_every, callbacks=callbacks,
-                 seed=cfg.seed, device=cfg.device, progress="charts" if cfg.progress else False)
-    return model, result, loss
+    def __init__(self, radius: float = 0.03, overlap: float = 1.3, centres: str = "poisson", parameters: str = "grid",
+                 fold_points: int = 90_000, max_folds: int = 4, max_patch_points: int | None = None,
+                 patch_normals: bool = True, hidden: tuple[int, ...] = (32, 32, 32), plane_init: bool = True,
+                 iterations: int = 300, lr: float = 3e-3, lr_schedule: str = "constant", loss: str = "exact",
+                 rematch_every: int = 50, rematch_start: int = 50, blur: float = 0.01, scaling: float = 0.7,
+                 stopping: str = "none", stopping_window: int = 20, stopping_patience: int = 60,
+                 consistency_iterations: int = 40, density: int = 4, trim_overlaps: bool = True,
+                 outlier_factor: float = 3.0, isolated_factor: float = 10.0, depth: int = 8,
+                 trim_quantile: float = 0.01, mesh: bool = True, seed: int = 0, device: str = "cpu",
+                 progress: bool = False) -> None:
+        self.radius, self.overlap, self.centres, self.parameters = radius, overlap, centres, parameters
+        self.fold_points, self.max_folds, self.max_patch_points = fold_points, max_folds, max_patch_points
+        self.patch_normals, self.hidden, self.plane_init = patch_normals, tuple(hidden), plane_init
+        self.iterations, self.lr, self.lr_schedule, self.loss = iterations, lr, lr_schedule, loss
+        self.rematch_every, self.rematch_start, self.blur, self.scaling = rematch_every, rematch_start, blur, scaling
+        self.stopping, self.stopping_window, self.stopping_patience = stopping, stopping_window, stopping_patience
+        self.consistency_iterations, self.density, self.trim_overlaps = consistency_iterations, density, trim_overlaps
+        self.outlier_factor, self.isolated_factor = outlier_factor, isolated_factor
+        self.depth, self.trim_quantile, self.mesh = depth, trim_quantile, mesh
+        self.seed, self.device, self.progress = seed, device, progress
+
+    def check(self) -> DeepGeometricPrior:
+        """Refuse settings no reconstruction can use (a ``ValueError`` naming the setting); returns ``self``."""
+        for name, allowed in self.choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0 < self.radius < 1:
+            raise ValueError(f"radius must be a fraction of the bounding-box diagonal in (0, 1), got {self.radius}")
+        if self.overlap < 1:
+            raise ValueError(f"overlap must be >= 1 (patches of radius c*r), got {self.overlap}")
+        if self.iterations < 1 or self.consistency_iterations < 0:
+            raise ValueError(f"iterations must be >= 1 and consistency_iterations >= 0, got {self.iterations}, "
+                             f"{self.consistency_iterations}")
+        if self.fold_points < MIN_POINTS or self.max_folds < 1:
+            raise ValueError(f"fold_points must be >= {MIN_POINTS} and max_folds >= 1, got {self.fold_points}, "
+                             f"{self.max_folds}")
+        if not (self.lr > 0 and self.density >= 1 and len(self.hidden) > 0):
+            raise ValueError(f"lr must be > 0, density >= 1 and hidden non-empty, got {self.lr}, {self.density}, "
+                             f"{self.hidden}")
+        return self
+
+    def reconstruct(self, points: np.ndarray | Cloud, normals: np.ndarray | None = None,
+                    reference: np.ndarray | None = None) -> Result:
+        """Reconstruct a surface from a noisy cloud ``(N, 3)`` (or a :class:`~geoprior.io.Cloud`).
+
+        Returns a :class:`~shared.result.Result` with ``arrays`` ``points``/``normals`` (the
+        dense oriented cloud), ``vertices``/``faces`` (the mesh; None without ``mesh``),
+        ``cover`` and ``consistency_fit`` (the refit's :class:`~shared.fit.FitResult`, or
+        None); ``fit`` is the chart fit.  ``reference`` (clean points ``(M, 3)``) adds a
+        tracked Chamfer-L1 curve to the chart fit and the dense output's Chamfer-L1 to the
+        metrics.
+        """
+        self.check()
+        cloud = points if isinstance(points, Cloud) else validate_cloud(points, normals)
+        if isinstance(points, Cloud) and normals is not None:
+            cloud = validate_cloud(cloud.points, normals, cloud.source)
+        if len(cloud) < MIN_POINTS:
+            raise ValueError(f"geoprior needs at least {MIN_POINTS} points to fit charts, got {len(cloud)}")
+        if reference is not None:
+            reference = validate_cloud(reference, source="reference").points
+        timings: dict[str, float] = {}
+        state = self._fit(cloud, reference, timings)
+        t0 = time.perf_counter()
+        dense, dense_n = dense_output(state["model"], state["cover"], state["data"], state["n_fit"], self)
+        timings["sampling_s"] = time.perf_counter() - t0
+        verts = faces = None
+        if self.mesh:
+            t0 = time.perf_counter()
+            verts, faces = poisson_mesh(dense, dense_n, depth=self.depth, trim_quantile=self.trim_quantile)
+            timings["mesh_s"] = time.perf_counter() - t0
+        return self._result(cloud, state, dense, dense_n, verts, faces, timings, reference)
+
+    def _fit(self, cloud: Cloud, reference: np.ndarray | None, timings: dict[str, float]) -> dict[str, Any]:
+        """Stages 0-4: points, cover, chart fit, consistency refit (timed into ``timings``)."""
+        t0 = time.perf_counter()
+        pts, nrm, n_isolated = fit_points(cloud.points, cloud.normals, self, np.random.default_rng(self.seed))
+        if cloud.normals is None and self.patch_normals:
+            timings["normals_s"] = time.perf_counter() - t0
+        folds = n_folds(len(pts), self)
+        t0 = time.perf_counter()
+        cover = make_cover(pts, nrm, folds, self)
+        timings["cover_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model, result, data = fit_charts(cover, self, reference=reference, metric=_chamfer(reference))
+        timings["fit_s"] = time.perf_counter() - t0
+        consistency = None
+        if self.consistency_iterations > 0 and cover.n_patches > 1:
+            t0 = time.perf_counter()
+            perm = matching(result.output, data, cover)
+            consistency = refit_consistency(model, cover, result.output, perm, len(pts), self)
+            timings["consistency_s"] = time.perf_counter() - t0
+        return {"model": model, "cover": cover, "fit": result, "data": data, "consistency": consistency,
+                "n_fit": len(pts), "n_isolated": n_isolated, "folds": folds}
+
+    def _result(self, cloud: Cloud, state: dict[str, Any], dense: np.ndarray, dense_n: np.ndarray,
+                verts: np.ndarray | None, faces: np.ndarray | None, timings: dict[str, float],
+                reference: np.ndarray | None) -> Result:
+        cover, result, data = state["cover"], state["fit"], state["data"]
+        info = {
+            "n_input": len(cloud), "n_isolated_removed": state["n_isolated"], "n_fit": state["n_fit"],
+            "folds": state["folds"], "n_patches": cover.n_patches, "max_patch": int(cover.mask.shape[1]),
+            "mean_patch": float(cover.sizes.mean()), "n_dense": len(dense), "iterations_run": result.stop_iteration,
+            "stopped_by": result.stopped_by, "selected_iteration": result.selected_iteration,
+        }
+        if isinstance(data, ExactEMD):
+            info["matchings"] = data.matchings
+            info["matching_time_s"] = data.match_time_s
+        metrics: dict[str, float] = {"final_loss": result.history["loss"][-1]}
+        if reference is not None:
+            metrics["chamfer_l1"] = _chamfer(reference)(dense, reference)
+        arrays = {"points": dense, "normals": dense_n, "vertices": verts, "faces": faces, "cover": cover,
+                  "consistency_fit": state["consistency"]}
+        return Result(self.method, arrays=arrays, metrics=metrics, timings=timings, config=self.get_params(),
+                      fit=result, info=info, files=output_files(cloud, dense, dense_n, verts, faces))
 
 
-def reconstruct(points: np.ndarray, normals: np.ndarray | None = None, config: ReconstructionConfig | None = None,
-                reference: np.ndarray | None = None) -> Reconstruction:
-    """Reconstruct a surface from a noisy cloud ``(N, 3)``: dense oriented cloud and mesh.
+def output_files(cloud: Cloud, dense: np.ndarray, normals: np.ndarray, verts: np.ndarray | None,
+                 faces: np.ndarray | None) -> dict[str, Callable[[Path], Any]]:
+    """Writers of ``dense.ply``, ``mesh.ply`` (with a mesh) and ``input_vs_output.png``."""
+    from geoprior.io import write_cloud_ply, write_mesh_ply
+    from geoprior.render import render_comparison
 
-    ``reference`` (clean points) only adds a tracked Chamfer curve to the chart fit.
-    """
-    cfg = config or ReconstructionConfig()
-    cloud = validate_cloud(points, normals)
-    if len(cloud) < 16:
-        raise ValueError(f"geoprior needs at least 16 points to fit charts, got {len(cloud)}")
-    timings: dict[str, float] = {}
-    rng = np.random.default_rng(cfg.seed)
-    t0 = time.perf_counter()
-    pts, nrm, n_isolated = fit_points(cloud.points, cloud.normals, cfg, rng)
-    if cloud.normals is None and cfg.patch_normals:
-        timings["normals_s"] = time.perf_counter() - t0
-    folds = n_folds(len(pts), cfg)
-    t0 = time.perf_counter()
-    cover = build_folded_cover(pts, nrm, folds=folds, radius=cfg.radius, overlap=cfg.overlap, method=cfg.centres,
-                               parameters=cfg.parameters, seed=cfg.seed,
-                               max_points=cfg.max_patch_points or _median_patch_cap(pts[::folds], cfg))
-    timings["cover_s"] = time.perf_counter() - t0
+    mesh = None if faces is None else (verts, faces)
+    title = "" if cloud.source == "<array>" else Path(cloud.source.split(" + ")[0]).name
+    files: dict[str, Callable[[Path], Any]] = {"dense.ply": lambda path: write_cloud_ply(path, dense, normals)}
+    if mesh is not None:
+        files["mesh.ply"] = lambda path: write_mesh_ply(path, *mesh)
+    files["input_vs_output.png"] = lambda path: render_comparison(path, cloud.points, dense, mesh, title=title)
+    return files
 
+
+def _chamfer(reference: np.ndarray | None) -> Callable[[np.ndarray, np.ndarray], float] | None:
+    """Chamfer-L1 divided by the reference's bounding-box diagonal (KD-tree), or None."""
+    if reference is None:
+        return None
     from geoprior.metrics import point_metrics
 
-    metric = None
-    if reference is not None:
-        diag = float(np.linalg.norm(reference.max(0) - reference.min(0)))
-        metric = lambda a, b: point_metrics(a, b, diag=diag, backend="kdtree")["chamfer_l1"]  # noqa: E731
-    t0 = time.perf_counter()
-    model, result, loss = fit_charts(cover, cfg, reference=reference, metric=metric)
-    timings["fit_s"] = time.perf_counter() - t0
-
-    consistency = None
-    if cfg.consistency_iterations > 0 and cover.n_patches > 1:
-        t0 = time.perf_counter()
-        # result.output is the output the stopping rule selected (else the last one): the
-        # consensus starts from it, so the refit also brings the network back to it.
-        pred = result.output.cpu().double().numpy()
-        perm = loss.perm.cpu().numpy() if isinstance(loss, ExactEMDLoss) else _nearest_perm(pred, cover)
-        target = consensus_targets(cover, pred, perm, len(pts))
-        refit = ExactEMDLoss(target.to(cfg.device), torch.as_tensor(cover.mask, device=cfg.device), rematch_every=0)
-        consistency = fit(model, torch.as_tensor(cover.uv, dtype=torch.float32), None, data_loss=refit,
-                          iterations=cfg.consistency_iterations, lr=cfg.lr * 0.5, seed=cfg.seed, device=cfg.device,
-                          model_kwargs={"lengths": torch.as_tensor(cover.sizes)},
-                          progress="consistency" if cfg.progress else False)
-        timings["consistency_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    anchors = None
-    if cfg.outlier_factor > 0:
-        # The charts' consensus positions of the fit points: a denoised copy of the input.
-        with torch.no_grad():
-            pred = model(torch.as_tensor(cover.uv, dtype=torch.float32, device=cfg.device)).cpu().double().numpy()
-        perm = loss.perm.cpu().numpy() if isinstance(loss, ExactEMDLoss) else _nearest_perm(pred, cover)
-        anchors, counts = consensus_points(cover, pred, perm, len(pts))
-        anchors = anchors[counts > 0]
-    dense, dense_n, _ = sample_charts(model, cover, density=cfg.density, seed=cfg.seed, trim=cfg.trim_overlaps,
-                                      anchors=anchors, outlier_factor=cfg.outlier_factor)
-    timings["sampling_s"] = time.perf_counter() - t0
-    verts = faces = None
-    if cfg.mesh:
-        t0 = time.perf_counter()
-        verts, faces = poisson_mesh(dense, dense_n, depth=cfg.depth, trim_quantile=cfg.trim_quantile)
-        timings["mesh_s"] = time.perf_counter() - t0
-    info = {
-        "n_input": len(cloud), "n_isolated_removed": n_isolated, "n_fit": len(pts), "folds": folds, "n_patches": cover.n_patches, "max_patch": int(cover.mask.shape[1]),
-        "mean_patch": float(cover.sizes.mean()), "n_dense": len(dense), "iterations_run": result.stop_iteration,
-        "stopped_by": result.stopped_by, "selected_iteration": result.selected_iteration,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-    }
-    if isinstance(loss, ExactEMDLoss):
-        info["matchings"] = loss.matchings
-        info["matching_time_s"] = loss.match_time_s
-    return Reconstruction(dense, dense_n, verts, faces, cover, result, consistency, timings, info)
+    diag = float(np.linalg.norm(reference.max(0) - reference.min(0)))
+    return lambda a, b: point_metrics(a, b, diag=diag, backend="kdtree")["chamfer_l1"]
 
 
-def fit_points(points: np.ndarray, normals: np.ndarray | None, cfg: ReconstructionConfig,
+def fit_points(points: np.ndarray, normals: np.ndarray | None, settings: DeepGeometricPrior,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, int]:
     """The points the charts are fitted to, their normals and the number of isolated points dropped.
 
-    Isolated points are removed (``cfg.isolated_factor``), the rest subsampled to at most
-    ``max_folds`` folds of ``fold_points``, and missing normals estimated and oriented
-    (``cfg.patch_normals``).
+    Isolated points are removed (``settings.isolated_factor``), the rest subsampled to at
+    most ``max_folds`` folds of ``fold_points``, and missing normals estimated and oriented
+    (``settings.patch_normals``).
     """
     n_isolated = 0
-    if cfg.isolated_factor > 0:
-        isolated = isolated_points(points, k=8, factor=cfg.isolated_factor)
-        if 0 < isolated.sum() <= len(points) - 16:
+    if settings.isolated_factor > 0:
+        isolated = isolated_points(points, k=8, factor=settings.isolated_factor)
+        if 0 < isolated.sum() <= len(points) - MIN_POINTS:
             n_isolated = int(isolated.sum())
             points = points[~isolated]
             normals = None if normals is None else normals[~isolated]
-    folds = n_folds(len(points), cfg)
-    if len(points) > folds * cfg.fold_points:
-        pick = np.sort(rng.choice(len(points), folds * cfg.fold_points, replace=False))
+    folds = n_folds(len(points), settings)
+    if len(points) > folds * settings.fold_points:
+        pick = np.sort(rng.choice(len(points), folds * settings.fold_points, replace=False))
         points = points[pick]
         normals = None if normals is None else normals[pick]
-    if normals is None and cfg.patch_normals:
+    if normals is None and settings.patch_normals:
         # Point normals keep patches on one side of thin sheets (ears) and orient the
         # patch frames consistently; a patch only uses their mean, so noise hardly matters.
         # PCA of the 30 nearest neighbours (small neighbourhoods that do not straddle thin
         # parts); the orientation (a spanning-tree propagation, the costly part) runs on
         # one fold's worth of points and is handed to the rest by their nearest neighbour.
         normals = estimate_normals(points, k=30, orient=False)
-        normals = orient_normals(points, normals, cfg.fold_points, rng)
+        normals = orient_normals(points, normals, settings.fold_points, rng)
     return points, normals, n_isolated
 
 
-def n_folds(n_points: int, cfg: ReconstructionConfig) -> int:
+def n_folds(n_points: int, settings: DeepGeometricPrior) -> int:
     """Number of folds for a cloud of ``n_points``: ``ceil(n / fold_points)``, capped at ``max_folds``."""
-    if cfg.fold_points < 16 or cfg.max_folds < 1:
-        raise ValueError(f"fold_points must be >= 16 and max_folds >= 1, got {cfg.fold_points}, {cfg.max_folds}")
-    return int(min(cfg.max_folds, max(1, -(-n_points // cfg.fold_points))))
+    if settings.fold_points < MIN_POINTS or settings.max_folds < 1:
+        raise ValueError(f"fold_points must be >= {MIN_POINTS} and max_folds >= 1, got {settings.fold_points}, "
+                         f"{settings.max_folds}")
+    return int(min(settings.max_folds, max(1, -(-n_points // settings.fold_points))))
 
 
 def orient_normals(points: np.ndarray, normals: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
@@ -276,55 +331,118 @@ def orient_normals(points: np.ndarray, normals: np.ndarray, max_points: int, rng
     return out
 
 
-def _median_patch_cap(points: np.ndarray, cfg: ReconstructionConfig, n_probe: int = 200) -> int:
+def median_patch_cap(points: np.ndarray, settings: DeepGeometricPrior, n_probe: int = 200) -> int:
     """1.25 x the median number of points within ``c r`` of random probe points (bounds the padding)."""
     from scipy.spatial import cKDTree
 
-    rng = np.random.default_rng(cfg.seed + 1)
+    rng = np.random.default_rng(settings.seed + 1)
     diag = float(np.linalg.norm(points.max(0) - points.min(0)))
     probe = points[rng.choice(len(points), min(n_probe, len(points)), replace=False)]
-    counts = cKDTree(points).query_ball_point(probe, cfg.overlap * cfg.radius * diag, return_length=True)
+    counts = cKDTree(points).query_ball_point(probe, settings.overlap * settings.radius * diag, return_length=True)
     return max(16, int(1.25 * np.median(counts)))
 
 
-def _nearest_perm(pred: np.ndarray, cover: Cover) -> np.ndarray:
-    """Matching for the consensus after a Sinkhorn fit: the exact assignment of the final charts."""
-    from geoprior.emd import exact_assignment
-
-    return exact_assignment(pred, cover.local, cover.sizes)
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return float(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+def make_cover(points: np.ndarray, normals: np.ndarray | None, folds: int, settings: DeepGeometricPrior) -> Cover:
+    """The folded patch cover of the fit points (:func:`geoprior.cover.build_folded_cover`)."""
+    cap = settings.max_patch_points or median_patch_cap(points[::folds], settings)
+    return build_folded_cover(points, normals, folds=folds, radius=settings.radius, overlap=settings.overlap,
+                              method=settings.centres, parameters=settings.parameters, seed=settings.seed,
+                              max_points=cap)
 
 
-def peak_memory_mb(func: Callable[[], Any], interval: float = 0.05) -> tuple[Any, float]:
-    """Run ``func``; return its result and the peak resident set size (MiB) seen while it ran.
+def make_data_term(name: str, mask: torch.Tensor, settings: DeepGeometricPrior) -> ExactEMD | SinkhornEMD:
+    """The EMD data term named ``name`` ("exact" or "sinkhorn") over the points where ``mask``."""
+    if name == "exact":
+        return ExactEMD(mask, rematch_every=settings.rematch_every, rematch_start=settings.rematch_start)
+    if name == "sinkhorn":
+        return SinkhornEMD(mask, blur=settings.blur, scaling=settings.scaling)
+    raise ValueError(f"unknown loss {name!r}; choose 'exact' or 'sinkhorn'")
 
-    The RSS of this process is polled every ``interval`` seconds from a thread (Linux
-    ``/proc``; NaN elsewhere); it includes what was resident before the call.
+
+def stopping_rule(settings: DeepGeometricPrior) -> StoppingRule | None:
+    """The chart fit's stopping rule (``settings.stopping``) through :func:`shared.stopping.make_rule`."""
+    kwargs = {"eswmv": dict(window=settings.stopping_window, patience=settings.stopping_patience),
+              "plateau": dict(window=settings.stopping_window, tol=1e-3)}.get(settings.stopping, {})
+    return make_rule(settings.stopping, **kwargs)
+
+
+def fit_charts(cover: Cover, settings: DeepGeometricPrior, reference: np.ndarray | None = None,
+               metric: Callable[[np.ndarray, np.ndarray], float] | None = None, metric_every: int = 10,
+               callbacks=()) -> tuple[ChartPrior, FitResult, ExactEMD | SinkhornEMD]:
+    """Fit one chart per patch with :func:`shared.fit.fit`; returns (model, result, data term).
+
+    The objective is ``D(G_theta(u), y)``: identity physics, ``y`` the patch points
+    ``cover.local`` ``(P, K, 3)``, ``D`` the EMD term of ``settings.loss`` holding the
+    patch mask.  With ``reference`` (clean points, world) and ``metric(world_points,
+    reference)`` the metric of the chart outputs is tracked every ``metric_every`` steps
+    (figures only).
     """
-    import threading
+    torch.manual_seed(settings.seed)
+    uv = torch.as_tensor(cover.uv, dtype=torch.float32)
+    target = torch.as_tensor(cover.local, dtype=torch.float32)
+    mask = torch.as_tensor(cover.mask)
+    affine = affine_init(uv, target, mask) if settings.plane_init else None
+    model = ChartPrior(cover.n_patches, settings.hidden, affine=affine)
+    data = make_data_term(settings.loss, mask.to(settings.device), settings)
+    tracking = None
+    if reference is not None and metric is not None:
+        valid = cover.mask
 
-    peak = [_rss_mb()]
-    done = threading.Event()
+        def world_metric(out: torch.Tensor) -> float:
+            return metric(cover.to_world(out.detach().cpu().double().numpy())[valid], reference)
 
-    def poll() -> None:
-        while not done.wait(interval):
-            peak[0] = max(peak[0], _rss_mb())
+        tracking = Tracking({"chamfer": world_metric}, every=metric_every)
+    result = fit(model, uv, Objective(target, physics=IdentityPhysics(), data=data),
+                 optimiser=Optimiser(lr=settings.lr, iterations=settings.iterations, schedule=settings.lr_schedule),
+                 stopping=stopping_rule(settings), tracking=tracking, callbacks=callbacks, seed=settings.seed,
+                 device=settings.device, progress="charts" if settings.progress else False,
+                 model_kwargs={"lengths": torch.as_tensor(cover.sizes)})
+    return model, result, data
 
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
-        out = func()
-    finally:
-        done.set()
-        thread.join()
-    return out, max(peak[0], _rss_mb())
+
+def matching(pred: torch.Tensor, data: ExactEMD | SinkhornEMD, cover: Cover) -> np.ndarray:
+    """The matching ``(P, K)`` of the chart samples to the patch points: the exact term's
+    current one, or (after a Sinkhorn fit) the exact assignment at ``pred``."""
+    if isinstance(data, ExactEMD):
+        return data.perm.cpu().numpy()
+    return exact_assignment(pred.cpu().double().numpy(), cover.local, cover.sizes)
+
+
+def refit_consistency(model: ChartPrior, cover: Cover, start: torch.Tensor, perm: np.ndarray, n_points: int,
+                      settings: DeepGeometricPrior) -> FitResult:
+    """Refit all charts to their consensus ``ybar`` (:mod:`geoprior.consistency`).
+
+    ``start`` ``(P, K, 3)`` are the chart outputs the consensus is formed from (the output
+    the stopping rule selected, else the last one; so the refit also brings the network
+    back to it) and ``perm`` their matching.  Objective ``D(G_theta(u), ybar)`` with the
+    exact term at a fixed matching (the consensus is arranged per sample),
+    ``consistency_iterations`` Adam steps at half the chart fit's learning rate.
+    """
+    target = consensus_targets(cover, start.cpu().double().numpy(), perm, n_points)
+    data = ExactEMD(torch.as_tensor(cover.mask, device=settings.device), rematch_every=0)
+    return fit(model, torch.as_tensor(cover.uv, dtype=torch.float32),
+               Objective(target, physics=IdentityPhysics(), data=data),
+               optimiser=Optimiser(lr=settings.lr * 0.5, iterations=settings.consistency_iterations),
+               seed=settings.seed, device=settings.device, model_kwargs={"lengths": torch.as_tensor(cover.sizes)},
+               progress="consistency" if settings.progress else False)
+
+
+def dense_output(model: ChartPrior, cover: Cover, data: ExactEMD | SinkhornEMD, n_points: int,
+                 settings: DeepGeometricPrior) -> tuple[np.ndarray, np.ndarray]:
+    """Dense oriented samples of the charts (:func:`geoprior.sampling.sample_charts`).
+
+    With ``settings.outlier_factor > 0`` the charts' consensus positions of the ``n_points``
+    fit points (matched by :func:`matching`) -- a denoised copy of the input -- are the
+    anchors of the outlier test.
+    """
+    anchors = None
+    if settings.outlier_factor > 0:
+        with torch.no_grad():
+            pred = model(torch.as_tensor(cover.uv, dtype=torch.float32, device=settings.device))
+        perm = matching(pred, data, cover)
+        anchors, counts = consensus_points(cover, pred.cpu().double().numpy(), perm, n_points)
+        anchors = anchors[counts > 0]
+    dense, normals, _ = sample_charts(model, cover, density=settings.density, seed=settings.seed,
+                                      trim=settings.trim_overlaps, anchors=anchors,
+                                      outlier_factor=settings.outlier_factor)
+    return dense, normals

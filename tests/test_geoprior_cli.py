@@ -4,12 +4,13 @@ import json
 import numpy as np
 import pytest
 
+from geoprior import DeepGeometricPrior
+from geoprior.shapes import sphere
 from shared.cli import main
 
 
 def _sphere_file(path, n=500, seed=0):
-    p = np.random.default_rng(seed).normal(size=(n, 3))
-    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    p = sphere(n, seed)
     np.savetxt(path, p + 0.01 * np.random.default_rng(1).normal(size=p.shape))
     return path
 
@@ -24,6 +25,50 @@ def test_cli_writes_outputs(tmp_path):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "metrics.json").read_text())
     assert report["n_input"] == 500 and report["n_patches"] > 1
+    assert report["config"]["hidden"] == [16, 16] and report["config"]["iterations"] == 40
+    assert report["inputs"] == [str(src)] and report["timings"]["reconstruct_s"] > 0
+
+
+def test_cli_stop_rule_and_no_mesh(tmp_path, capsys):
+    src = _sphere_file(tmp_path / "s.xyz", n=300)
+    out = tmp_path / "out"
+    rc = main(["geoprior", "reconstruct", str(src), "--out", str(out), "--radius", "0.3", "--iterations", "30",
+               "--stop", "eswmv", "--stopping-window", "5", "--stopping-patience", "5", "--hidden", "8",
+               "--consistency-iterations", "0", "--no-mesh"])
+    assert rc == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["config"]["stopping"] == "eswmv" and report["config"]["mesh"] is False
+    assert report["stopped_by"] in ("stopping", "iterations") and not (out / "mesh.ply").exists()
+    said = capsys.readouterr().out
+    assert "reconstructed 300 points" in said and f"wrote {out / 'metrics.json'}" in said
+
+
+def test_cli_options_are_the_reconstructors_settings(capsys):
+    """Every setting of DeepGeometricPrior is an option with the library's default; no raw reST in --help."""
+    with pytest.raises(SystemExit):
+        main(["geoprior", "reconstruct", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--radius", "--overlap", "--iterations", "--consistency-iterations", "--lr", "--hidden", "--loss",
+                 "--stop", "--fold-points", "--max-folds", "--centres", "--density", "--depth", "--trim",
+                 "--isolated", "--no-mesh", "--rematch-every", "--blur"):
+        assert flag in text, flag
+    assert "``" not in text and ":mod:" not in text and ":class:" not in text
+    assert "covering radius r as a fraction of the bbox diagonal (default: 0.03)" in " ".join(text.split())
+    from shared.cli import build_parser
+
+    args = build_parser().parse_args(["geoprior", "reconstruct", "x.xyz"])
+    defaults = DeepGeometricPrior().get_params()
+    for name, value in defaults.items():
+        if name != "progress":
+            got = getattr(args, name)
+            assert (tuple(got) if isinstance(value, tuple) else got) == value, name
+
+
+def test_cli_bad_option_is_refused_before_anything_is_created(tmp_path, capsys):
+    src = _sphere_file(tmp_path / "s.xyz", n=100)
+    rc = main(["geoprior", "reconstruct", str(src), "--out", str(tmp_path / "o"), "--radius", "1.5", "--quiet"])
+    assert rc == 2
+    assert "--radius" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("content, message", [

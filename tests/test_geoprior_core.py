@@ -5,17 +5,15 @@ import numpy as np
 import pytest
 import torch
 
+from geoprior import DeepGeometricPrior
 from geoprior.charts import ChartPrior, chart_jacobian_normals
 from geoprior.cover import build_cover, parameter_samples
-from geoprior.emd import ExactEMDLoss, SinkhornEMDLoss, emd_exact, exact_assignment
+from geoprior.emd import ExactEMD, SinkhornEMD, emd_exact, exact_assignment
+from geoprior.reconstruct import fit_charts
 from geoprior.sampling import orient_points_mst, sample_charts
-
-
-def _sphere(n, seed=0, noise=0.0):
-    rng = np.random.default_rng(seed)
-    p = rng.normal(size=(n, 3))
-    p /= np.linalg.norm(p, axis=1, keepdims=True)
-    return p + noise * rng.normal(size=p.shape)
+from geoprior.shapes import sphere as _sphere
+from shared.fit import Objective, Optimiser, fit
+from shared.physics import IdentityPhysics
 
 
 @pytest.mark.parametrize("method", ["poisson", "fps"])
@@ -95,8 +93,8 @@ def test_sinkhorn_matches_brute_force_for_small_blur():
     a, b = rng.normal(size=(2, 5, 3)), rng.normal(size=(2, 5, 3))
     mask = torch.ones(2, 5, dtype=torch.bool)
     mask[1, 4] = False
-    loss = SinkhornEMDLoss(torch.tensor(b, dtype=torch.float64), mask, blur=1e-3, blur_start=None, scaling=0.9)
-    vals = loss.per_patch(torch.tensor(a, dtype=torch.float64))
+    loss = SinkhornEMD(mask, blur=1e-3, blur_start=None, scaling=0.9)
+    vals = loss.per_patch(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))
     for i, n in enumerate([5, 4]):
         assert float(vals[i]) == pytest.approx(emd_exact(a[i, :n], b[i, :n]), rel=1e-3)
 
@@ -107,14 +105,80 @@ def test_exact_loss_rematches_and_is_masked():
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.bool)
     pred = target[:, [2, 0, 3, 1]].clone()
     pred[1, 3] = 100.0  # padding: must not count
-    loss = ExactEMDLoss(target, mask, rematch_every=1, rematch_start=0)
+    loss = ExactEMD(mask, rematch_every=1, rematch_start=0)
     # The matching step finds the permutation: the loss of a permuted copy is zero on real points.
     pred[1] = target[1, [2, 0, 1, 3]]
     pred[1, 3] = 100.0
-    assert float(loss(pred)) < 1e-10
+    assert float(loss(pred, target)) < 1e-10
     # Without re-matching (identity matching) the permuted copy is far from zero.
-    fixed = ExactEMDLoss(target, mask, rematch_every=0)
-    assert float(fixed(pred)) > 0.1
+    fixed = ExactEMD(mask, rematch_every=0)
+    assert float(fixed(pred, target)) > 0.1
+    with pytest.raises(ValueError, match="cannot leave out"):
+        loss(pred, target, mask=torch.ones_like(target, dtype=torch.bool))
+
+
+def _small_charts(seed=0):
+    cover = build_cover(_sphere(300, seed=seed), radius=0.3, overlap=1.3, seed=seed)
+    torch.manual_seed(seed)
+    uv = torch.as_tensor(cover.uv, dtype=torch.float32)
+    target = torch.as_tensor(cover.local, dtype=torch.float32)
+    return cover, ChartPrior(cover.n_patches, (8,)), uv, target, torch.as_tensor(cover.mask)
+
+
+def test_exact_matchings_follow_the_engine_steps_under_lbfgs():
+    """L-BFGS evaluates the objective several times per step: the matchings still happen
+    exactly at the scheduled steps, once each, on the first evaluation of the step."""
+
+    class Recording(ExactEMD):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.calls, self.matched_at = [], []
+
+        def __call__(self, pred, target, mask=None):
+            self.calls.append(self.step)
+            return super().__call__(pred, target, mask)
+
+        def rematch(self, pred, target):
+            assert self.calls[-1] == self.step and self.calls.count(self.step) == 1  # first evaluation of the step
+            self.matched_at.append(self.step)
+            super().rematch(pred, target)
+
+    cover, model, uv, target, mask = _small_charts()
+    data = Recording(mask, rematch_every=2, rematch_start=1)
+    res = fit(model, uv, Objective(target, physics=IdentityPhysics(), data=data),
+              optimiser=Optimiser(lr=0.5, iterations=6, name="lbfgs"), seed=0)
+    assert res.stop_iteration == 6
+    assert len(data.calls) > 6  # several closure evaluations per step
+    assert sorted(set(data.calls)) == list(range(6))
+    assert data.matched_at == [1, 3, 5] and data.matchings == 3
+    assert [t for t in range(6) if data.scheduled(t)] == [1, 3, 5]
+
+
+def test_sinkhorn_blur_follows_the_engine_steps_under_lbfgs():
+    class Recording(SinkhornEMD):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.blurs = []
+
+        def per_patch(self, pred, target, blur=None):
+            self.blurs.append((self.step, self.current_blur()))
+            return super().per_patch(pred, target, blur)
+
+    cover, model, uv, target, mask = _small_charts(1)
+    data = Recording(mask, blur=0.01, blur_start=0.2, anneal=0.5)
+    fit(model, uv, Objective(target, physics=IdentityPhysics(), data=data),
+        optimiser=Optimiser(lr=0.5, iterations=5, name="lbfgs"), seed=0)
+    assert len(data.blurs) > 5
+    assert sorted({t for t, _ in data.blurs}) == list(range(5))
+    for t, blur in data.blurs:
+        assert blur == max(0.01, 0.2 * 0.5 ** t)
+
+
+def test_adam_matches_once_per_scheduled_step():
+    cover, model, uv, target, mask = _small_charts(2)
+    data = ExactEMD(mask, rematch_every=3, rematch_start=2)
+    fit(model, uv, Objective(target, physics=IdentityPhysics(), data=data), optimiser=Optimiser(iterations=10))
+    assert data.matchings == len([2, 5, 8]) and data.step == 9
 
 
 def test_jacobian_normals_of_a_plane():
@@ -133,12 +197,9 @@ def test_jacobian_normals_of_a_plane():
 
 def test_normal_orientation_on_sphere():
     """Fitted charts of a sphere give outward normals everywhere (chart + patch MST + outward test)."""
-    from geoprior.reconstruct import ReconstructionConfig, fit_charts
-
     pts = _sphere(1200, seed=3)
     cover = build_cover(pts, radius=0.1, seed=0)
-    cfg = ReconstructionConfig(iterations=120, hidden=(32, 32), rematch_start=1000)
-    model, _, _ = fit_charts(cover, cfg)
+    model, _, _ = fit_charts(cover, DeepGeometricPrior(iterations=120, hidden=(32, 32), rematch_start=1000))
     world, normals, _ = sample_charts(model, cover, density=2)
     radial = world / np.linalg.norm(world, axis=1, keepdims=True)
     cos = (radial * normals).sum(1)
@@ -203,12 +264,8 @@ def test_isolated_points_flags_a_lone_outlier_and_keeps_sparse_regions():
 
 
 def test_reconstruct_drops_a_lone_outlier_before_covering():
-    from geoprior.reconstruct import ReconstructionConfig, reconstruct
-
-    rng = np.random.default_rng(1)
-    p = rng.standard_normal((400, 3))
-    p /= np.linalg.norm(p, axis=1, keepdims=True)
-    cloud = np.r_[p, [[0.0, 0.0, 5.0]]]
-    cfg = ReconstructionConfig(radius=0.3, iterations=5, consistency_iterations=0, mesh=False, hidden=(8,))
-    rec = reconstruct(cloud, config=cfg)
-    assert rec.info["n_isolated_removed"] == 1 and rec.info["n_fit"] == 400
+    cloud = np.r_[_sphere(400, seed=1), [[0.0, 0.0, 5.0]]]
+    rec = DeepGeometricPrior(radius=0.3, iterations=5, consistency_iterations=0, mesh=False, hidden=(8,))
+    res = rec.reconstruct(cloud)
+    assert res.info["n_isolated_removed"] == 1 and res.info["n_fit"] == 400
+    assert res.arrays["vertices"] is None and "mesh.ply" not in res.files

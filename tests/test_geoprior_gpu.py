@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoprior.reconstruct import ReconstructionConfig, reconstruct
+from geoprior import DeepGeometricPrior
 from shared.networks import BatchedMLP
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -31,11 +31,12 @@ def test_reconstruct_on_cuda_denoises_like_the_cpu():
     before = radial(noisy)  # about 0.027
     after = {}
     for device in ("cpu", "cuda"):
-        cfg = ReconstructionConfig(radius=0.12, hidden=(32, 32), iterations=150, consistency_iterations=40,
-                                   density=3, mesh=False, device=device)
-        rec = reconstruct(noisy, normals, config=cfg)
-        assert np.isfinite(rec.points).all() and np.isfinite(rec.normals).all()
-        after[device] = radial(rec.points)  # about 0.014 on the CPU
+        rec = DeepGeometricPrior(radius=0.12, hidden=(32, 32), iterations=150, consistency_iterations=40,
+                                 density=3, mesh=False, device=device)
+        res = rec.reconstruct(noisy, normals)
+        points = res.arrays["points"]
+        assert np.isfinite(points).all() and np.isfinite(res.arrays["normals"]).all()
+        after[device] = radial(points)  # about 0.014 on the CPU
     assert after["cuda"] < 0.7 * before
     assert abs(after["cuda"] - after["cpu"]) < 0.2 * after["cpu"]
 

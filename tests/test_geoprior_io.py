@@ -2,12 +2,13 @@
 import numpy as np
 import pytest
 
-from geoprior.io import load_cloud, load_conf, load_mesh, quaternion_to_matrix, validate_cloud, write_cloud_ply, write_mesh_ply
+from geoprior.io import (load_cloud, load_conf, load_mesh, quaternion_to_matrix, validate_cloud, write_cloud_ply,
+                         write_mesh_ply)
+from geoprior.shapes import sphere
 
 
 def _sphere(n=200, seed=0):
-    p = np.random.default_rng(seed).normal(size=(n, 3))
-    return p / np.linalg.norm(p, axis=1, keepdims=True)
+    return sphere(n, seed)
 
 
 @pytest.mark.parametrize("suffix", [".ply", ".xyz", ".npy", ".pts"])

@@ -2,21 +2,16 @@
 import numpy as np
 import torch
 
-from geoprior.cover import build_cover
-from geoprior.reconstruct import ReconstructionConfig, fit_charts
-from geoprior.uncertainty import chart_uncertainty
 import pytest
 
+from geoprior import DeepGeometricPrior
+from geoprior.cover import build_cover
+from geoprior.reconstruct import fit_charts
+from geoprior.shapes import sphere_cap as _cap
+from geoprior.uncertainty import chart_uncertainty
 from shared.uncertainty import calibration, snapshot
 
 SIGMA = 0.01
-
-
-def _cap(n, rng, half=np.deg2rad(25)):
-    ct = rng.uniform(np.cos(half), 1.0, n)
-    ph = rng.uniform(0, 2 * np.pi, n)
-    st = np.sqrt(1 - ct ** 2)
-    return np.stack([st * np.cos(ph), st * np.sin(ph), ct], 1)
 
 
 def test_chart_uncertainty_sphere_cap():
@@ -25,7 +20,7 @@ def test_chart_uncertainty_sphere_cap():
     noisy = clean + SIGMA * rng.standard_normal(clean.shape)
     cover = build_cover(noisy, radius=0.9, overlap=1.3, seed=0)
     assert cover.n_patches == 1
-    model, _, _ = fit_charts(cover, ReconstructionConfig(iterations=300, hidden=(32, 32, 32)))
+    model, _, _ = fit_charts(cover, DeepGeometricPrior(iterations=300, hidden=(32, 32, 32)))
     u = chart_uncertainty(model, cover, 0)
     n = int(cover.sizes[0])
     assert u.std.shape == (n, 3) and torch.isfinite(u.std).all() and (u.std > 0).all()
