@@ -9,7 +9,8 @@ the discretisation error of both meshes against a ~50k-vertex mesh.
 
 Writes ``benchmarks/results/eit_forward.json`` with keys ``fwd_grad_s_1500``,
 ``fwd_grad_s_10000`` (the issue's target: fwd_grad_s_1500 <= 0.2 s) and the details.
-The inverse side's benchmark can reuse :func:`fwd_grad_seconds`.
+The headline figure is :func:`eit.timing.fwd_grad_seconds`, which ``benchmarks/eit_ktc.py``
+reports too.
 
     python benchmarks/eit_forward.py [--repeats 11]
 """
@@ -21,63 +22,25 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+import dolfinx_solver  # noqa: F401  (orders MPI before the DOLFINx bindings)
+
+from eit.forward import CEM
+from eit.mesh import ktc_mesh
+from eit.phantoms import two_disks
+from eit.timing import median_time, timing_model, timing_patterns
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import dolfinx_solver  # noqa: E402,F401
-
-from eit.forward import CEM  # noqa: E402
-from eit.mesh import ktc_mesh  # noqa: E402
-from shared.paths import shared_data_dir  # noqa: E402
 
 
-def ktc_patterns():
-    """The organisers' ``Injref`` (32 x 76) and ``Mpat`` (32 x 31) when the data folder is
-    present; otherwise zero-sum random currents of the same shape (same cost)."""
-    root = shared_data_dir()
-    ref = None if root is None else root / "eit" / "ktc2023" / "training" / "ref.mat"
-    if ref is not None and ref.is_file():
-        import scipy.io
-
-        d = scipy.io.loadmat(str(ref))
-        return d["Injref"].astype(float), d["Mpat"].astype(float), "ktc2023 ref.mat"
-    rng = np.random.default_rng(0)
-    inj = rng.standard_normal((32, 76))
-    inj -= inj.mean(0)
-    G = np.zeros((32, 31))
-    G[np.arange(31), np.arange(31)] = 1.0
-    G[np.arange(1, 32), np.arange(31)] = -1.0
-    return inj, G, "synthetic (data folder absent)"
-
-
-def _median_time(f, repeats):
-    f()  # warm-up: ordering, caches
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
-
-
-def fwd_grad_seconds(size: str = "1500", repeats: int = 11, details: bool = False):
-    """Median seconds of forward + adjoint gradient for all KTC injections on the KTC mesh
-    preset ``size`` (``"1500"`` or ``"10000"``).  With ``details``, a dict of parts too."""
-    inj, G, source = ktc_patterns()
-    mesh = ktc_mesh(size)
-    model = CEM(mesh, inj, G, z=1e-6)
-    rng = np.random.default_rng(1)
-    c = model.cell_centroids
-    sigma = 0.8 + 0.5 * np.exp(-((c[:, 0] - 0.03) ** 2 + c[:, 1] ** 2) / 0.03 ** 2)
-    dv = rng.standard_normal(model.n_data)
-    t_fg = _median_time(lambda: model.vjp(model.solve(sigma), dv), repeats)
-    if not details:
-        return t_fg
+def fwd_grad_details(size: str = "1500", repeats: int = 11) -> dict:
+    """:func:`eit.timing.fwd_grad_seconds` on the KTC mesh preset ``size`` and its parts:
+    forward alone, assembly, factorisation, the 32 solves, the Jacobian, PETSc/MUMPS."""
+    model, sigma, dv, source = timing_model(size)
+    mesh = model.eit_mesh
     fe = model.fe
     data = fe.Kmap @ model.cell_sigma(sigma) + model._robin
     lu = fe.factorize(data)
@@ -86,13 +49,12 @@ def fwd_grad_seconds(size: str = "1500", repeats: int = 11, details: bool = Fals
         "cells": mesh.num_cells(),
         "n_data": model.n_data,
         "patterns": source,
-        "fwd_grad_s": t_fg,
-        "forward_s": _median_time(lambda: model.solve(sigma), repeats),
-        "assemble_s": _median_time(lambda: fe.Kmap @ model.cell_sigma(sigma) + model._robin,
-                                   repeats),
-        "factorise_s": _median_time(lambda: fe.factorize(data), repeats),
-        "solves_32_s": _median_time(lambda: lu.solve(model._B), repeats),
-        "jacobian_s": _median_time(lambda: model.jacobian(sigma), max(3, repeats // 3)),
+        "fwd_grad_s": median_time(lambda: model.vjp(model.solve(sigma), dv), repeats),
+        "forward_s": median_time(lambda: model.solve(sigma), repeats),
+        "assemble_s": median_time(lambda: fe.Kmap @ model.cell_sigma(sigma) + model._robin, repeats),
+        "factorise_s": median_time(lambda: fe.factorize(data), repeats),
+        "solves_32_s": median_time(lambda: lu.solve(model._B), repeats),
+        "jacobian_s": median_time(lambda: model.jacobian(sigma), max(3, repeats // 3)),
         "lu_nnz": int(lu.lu.L.nnz + lu.lu.U.nnz),
     }
     out.update(_petsc_factor_times(fe.matrix(data), model._B, repeats))
@@ -122,16 +84,8 @@ def _petsc_factor_times(A, B, repeats):
             ksp.setUp()
             pc.getFactorMatrix().matSolve(Bm, X)
             ksp.destroy()
-        res[f"petsc_mumps_{kind}_factor_and_32_solves_s"] = _median_time(run, repeats)
+        res[f"petsc_mumps_{kind}_factor_and_32_solves_s"] = median_time(run, repeats)
     return res
-
-
-def _phantom(x, y):
-    """0.8 S/m water, a 0.1 S/m and a 3 S/m disk (as in examples/eit_forward_mpi.py)."""
-    s = np.full(np.shape(x), 0.8)
-    s[np.hypot(x - 0.04, y - 0.03) < 0.025] = 0.1
-    s[np.hypot(x + 0.05, y + 0.02) < 0.02] = 3.0
-    return s
 
 
 def discretisation_errors():
@@ -140,14 +94,14 @@ def discretisation_errors():
     two-disk phantom, and the difference data phantom - water."""
     from eit.mesh import KTC_RADIUS
 
-    inj, G, _ = ktc_patterns()
+    inj, G, _ = timing_patterns()
+    phantom = two_disks()
     out = {}
 
     def data(size):
         model = CEM(ktc_mesh(size), inj, G, z=1e-6)
-        c = model.cell_centroids
         return (model.eit_mesh.num_vertices(), model.forward(np.full(model.n_sigma, 0.8)),
-                model.forward(_phantom(*c.T)))
+                model.forward(phantom(model.cell_centroids)))
 
     nref, w_ref, p_ref = data((0.02 * KTC_RADIUS, 0.0007 * KTC_RADIUS, 0.12 * KTC_RADIUS))
     out["reference_vertices"] = nref
@@ -166,7 +120,7 @@ def mpi_forward_seconds(ranks: int = 2):
     mpiexec = find_mpiexec()
     if mpiexec is None:
         return None
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     res = {}
     for n in (1, ranks):
         p = subprocess.run([mpiexec, "-n", str(n), sys.executable,
@@ -185,7 +139,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     rows = {}
     for size in ("1500", "10000"):
-        rows[size] = fwd_grad_seconds(size, args.repeats, details=True)
+        rows[size] = fwd_grad_details(size, args.repeats)
     mpi = mpi_forward_seconds(2)
     disc = discretisation_errors()
     result = {

@@ -15,27 +15,37 @@ model (:func:`eit.ktc.noise_std`: 5% of each reference value plus 1% of the larg
 
 Regularised Gauss-Newton on ``t = log sigma`` (positive by construction)::
 
-    min_t  1/2 ||W^{1/2} (F(e^t) - y)||^2 + alpha' R(t)     (alpha' = alpha n for TV, see gauss_newton)
+    min_t  1/2 ||W^{1/2} (F(e^t) - y)||^2 + alpha' R(t)     (alpha' = alpha n for TV, see GaussNewton)
 
 with ``R`` Tikhonov ``1/2 ||L (t - t_bg)||^2`` (the same smoothness prior, in log units) or
-smoothed total variation ``sum_e |e| sqrt((t_i - t_j)^2 + eps^2)`` (lagged diffusivity: the
-TV Hessian is ``D^T diag(|e| / sqrt(.)) D`` at the current iterate).  Each step solves
+smoothed total variation ``sum_e |e| sqrt((t_i - t_j)^2 + eps^2)`` (:class:`eit.tv.MeshTV`,
+lagged diffusivity: the TV Hessian is ``D^T diag(|e| / sqrt(.)) D`` at the current iterate).  Each step solves
 ``(J_t^T W J_t + alpha' H_R) dt = -(J_t^T W r + alpha' grad R)`` with ``J_t = J diag(sigma)``,
 then backtracks on the objective.  ``y`` is the absolute data or the difference-corrected
 data ``Uel - Uelref + F(sigma_bg)`` (whatever the problem holds; see :mod:`eit.problem`).
+
+Both are :class:`shared.reconstructor.Reconstructor` objects returning a
+:class:`shared.result.Result` (:mod:`eit.result`): :class:`OneStep` and
+:class:`GaussNewton` (``prior="tikhonov"`` or ``"tv"``).
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import scipy.linalg as sla
-import scipy.sparse as sp
 
-from eit.result import Reconstruction, finish
-from eit.tv import difference_matrix
+from shared.reconstructor import Reconstructor
+from shared.result import Result
 
-__all__ = ["smoothness_prior", "prior_covariance", "onestep", "gauss_newton"]
+from eit.result import conductivity_result
+from eit.tv import MeshTV
+
+__all__ = ["smoothness_prior", "prior_covariance", "OneStep", "GaussNewton", "PRIORS"]
+
+#: the priors of :class:`GaussNewton`
+PRIORS = ("tikhonov", "tv")
 
 
 def smoothness_prior(points: np.ndarray, corr_length: float = 0.115, std: float = 0.05, c: float = 1e-9) -> np.ndarray:
@@ -65,32 +75,40 @@ def prior_covariance(points: np.ndarray, corr_length: float = 0.115, std: float 
     return (std**2 - c) * np.exp(-d2 / (2 * b**2)) + c * np.eye(len(p))
 
 
-def onestep(problem, corr_length: float = 0.115, std: float = 0.05) -> Reconstruction:
+class OneStep(Reconstructor):
     """The organisers' one-step linearised difference reconstruction (module docstring).
 
     Solved in the data space, ``dsigma = Gamma J^T (J Gamma J^T + W^{-1})^{-1} dU``, which
     equals ``(J^T W J + Gamma^{-1})^{-1} J^T W dU`` (push-through identity) without
-    inverting ``Gamma``.
+    inverting ``Gamma``.  ``corr_length``, ``std``: the smoothness prior.
     """
-    if problem.dy is None:
-        raise ValueError("the one-step difference method needs reference data (Uel - Uelref)")
-    t0 = time.perf_counter()
-    m = problem.mask & np.isfinite(problem.dy)
-    sigma0 = np.full(problem.n_cells, problem.sigma_bg)
-    J = problem.model.jacobian(sigma0)[m]
-    cache = problem.model.__dict__.setdefault("_eit_inverse_cache", {})
-    key = ("cov", corr_length, std)
-    if key not in cache:
-        cache[key] = prior_covariance(problem.centroids, corr_length, std)
-    gamma = cache[key]
-    GJt = gamma @ J.T  # (C, m)
-    S = J @ GJt
-    S[np.diag_indices_from(S)] += problem.noise[m] ** 2
-    dsigma = GJt @ sla.solve(S, problem.dy[m], assume_a="pos")
-    sigma = sigma0 + dsigma
-    elapsed = time.perf_counter() - t0
-    # dsigma may push sigma below 0 (a linearisation): score its linear change as the organisers do.
-    return finish(problem, sigma, "onestep", elapsed, contrast="linear")
+
+    method = "onestep"
+
+    def __init__(self, corr_length: float = 0.115, std: float = 0.05) -> None:
+        self.corr_length = corr_length
+        self.std = std
+
+    def reconstruct(self, problem) -> Result:
+        if problem.dy is None:
+            raise ValueError("the one-step difference method needs reference data (Uel - Uelref)")
+        t0 = time.perf_counter()
+        m = problem.mask & np.isfinite(problem.dy)
+        sigma0 = np.full(problem.n_cells, problem.sigma_bg)
+        J = problem.model.jacobian(sigma0)[m]
+        cache = problem.model.__dict__.setdefault("_eit_inverse_cache", {})
+        key = ("cov", self.corr_length, self.std)
+        if key not in cache:
+            cache[key] = prior_covariance(problem.centroids, self.corr_length, self.std)
+        gamma = cache[key]
+        GJt = gamma @ J.T  # (C, m)
+        S = J @ GJt
+        S[np.diag_indices_from(S)] += problem.noise[m] ** 2
+        dsigma = GJt @ sla.solve(S, problem.dy[m], assume_a="pos")
+        sigma = sigma0 + dsigma
+        elapsed = time.perf_counter() - t0
+        # dsigma may push sigma below 0 (a linearisation): score its linear change as the organisers do.
+        return conductivity_result(problem, sigma, self.method, elapsed, contrast="linear", config=self.get_params())
 
 
 def _objective(problem, t, W, reg, alpha):
@@ -100,76 +118,87 @@ def _objective(problem, t, W, reg, alpha):
     return 0.5 * float(np.sum(W * r * r)) + alpha * reg(t), sol, r
 
 
-def gauss_newton(problem, regulariser: str = "tv", alpha: float | None = None, iterations: int = 6,
-                 eps: float = 1e-2, corr_length: float = 0.115, std: float = 0.5,
-                 tol: float = 1e-4) -> Reconstruction:
+class GaussNewton(Reconstructor):
     """Regularised Gauss-Newton on ``log sigma`` with Tikhonov or smoothed TV (module docstring).
 
-    TV enters as ``alpha * n * TV`` with ``n`` the number of measurements used, so that
-    ``alpha`` weighs it against the *mean* weighted misfit; ``alpha`` defaults to 4 (the best
-    of 1e-4, 4 and 40 on KTC targets 1-2 at level 1).  Tikhonov enters as ``alpha * R``
-    with default 1: the maximum a posteriori estimate under the Gaussian prior.  ``eps`` is the TV
-    smoothing in log units; ``std`` the prior standard deviation of ``log sigma`` (Tikhonov).
+    ``prior``: ``"tikhonov"`` (the smoothness prior) or ``"tv"``.  TV enters as
+    ``alpha * n * TV`` with ``n`` the number of measurements used, so that ``alpha`` weighs
+    it against the *mean* weighted misfit; ``alpha`` defaults to 4 (the best of 1e-4, 4 and
+    40 on KTC targets 1-2 at level 1).  Tikhonov enters as ``alpha * R`` with default 1: the
+    maximum a posteriori estimate under the Gaussian prior.  ``eps`` is the TV smoothing in
+    log units; ``std`` the prior standard deviation of ``log sigma`` (Tikhonov);
+    ``iterations`` the most Gauss-Newton steps, ``tol`` the relative decrease of the
+    objective below which it stops.
     """
-    if regulariser not in ("tikhonov", "tv"):
-        raise ValueError(f"regulariser must be 'tikhonov' or 'tv', got {regulariser!r}")
-    t_start = time.perf_counter()
-    n = problem.n_cells
-    W = np.where(problem.mask, 1.0 / problem.noise**2, 0.0)
-    t_bg = np.log(problem.sigma_bg)
-    t = np.full(n, t_bg)
-    if regulariser == "tikhonov":
-        P = _prior_precision(problem, corr_length, std)
 
-        def reg(tt):
-            d = tt - t_bg
-            return 0.5 * float(d @ P @ d)
+    def __init__(self, prior: str = "tv", alpha: float | None = None, iterations: int = 6, eps: float = 1e-2,
+                 corr_length: float = 0.115, std: float = 0.5, tol: float = 1e-4) -> None:
+        self.prior = prior
+        self.alpha = alpha
+        self.iterations = iterations
+        self.eps = eps
+        self.corr_length = corr_length
+        self.std = std
+        self.tol = tol
 
-        def reg_grad_hess(tt):
-            return P @ (tt - t_bg), P
-    else:
-        pairs, lengths = problem.adjacency
-        D = difference_matrix(pairs, n)
-        le = lengths / lengths.sum()
+    @property
+    def method(self) -> str:
+        return f"gn-{self.prior}"
 
-        def reg(tt):
-            d = D @ tt
-            return float(np.sum(le * np.sqrt(d * d + eps**2)))
+    def _regulariser(self, problem, t_bg: float) -> tuple[Callable, Callable]:
+        """``R(t)`` and ``t -> (grad R, Hessian of R)`` of the chosen prior."""
+        if self.prior == "tikhonov":
+            P = _prior_precision(problem, self.corr_length, self.std)
 
-        def reg_grad_hess(tt):
-            d = D @ tt
-            k = le / np.sqrt(d * d + eps**2)
-            return D.T @ (k * d), (D.T @ sp.diags(k) @ D).toarray()
+            def reg(tt):
+                d = tt - t_bg
+                return 0.5 * float(d @ P @ d)
 
-    if alpha is None:
-        alpha = 4.0 if regulariser == "tv" else 1.0
-    alpha_n = alpha * int(problem.mask.sum()) if regulariser == "tv" else alpha
-    history = {"objective": [], "chi2": []}
-    f, sol, r = _objective(problem, t, W, reg, alpha_n)
-    for it in range(iterations):
-        J = problem.model.jacobian(sol) * np.exp(t)[None, :]  # d data / d log sigma
-        JtW = J.T * W[None, :]
-        H = JtW @ J
-        g_reg, H_reg = reg_grad_hess(t)
-        history["objective"].append(f)
-        history["chi2"].append(float(np.sum(W * r * r) / problem.mask.sum()))
-        grad = JtW @ r + alpha_n * g_reg
-        step = -sla.solve(H + alpha_n * np.asarray(H_reg), grad, assume_a="sym")
-        # Backtracking on the objective (GN steps can overshoot in strongly nonlinear EIT).
-        lam, accepted = 1.0, False
-        for _ in range(8):
-            t_new = np.clip(t + lam * step, t_bg - 8, t_bg + 8)
-            f_new, sol_new, r_new = _objective(problem, t_new, W, reg, alpha_n)
-            if f_new < f:
-                accepted = True
+            return reg, lambda tt: (P @ (tt - t_bg), P)
+        tv = MeshTV(*problem.adjacency, eps=self.eps, n_cells=problem.n_cells)
+        return tv.value, tv.gradient_hessian
+
+    def reconstruct(self, problem) -> Result:
+        if self.prior not in PRIORS:
+            raise ValueError(f"the Gauss-Newton prior must be 'tikhonov' or 'tv', got {self.prior!r}")
+        t_start = time.perf_counter()
+        W = np.where(problem.mask, 1.0 / problem.noise**2, 0.0)
+        t_bg = np.log(problem.sigma_bg)
+        reg, reg_grad_hess = self._regulariser(problem, t_bg)
+        alpha = self.alpha if self.alpha is not None else (4.0 if self.prior == "tv" else 1.0)
+        alpha_n = alpha * int(problem.mask.sum()) if self.prior == "tv" else alpha
+        t, history = self._iterate(problem, np.full(problem.n_cells, t_bg), t_bg, W, reg, reg_grad_hess, alpha_n)
+        elapsed = time.perf_counter() - t_start
+        return conductivity_result(problem, np.exp(t), self.method, elapsed, config=self.get_params(),
+                                   info={"history": history}, alpha=float(alpha),
+                                   iterations=len(history["objective"]))
+
+    def _iterate(self, problem, t, t_bg, W, reg, reg_grad_hess, alpha_n) -> tuple[np.ndarray, dict]:
+        """Gauss-Newton steps with backtracking from ``t``; the last iterate and the history."""
+        history: dict = {"objective": [], "chi2": []}
+        f, sol, r = _objective(problem, t, W, reg, alpha_n)
+        for _ in range(self.iterations):
+            J = problem.model.jacobian(sol) * np.exp(t)[None, :]  # d data / d log sigma
+            JtW = J.T * W[None, :]
+            H = JtW @ J
+            g_reg, H_reg = reg_grad_hess(t)
+            history["objective"].append(f)
+            history["chi2"].append(float(np.sum(W * r * r) / problem.mask.sum()))
+            grad = JtW @ r + alpha_n * g_reg
+            step = -sla.solve(H + alpha_n * np.asarray(H_reg), grad, assume_a="sym")
+            # Backtracking on the objective (GN steps can overshoot in strongly nonlinear EIT).
+            lam, accepted = 1.0, False
+            for _ in range(8):
+                t_new = np.clip(t + lam * step, t_bg - 8, t_bg + 8)
+                f_new, sol_new, r_new = _objective(problem, t_new, W, reg, alpha_n)
+                if f_new < f:
+                    accepted = True
+                    break
+                lam *= 0.5
+            if not accepted:
                 break
-            lam *= 0.5
-        if not accepted:
-            break
-        rel = (f - f_new) / max(abs(f), 1e-30)
-        t, f, sol, r = t_new, f_new, sol_new, r_new
-        if rel < tol:
-            break
-    elapsed = time.perf_counter() - t_start
-    return finish(problem, np.exp(t), f"gn-{regulariser}", elapsed, history=history, alpha=float(alpha),
-                  iterations=len(history["objective"]))
+            rel = (f - f_new) / max(abs(f), 1e-30)
+            t, f, sol, r = t_new, f_new, sol_new, r_new
+            if rel < self.tol:
+                break
+        return t, history

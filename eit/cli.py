@@ -6,10 +6,11 @@ Examples::
         --method neural --out out/ktc1
     untrained eit reconstruct --phantom two-inclusion --method neural onestep gn gn-tv --out out/phantom
 
-Writes, per method: ``sigma_<method>.png`` (conductivity map), ``sigma_<method>.xdmf``
-(DG0 field for ParaView), and for all methods together ``comparison.png`` (conductivity,
-segmentation and truth side by side) and ``metrics.json`` (KTC score where a truth is
-given, relative L2 error where the conductivity is known, wall time, final misfit).
+Writes, per method as soon as it finishes: ``sigma_<method>.png`` (conductivity map),
+``sigma_<method>.xdmf`` (DG0 field for ParaView) and ``metrics.json`` (all methods so far:
+KTC score where a truth is given, relative L2 error where the conductivity is known, wall
+time, final misfit, settings); at the end ``comparison.png`` (conductivity, segmentation and
+truth side by side).
 """
 from __future__ import annotations
 
@@ -17,16 +18,15 @@ import argparse
 import time
 from pathlib import Path
 
-__all__ = ["register", "run_reconstruct", "build_problem", "run_methods", "METHODS"]
-
-METHODS = ("neural", "onestep", "gn", "gn-tv")
-#: Adam step of the deep-decoder prior (measured on KTC level 1: 0.74 at 1e-2, 0.66 at 3e-3)
-CONV_LR = 1e-2
-PHANTOMS = ("two-inclusion", "random")
+__all__ = ["register", "run_reconstruct"]
 
 
 def register(subparsers) -> None:
     from shared.cli import add_common_options
+
+    from eit.methods import METHODS
+    from eit.problem import MESH_SIZES, PHANTOMS
+    from eit.reconstruct import NETS
 
     eit = subparsers.add_parser("eit", help="electrical impedance tomography (neural conductivity, CEM forward model)")
     sub = eit.add_subparsers(dest="eit_command", metavar="{reconstruct}")
@@ -34,20 +34,25 @@ def register(subparsers) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct a conductivity from electrode voltages",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ktc", type=Path, metavar="FOLDER", help="KTC 2023 folder with ref.mat, data<N>.mat (true<N>.mat)")
+    src.add_argument("--ktc", type=Path, metavar="FOLDER",
+                     help="KTC 2023 folder with ref.mat, data<N>.mat (true<N>.mat)")
     src.add_argument("--phantom", choices=PHANTOMS, help="simulated phantom (no data files needed)")
     p.add_argument("--target", default="1", help="KTC target number N (data<N>.mat; default: %(default)s)")
-    p.add_argument("--level", type=int, default=1, help="difficulty level 1..7 (electrodes removed; default: %(default)s)")
-    p.add_argument("--method", nargs="+", choices=METHODS, default=["neural"],
+    p.add_argument("--level", type=int, default=1,
+                   help="difficulty level 1..7 (electrodes removed; default: %(default)s)")
+    p.add_argument("--method", nargs="+", choices=tuple(METHODS), default=["neural"],
                    help="one or more methods: neural, onestep (organisers' linearised difference method), "
                    "gn (Gauss-Newton with the smoothness prior), gn-tv (Gauss-Newton with smoothed TV); "
                    "default: neural")
-    p.add_argument("--prior", choices=("mlp", "conv"), default="mlp", help="neural prior (default: %(default)s)")
+    p.add_argument("--net", choices=NETS, default="mlp", help="neural: prior network (default: %(default)s)")
     p.add_argument("--iterations", type=int, default=None, help="neural: optimiser steps (default: the tuned setting)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="neural: Adam step (default: the tuned setting of the network, 3e-3 mlp, 1e-2 conv)")
     p.add_argument("--tv", type=float, default=None, help="neural: TV weight (default: the tuned setting)")
-    p.add_argument("--stopping", choices=("plateau", "discrepancy", "none"), default="plateau",
-                   help="neural: stopping rule (discrepancy: Morozov with the problem's noise model; default: %(default)s)")
-    p.add_argument("--mesh", default="1500", choices=("1500", "10000"), help="inversion mesh size (vertices)")
+    p.add_argument("--stop", choices=("plateau", "discrepancy", "none"), default="plateau",
+                   help="neural: stopping rule (discrepancy: Morozov with the problem's noise model; "
+                   "default: %(default)s)")
+    p.add_argument("--mesh", default="1500", choices=MESH_SIZES, help="inversion mesh size (vertices)")
     p.add_argument("--data", choices=("difference", "absolute"), default="difference",
                    help="KTC: fit Uel - Uelref + F(sigma_bg) (difference) or Uel (absolute)")
     p.add_argument("--noise", type=float, default=0.01, help="phantom: relative noise level (default: %(default)s)")
@@ -55,103 +60,62 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_reconstruct)
 
 
-def build_problem(args):
-    """The :class:`eit.problem.EITProblem` the arguments describe."""
-    from eit.problem import ktc_problem
+def _reconstructors(args) -> list:
+    """The reconstructors of ``--method`` with the options (checked; nothing runs)."""
+    from shared.cli import InputError
 
-    if args.ktc is not None:
-        return ktc_problem(args.ktc, args.target, args.level, args.mesh, data=args.data)
-    return simulated_problem(args.phantom, args.mesh, args.noise, args.seed, args.level)
+    from eit.methods import make_reconstructor
 
-
-def simulated_problem(phantom: str = "two-inclusion", mesh_size: str = "1500", noise: float = 0.01,
-                      seed: int = 0, level: int = 1):
-    """A phantom in the KTC tank, simulated on a finer mesh than the inversion mesh."""
-    import numpy as np
-
-    from eit.forward import CEM
-    from eit.ktc import synthetic_patterns
-    from eit.mesh import KTC_RADIUS, ktc_mesh
-    from eit.phantoms import random_phantom, two_inclusion
-    from eit.problem import phantom_problem
-
-    inj, mpat = synthetic_patterns(32)
-    coarse = ktc_mesh(mesh_size)
-    # The simulation mesh is finer (smaller elements everywhere): no inverse crime.
-    fine = ktc_mesh((0.045 * KTC_RADIUS, 0.012 * KTC_RADIUS)) if mesh_size == "1500" else ktc_mesh((0.02 * KTC_RADIUS, 0.006 * KTC_RADIUS))
-    ph = two_inclusion(KTC_RADIUS) if phantom == "two-inclusion" else random_phantom(np.random.default_rng(seed), KTC_RADIUS)
-    model = CEM(coarse, currents=inj, patterns=mpat, z=1e-6)
-    fine_model = CEM(fine, currents=inj, patterns=mpat, z=1e-6)
-    return phantom_problem(ph, model, fine_model, relative=noise, of_max=noise / 10, seed=seed, level=level)
+    if not 1 <= args.level <= 7:
+        raise InputError(f"--level must be 1..7, got {args.level}")
+    if args.noise < 0:
+        raise InputError(f"--noise must be >= 0, got {args.noise}")
+    if args.iterations is not None and args.iterations < 1:
+        raise InputError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.lr is not None and not 0 < args.lr < float("inf"):
+        raise InputError(f"--lr must be a positive number, got {args.lr}")
+    if args.tv is not None and not 0 <= args.tv < float("inf"):
+        raise InputError(f"--tv must be >= 0, got {args.tv}")
+    neural = dict(net=args.net, iterations=args.iterations, lr=args.lr, tv_weight=args.tv, stop=args.stop,
+                  seed=args.seed, device=args.device, progress=False if args.quiet else "neural")
+    return [make_reconstructor(m, **(neural if m == "neural" else {})) for m in dict.fromkeys(args.method)]
 
 
-def run_methods(problem, methods, prior: str = "mlp", iterations: int | None = None, tv: float | None = None,
-                seed: int = 0, progress: bool = True, stopping: str = "plateau", device: str | None = None):
-    """Run the named methods on a problem: ``neural``, ``onestep``, ``gn`` (Gauss-Newton with
-    the smoothness prior, Tikhonov) and ``gn-tv`` (Gauss-Newton with smoothed TV)."""
-    from eit.baselines import gauss_newton, onestep
-    from eit.reconstruct import NEURAL_DEFAULTS, neural
+def _problem(args):
+    """The :class:`eit.problem.EITProblem` the arguments describe, and its input files."""
+    from eit.problem import ktc_problem, simulated_problem
 
-    recs = []
-    for m in methods:
-        if m == "neural":
-            kw = dict(NEURAL_DEFAULTS)
-            kw["prior"] = prior
-            if prior == "conv":
-                kw["lr"] = CONV_LR
-            kw["stopping"] = stopping
-            kw["device"] = device
-            if iterations is not None:
-                kw["iterations"] = iterations
-            if tv is not None:
-                kw["tv_weight"] = tv
-            recs.append(neural(problem, seed=seed, progress="neural" if progress else False, **kw))
-        elif m == "onestep":
-            recs.append(onestep(problem))
-        elif m == "gn":
-            recs.append(gauss_newton(problem, "tikhonov"))
-        elif m == "gn-tv":
-            recs.append(gauss_newton(problem, "tv"))
-        else:
-            raise ValueError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
-    return recs
+    if args.ktc is None:
+        return simulated_problem(args.phantom, args.mesh, args.noise, args.seed, args.level), []
+    problem = ktc_problem(args.ktc, args.target, args.level, args.mesh, data=args.data)
+    k = problem.name.removeprefix("data")
+    return problem, [args.ktc / "ref.mat", args.ktc / f"data{k}.mat", args.ktc / f"true{k}.mat"]
 
 
 def run_reconstruct(args) -> int:
-    from shared.cli import prepare_out_dir
+    """Check the options, read the problem, then run and write each method in turn."""
+    from shared.cli import Runner
 
-    from eit.plot import save_comparison_png, save_conductivity_png, save_metrics, save_xdmf
+    from eit.plot import save_comparison_png
+    from eit.result import file_names, run_summary
 
-    if not 1 <= args.level <= 7:
-        raise ValueError(f"--level must be 1..7, got {args.level}")
-    if args.iterations is not None and args.iterations < 1:
-        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
-    if args.noise < 0:
-        raise ValueError(f"--noise must be >= 0, got {args.noise}")
-    out = prepare_out_dir(args.out)
+    recs = _reconstructors(args)
     t0 = time.perf_counter()
-    problem = build_problem(args)
+    problem, inputs = _problem(args)
     setup_s = time.perf_counter() - t0
-    if not args.quiet:
-        print(f"problem {problem.name} level {problem.level}: {problem.n_cells} cells, "
-              f"{int(problem.mask.sum())} measurements, sigma_bg {problem.sigma_bg:.4g} S/m ({setup_s:.1f} s)")
-    recs = run_methods(problem, args.method, args.prior, args.iterations, args.tv, args.seed, not args.quiet,
-                       args.stopping, args.device)
-    metrics = {"problem": problem.name, "level": problem.level, "sigma_bg": problem.sigma_bg,
-               "n_cells": problem.n_cells, "n_measurements": int(problem.mask.sum()), "setup_s": setup_s,
-               "data": problem.info.get("data"), "methods": {}}
-    if "fine_cells" in problem.info:
-        metrics["simulation_cells"] = problem.info["fine_cells"]
+    outputs = ["comparison.png", "metrics.json", *(f for rec in recs for f in file_names(rec.method))]
+    runner = Runner(args, inputs=inputs, outputs=outputs)
+    runner.open()
+    runner.say(f"problem {problem.name} level {problem.level}: {problem.n_cells} cells, "
+               f"{int(problem.mask.sum())} measurements, sigma_bg {problem.sigma_bg:.4g} S/m ({setup_s:.1f} s)")
+    results = []
     for rec in recs:
-        save_conductivity_png(problem, rec.sigma, out / f"sigma_{rec.method}.png", title=rec.method)
-        save_xdmf(problem, rec.sigma, out / f"sigma_{rec.method}.xdmf")
-        metrics["methods"][rec.method] = rec.metrics
-        if not args.quiet:
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.metrics.items() if k != "method"}
-            print(f"{rec.method}: {shown}")
-    title = f"{problem.name}, level {problem.level}"
-    save_comparison_png(problem, recs, out / "comparison.png", title=title)
-    save_metrics(metrics, out / "metrics.json")
-    if not args.quiet:
-        print(f"wrote {out}/comparison.png, sigma_*.png, sigma_*.xdmf, metrics.json")
+        result = rec.reconstruct(problem)
+        results.append(result)
+        runner.write(result, metrics_file=None)
+        runner.write_json("metrics.json", run_summary(problem, results, setup_s))
+        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.metrics.items() if k != "method"}
+        runner.say(f"{result.method}: {shown}")
+    save_comparison_png(problem, results, runner.out / "comparison.png", title=f"{problem.name}, level {problem.level}")
+    runner.say(f"wrote {runner.out}/comparison.png, sigma_*.png, sigma_*.xdmf, metrics.json")
     return 0

@@ -19,7 +19,6 @@ so ``s = log(sigma / sigma_bg)`` is the log-contrast the network produces and ``
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["evaluate_ktc", "summarise", "comparison_figure", "METHOD_KEYS"]
+__all__ = ["evaluate_ktc", "record", "summarise", "comparison_figure", "METHOD_KEYS"]
 
 #: method name in records -> key prefix in the summary / benchmark JSON
 METHOD_KEYS = {"neural": "neural", "onestep": "onestep", "gn": "gn", "gn-tv": "gn_tv"}
@@ -22,8 +22,10 @@ METHOD_KEYS = {"neural": "neural", "onestep": "onestep", "gn": "gn", "gn-tv": "g
 def evaluate_ktc(folder: str | Path, targets: Iterable[int] = (1, 2, 3, 4), levels: Iterable[int] = (1,),
                  methods: Sequence[str] = ("neural", "onestep", "gn", "gn-tv"), mesh_size: str = "1500", seed: int = 0,
                  progress: bool = True, keep: bool = False, log=print) -> list[dict]:
-    """Records ``{level, target, method, score, time_s, ...}`` (``keep``: also the reconstruction)."""
-    from eit.cli import run_methods
+    """Records ``{level, target, method, score, time_s, ...}`` (``keep``: also the
+    :class:`shared.result.Result` as ``reconstruction``).  ``methods``: names of
+    :mod:`eit.methods`, with their default (tuned) settings."""
+    from eit.methods import make_reconstructor
     from eit.problem import ktc_problem
 
     records: list[dict] = []
@@ -33,20 +35,28 @@ def evaluate_ktc(folder: str | Path, targets: Iterable[int] = (1, 2, 3, 4), leve
             problem = ktc_problem(folder, target, level, mesh_size, model=model)
             model = problem.model
             for method in methods:
-                rec = run_methods(problem, [method], seed=seed, progress=progress)[0]
-                r = {"level": int(level), "target": int(target), "method": method,
-                     "score": rec.metrics["score"], "time_s": rec.metrics["time_s"],
-                     "chi2": rec.metrics.get("chi2")}
-                for k in ("iterations", "stopped_by", "alpha"):
-                    if k in rec.metrics:
-                        r[k] = rec.metrics[k]
-                if keep:
-                    r["reconstruction"] = rec
-                    r["truth"] = problem.truth
+                settings = {"seed": seed, "progress": "neural" if progress else False} if method == "neural" else {}
+                result = make_reconstructor(method, **settings).reconstruct(problem)
+                r = record(problem, method, result, keep)
                 records.append(r)
                 if log:
                     log(f"level {level} target {target} {method:8s} score {r['score']:.3f}  {r['time_s']:.1f} s")
     return records
+
+
+def record(problem, method: str, result, keep: bool = True) -> dict:
+    """The record of ``result`` (a :class:`shared.result.Result` of method ``method`` on a KTC
+    ``problem``): ``{level, target, method, score, time_s, chi2, iterations, stopped_by,
+    alpha}`` as present, and with ``keep`` the result (``reconstruction``) and the truth."""
+    r = {"level": int(problem.level), "target": int(problem.name.removeprefix("data")), "method": method,
+         "score": result.metrics["score"], "time_s": result.metrics["time_s"], "chi2": result.metrics.get("chi2")}
+    for k in ("iterations", "stopped_by", "alpha"):
+        if k in result.metrics:
+            r[k] = result.metrics[k]
+    if keep:
+        r["reconstruction"] = result
+        r["truth"] = problem.truth
+    return r
 
 
 def summarise(records: list[dict]) -> dict:
@@ -65,7 +75,8 @@ def summarise(records: list[dict]) -> dict:
     return out
 
 
-def comparison_figure(records: list[dict], path: str | Path, methods: Sequence[str] = ("neural", "onestep", "gn", "gn-tv")) -> Path:
+def comparison_figure(records: list[dict], path: str | Path,
+                      methods: Sequence[str] = ("neural", "onestep", "gn", "gn-tv")) -> Path:
     """Segmentations of each (level, target) row: one column per method, then the truth."""
     import matplotlib
 
@@ -87,7 +98,7 @@ def comparison_figure(records: list[dict], path: str | Path, methods: Sequence[s
             rec = next((r for r in records if (r["level"], r["target"], r["method"]) == (level, target, m)), None)
             if rec is None:
                 continue
-            ax.imshow(rec["reconstruction"].segmentation, cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
+            ax.imshow(rec["reconstruction"].arrays["segmentation"], cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
             ax.set_title(f"{m} {rec['score']:.2f}", fontsize=7)
             truth = rec["truth"]
             if j == 0:

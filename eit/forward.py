@@ -5,7 +5,8 @@ API (stable; the inverse side builds on it)
 ::
 
     from eit.mesh import ktc_mesh
-    from eit.forward import CEM, eit_forward
+    from eit.forward import CEM
+    from eit.physics import EITPhysics
 
     m = ktc_mesh("1500")                                  # EITMesh, 32 electrodes
     model = CEM(m, currents=Inj, patterns=Mpat, z=1e-6)   # Inj (32, 76) A, Mpat (32, 31)
@@ -13,9 +14,11 @@ API (stable; the inverse side builds on it)
     v = model.forward(sigma)                              # (76*31,) V, KTC order
     g = model.vjp(sigma, dv)                              # (n_sigma,) = J^T dv, no J formed
     J = model.jacobian(sigma)                             # (76*31, n_sigma) dense
-    y = eit_forward(torch_sigma, model)                   # torch, differentiable
+    A = EITPhysics(model, noise_std=s)                    # shared.physics.Physics
+    y = A(torch_sigma)                                    # torch, differentiable
                                                           # sigma (n_sigma,) or (B, n_sigma)
-    y = eit_forward(torch_sigma, model, z=torch_z)        # z (L,) learnable too
+    y = EITPhysics(model, contact=True)(torch.cat([torch_sigma, torch.log(torch_z)]))
+                                                          # z (L,) learnable too
 
 * ``CEM(mesh, currents, patterns=None, z=1e-6, sigma_space="DG0"|"P1", ground="mean"|r)``
   - ``currents``: ``(L, P)`` injected currents (A), one column per current pattern; each
@@ -86,7 +89,7 @@ per mesh; see :meth:`P1Structures.factorize`).  For MPI runs see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -105,8 +108,6 @@ __all__ = [
     "NeumannModel",
     "DirichletModel",
     "FieldSolution",
-    "eit_forward",
-    "EITForwardFunction",
     "P1Structures",
     "p1_cell_geometry",
 ]
@@ -213,7 +214,7 @@ class P1Structures:
         prod = ((self.D @ F) * (self.D @ G)).sum(axis=1)
         return self.area * prod.reshape(self.n_cells, 2).sum(axis=1)
 
-    def factorize(self, data: np.ndarray) -> "_SPDFactor":
+    def factorize(self, data: np.ndarray) -> _SPDFactor:
         """Sparse LU of the symmetric positive definite matrix with K's pattern and ``data``.
 
         The fill-reducing ordering (SuperLU's minimum degree on ``A^T + A``) depends only on
@@ -262,7 +263,7 @@ def _structures(mesh) -> P1Structures:
 
 
 def _check_sigma(sigma, n: int, space: str) -> np.ndarray:
-    if hasattr(sigma, "detach"):  # a torch tensor: use eit_forward to differentiate
+    if hasattr(sigma, "detach"):  # a torch tensor: use eit.physics.EITPhysics to differentiate
         sigma = sigma.detach().cpu().numpy()
     s = np.asarray(sigma, dtype=np.float64)
     if s.ndim != 1 or s.shape[0] != n:
@@ -776,83 +777,3 @@ class DirichletModel(_BoundaryModel):
         gw = self.fe.cell_gradients(w)
         J = _pair_products(gu, gw, self.fe.area)
         return J if self.sigma_space == "DG0" else (self.fe.p1_to_cells.T @ J.T).T
-
-
-# --------------------------------------------------------------------------- torch
-
-
-class EITForwardFunction:
-    """``torch.autograd.Function`` wrapper built lazily (torch is imported on first use)."""
-
-    _fn = None
-    _fz = None
-
-    @classmethod
-    def get(cls):
-        if cls._fn is None:
-            import torch
-
-            class _F(torch.autograd.Function):
-                @staticmethod
-                def forward(ctx, sigma, model):
-                    s = sigma.detach().to("cpu", torch.float64).numpy()
-                    batched = s.ndim == 2
-                    s2 = s if batched else s[None]
-                    if s2.ndim != 2:
-                        raise ValueError(
-                            f"sigma must have shape (n_sigma,) or (B, n_sigma); got {tuple(s.shape)}")
-                    sols = [model.solve(si) for si in s2]
-                    ctx.model = model
-                    ctx.sols = sols
-                    ctx.batched = batched
-                    out = np.stack([sol.data for sol in sols])
-                    out = torch.from_numpy(out).to(device=sigma.device, dtype=sigma.dtype)
-                    return out if batched else out[0]
-
-                @staticmethod
-                def backward(ctx, grad_out):
-                    g = grad_out.detach().to("cpu", torch.float64).numpy()
-                    g2 = g if ctx.batched else g[None]
-                    grads = np.stack([ctx.model._vjp(sol, gi) for sol, gi in zip(ctx.sols, g2)])
-                    gs = torch.from_numpy(grads).to(device=grad_out.device, dtype=grad_out.dtype)
-                    return (gs if ctx.batched else gs[0]), None
-
-            class _FZ(torch.autograd.Function):
-                """(sigma, z) -> data for a CEM, z (L,) shared by the batch."""
-
-                @staticmethod
-                def forward(ctx, sigma, z, model):
-                    model.set_contact_impedance(z.detach().to("cpu", torch.float64).numpy())
-                    return _F.forward(ctx, sigma, model)
-
-                @staticmethod
-                def backward(ctx, grad_out):
-                    g = grad_out.detach().to("cpu", torch.float64).numpy()
-                    g2 = g if ctx.batched else g[None]
-                    gs = _F.backward(ctx, grad_out)[0]
-                    gz = sum(ctx.model.vjp_contact(sol, gi) for sol, gi in zip(ctx.sols, g2))
-                    gz = torch.from_numpy(np.asarray(gz)).to(device=grad_out.device,
-                                                             dtype=grad_out.dtype)
-                    return gs, gz, None
-
-            cls._fz = _FZ
-            cls._fn = _F
-        return cls._fn
-
-
-def eit_forward(sigma, model, z=None):
-    """Differentiable forward map: ``sigma`` tensor ``(n_sigma,)`` or ``(B, n_sigma)`` ->
-    data ``(n_data,)`` or ``(B, n_data)`` (same dtype/device).  The backward pass is the
-    adjoint vector-Jacobian product on the stored factorisation (no Jacobian formed).
-    Works for :class:`CEM`, :class:`NeumannModel` and :class:`DirichletModel`.
-
-    ``z``: optional tensor ``(L,)`` of contact impedances (Ohm m^2) for a :class:`CEM`, to
-    learn them too (gradient by :meth:`CEM.vjp_contact`); it is set on ``model``
-    (``model.set_contact_impedance``) and stays there.  Keep it positive, e.g.
-    ``z = z0 * torch.exp(t)``."""
-    if z is None:
-        return EITForwardFunction.get().apply(sigma, model)
-    if not isinstance(model, CEM):
-        raise ValueError("contact impedances z only exist in the complete electrode model (CEM)")
-    EITForwardFunction.get()
-    return EITForwardFunction._fz.apply(sigma, z, model)

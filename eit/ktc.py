@@ -37,7 +37,6 @@ __all__ = [
     "level_mask",
     "removed_electrodes",
     "noise_std",
-    "synthetic_patterns",
     "N_ELECTRODES",
     "LEVELS",
 ]
@@ -215,7 +214,8 @@ def level_mask(inj: np.ndarray, mpat: np.ndarray, level: int) -> np.ndarray:
     return (inj_kept[:, None] & meas_kept[None, :]).reshape(-1)
 
 
-def noise_std(u: np.ndarray, relative: float = 0.05, of_max: float = 0.01, mask: np.ndarray | None = None) -> np.ndarray:
+def noise_std(u: np.ndarray, relative: float = 0.05, of_max: float = 0.01,
+              mask: np.ndarray | None = None) -> np.ndarray:
     """Standard deviation of the organisers' noise model, per measurement.
 
     ``s_i = sqrt((relative * |u_i|)^2 + (of_max * max_j |u_j|)^2)``: a part proportional
@@ -231,28 +231,6 @@ def noise_std(u: np.ndarray, relative: float = 0.05, of_max: float = 0.01, mask:
     if not np.all(s > 0):
         raise ValueError("the noise model gives a zero standard deviation (all measurements are 0?)")
     return s
-
-
-def synthetic_patterns(n_electrodes: int = N_ELECTRODES, amplitude: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """KTC-like ``(Inj, Mpat)`` for simulations without the challenge files.
-
-    Only even 0-based (odd 1-based) electrodes inject: each adjacent pair ``(2a, 2a+2)``
-    (cyclically) and each pair ``(0, 2a)``, ``a >= 2``; ``Mpat`` holds the ``L - 1``
-    adjacent differences ``U_m - U_{m+1}``.
-    """
-    L = int(n_electrodes)
-    if L < 4 or L % 2:
-        raise ValueError(f"synthetic patterns need an even number of electrodes >= 4, got {L}")
-    even = np.arange(0, L, 2)
-    pairs = [(even[a], even[(a + 1) % len(even)]) for a in range(len(even))]
-    pairs += [(0, even[a]) for a in range(2, len(even) - 1)]
-    inj = np.zeros((L, len(pairs)))
-    for n, (a, b) in enumerate(pairs):
-        inj[a, n], inj[b, n] = amplitude, -amplitude
-    mpat = np.zeros((L, L - 1))
-    for m in range(L - 1):
-        mpat[m, m], mpat[m + 1, m] = 1.0, -1.0
-    return inj, mpat
 
 
 def _target_index(name: str | int) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from eit.ktc import noise_std
 
-__all__ = ["Circle", "Polygon", "Phantom", "two_inclusion", "random_phantom", "add_noise", "simulate"]
+__all__ = ["Circle", "Polygon", "Phantom", "two_inclusion", "two_disks", "random_phantom", "add_noise", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,12 @@ class Phantom:
             sigma[shape.contains(p)] = shape.sigma
         return sigma
 
+    def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``sigma`` at coordinate arrays ``x``, ``y`` (one shape), e.g. ``phantom.at(*c.T)``;
+        the ``sigma(x, y)`` callable :class:`eit.parallel.ParallelCEM` evaluates on each rank."""
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        return self(np.c_[x.ravel(), y.ravel()]).reshape(x.shape)
+
     def classes(self, points: np.ndarray) -> np.ndarray:
         """KTC-style labels at the points: 0 background, 1 resistive, 2 conductive."""
         s = self(points)
@@ -99,8 +105,16 @@ def two_inclusion(radius: float = 0.115, background: float = 1.0, contrast: floa
     square = np.array([[0.15, -0.45], [0.55, -0.45], [0.55, -0.05], [0.15, -0.05]]) * R
     return Phantom(
         background,
-        [Circle(-0.35 * R, 0.3 * R, 0.25 * R, background * contrast), Polygon(tuple(map(tuple, square)), background / contrast)],
+        [Circle(-0.35 * R, 0.3 * R, 0.25 * R, background * contrast),
+         Polygon(tuple(map(tuple, square)), background / contrast)],
     )
+
+
+def two_disks(background: float = 0.8) -> Phantom:
+    """The forward model's test tank: ``background`` S/m water (tap water of the KTC tank),
+    a resistive 0.1 S/m disk of radius 0.025 m at (0.04, 0.03) and a conductive 3 S/m disk
+    of radius 0.02 m at (-0.05, -0.02)."""
+    return Phantom(background, [Circle(0.04, 0.03, 0.025, 0.1), Circle(-0.05, -0.02, 0.02, 3.0)])
 
 
 def random_phantom(rng: np.random.Generator, radius: float = 0.115, background: float = 1.0,
@@ -123,13 +137,17 @@ def random_phantom(rng: np.random.Generator, radius: float = 0.115, background: 
             shapes.append(Circle(cx, cy, r, sigma))
         else:
             k = int(rng.integers(3, 5))
-            ang = np.sort(rng.uniform(0, 2 * np.pi, k)) if k > 3 else np.array([0, 2.1, 4.2]) + rng.uniform(0, 2 * np.pi)
+            if k > 3:
+                ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+            else:
+                ang = np.array([0, 2.1, 4.2]) + rng.uniform(0, 2 * np.pi)
             verts = np.c_[cx + r * np.cos(ang), cy + r * np.sin(ang)]
             shapes.append(Polygon(tuple(map(tuple, verts)), sigma))
     return Phantom(background, shapes)
 
 
-def add_noise(u: np.ndarray, rng: np.random.Generator, relative: float = 0.05, of_max: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+def add_noise(u: np.ndarray, rng: np.random.Generator, relative: float = 0.05,
+              of_max: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     """Noisy copy of ``u`` and the noise standard deviations used (see the module docstring)."""
     s = noise_std(u, relative, of_max)
     return np.asarray(u, dtype=np.float64) + s * rng.standard_normal(np.shape(u)), s

@@ -1,21 +1,21 @@
-"""Figures and files of EIT reconstructions: PNG maps, segmentation vs truth, XDMF, JSON.
+"""Figures and files of EIT reconstructions: PNG maps, segmentation vs truth, XDMF.
 
 * :func:`save_conductivity_png`: the cell conductivities on the mesh (``tripcolor``).
 * :func:`save_comparison_png`: one row per reconstruction (conductivity map and its
   segmentation) beside the truth; columns share colour scales.
 * :func:`save_xdmf`: the conductivity as a DG0 field ``sigma`` for ParaView
   (``dolfinx.io.XDMFFile``).
-* :func:`save_metrics`: JSON of the metrics.
+
+JSON files are written by :func:`shared.result.write_json`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["save_conductivity_png", "save_comparison_png", "save_xdmf", "save_metrics", "SEG_CMAP"]
+__all__ = ["save_conductivity_png", "save_comparison_png", "save_xdmf", "SEG_CMAP"]
 
 
 def _plt():
@@ -62,7 +62,8 @@ def save_conductivity_png(problem, sigma: np.ndarray, path: str | Path, title: s
 
 
 def save_comparison_png(problem, recs: Sequence, path: str | Path, title: str = "") -> Path:
-    """Rows: reconstructions (conductivity, segmentation); last column: the truth."""
+    """Rows: reconstructions (:class:`shared.result.Result`: conductivity, segmentation);
+    last column: the truth."""
     plt = _plt()
     n = len(recs)
     has_truth = problem.truth is not None
@@ -70,11 +71,12 @@ def save_comparison_png(problem, recs: Sequence, path: str | Path, title: str = 
     fig, axes = plt.subplots(n, ncols, figsize=(2.6 * ncols, 2.4 * n), dpi=90, squeeze=False)
     cmap = _seg_cmap()
     for r, rec in enumerate(recs):
-        lo, hi = np.percentile(rec.sigma, [1, 99])
-        im = _tripcolor(axes[r, 0], problem, rec.sigma, vmin=lo, vmax=hi)
+        sigma = rec.arrays["sigma"]
+        lo, hi = np.percentile(sigma, [1, 99])
+        im = _tripcolor(axes[r, 0], problem, sigma, vmin=lo, vmax=hi)
         fig.colorbar(im, ax=axes[r, 0], fraction=0.046, pad=0.02)
         axes[r, 0].set_title(f"{rec.method}: sigma (S/m)", fontsize=8)
-        axes[r, 1].imshow(rec.segmentation, cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
+        axes[r, 1].imshow(rec.arrays["segmentation"], cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
         score = rec.metrics.get("score")
         label = f"segmented, score {score:.3f}" if score is not None else "segmented"
         axes[r, 1].set_title(f"{label}\n{rec.metrics['time_s']:.1f} s", fontsize=8)
@@ -110,17 +112,3 @@ def save_xdmf(problem, sigma: np.ndarray, path: str | Path, name: str = "sigma")
         xf.write_mesh(mesh)
         xf.write_function(f)
     return path
-
-
-def save_metrics(metrics, path: str | Path) -> Path:
-    def clean(v):
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, (np.floating, np.integer)):
-            return v.item()
-        return v
-
-    Path(path).write_text(json.dumps(clean(metrics), indent=2))
-    return Path(path)

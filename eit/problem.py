@@ -19,7 +19,8 @@ background, which cancels most of the model error common to both measurements (e
 geometry, contact impedances); ``data="absolute"`` fits ``Uel`` itself.
 
 Simulated data (:func:`phantom_problem`): the phantom is simulated on a finer mesh than the
-inversion mesh (no inverse crime), with the organisers' noise model.
+inversion mesh (no inverse crime), with the organisers' noise model; :func:`simulated_problem`
+does so for a named phantom in the KTC tank with KTC-like patterns (no data files needed).
 """
 from __future__ import annotations
 
@@ -31,7 +32,13 @@ import numpy as np
 from eit.grid import MeshToGrid
 from eit.ktc import KTCTarget, load_target, noise_std
 
-__all__ = ["EITProblem", "ktc_problem", "phantom_problem", "fit_background", "mesh_arrays"]
+__all__ = ["EITProblem", "ktc_problem", "phantom_problem", "simulated_problem", "fit_background", "mesh_arrays",
+           "PHANTOMS", "MESH_SIZES"]
+
+#: the named phantoms of :func:`simulated_problem`
+PHANTOMS = ("two-inclusion", "random")
+#: the inversion meshes (KTC presets, vertices)
+MESH_SIZES = ("1500", "10000")
 
 
 @dataclass
@@ -153,7 +160,8 @@ def ktc_problem(folder: str | Path, target: str | int, level: int = 1, mesh_size
     return EITProblem(model=model, y=y, mask=t.mask.copy(), noise=noise, sigma_bg=sigma_bg, dy=dy,
                       truth=t.truth, name=t.name, level=t.level,
                       info={"data": data, "u_bg": u_bg, "folder": str(folder),
-                            "bg_misfit": float(np.linalg.norm(u_bg - t.reference.uel) / np.linalg.norm(t.reference.uel))})
+                            "bg_misfit": float(np.linalg.norm(u_bg - t.reference.uel)
+                                               / np.linalg.norm(t.reference.uel))})
 
 
 def phantom_problem(phantom, model, fine_model, *, relative: float = 0.01, of_max: float = 0.001,
@@ -184,3 +192,35 @@ def phantom_problem(phantom, model, fine_model, *, relative: float = 0.01, of_ma
     return EITProblem(model=model, y=y, mask=mask, noise=s, sigma_bg=sigma_bg, dy=y - y_ref, truth=truth,
                       sigma_true=phantom(model.cell_centroids), name="phantom", level=level,
                       info={"data": "absolute", "u_clean": u, "fine_cells": fine_model.n_sigma})
+
+
+def simulated_problem(phantom: str = "two-inclusion", mesh_size: str = "1500", noise: float = 0.01,
+                      seed: int = 0, level: int = 1) -> EITProblem:
+    """A named phantom in the KTC tank, simulated on a finer mesh than the inversion mesh.
+
+    ``phantom``: ``"two-inclusion"`` (:func:`eit.phantoms.two_inclusion`) or ``"random"``
+    (:func:`eit.phantoms.random_phantom` drawn with ``seed``); 32 electrodes with
+    :func:`eit.patterns.synthetic_patterns`, contact impedance 1e-6 Ohm m^2; noise:
+    :func:`phantom_problem` with ``relative = noise`` and ``of_max = noise / 10``.
+    """
+    from eit.forward import CEM
+    from eit.mesh import KTC_RADIUS, ktc_mesh
+    from eit.patterns import synthetic_patterns
+    from eit.phantoms import random_phantom, two_inclusion
+
+    if phantom not in PHANTOMS:
+        raise ValueError(f"unknown phantom {phantom!r}; choose from {', '.join(PHANTOMS)}")
+    if str(mesh_size) not in MESH_SIZES:
+        raise ValueError(f"unknown inversion mesh {mesh_size!r}; choose from {', '.join(MESH_SIZES)}")
+    inj, mpat = synthetic_patterns(32)
+    coarse = ktc_mesh(mesh_size)
+    # The simulation mesh is finer (smaller elements everywhere): no inverse crime.
+    fine_h = (0.045, 0.012) if mesh_size == "1500" else (0.02, 0.006)
+    fine = ktc_mesh((fine_h[0] * KTC_RADIUS, fine_h[1] * KTC_RADIUS))
+    if phantom == "two-inclusion":
+        ph = two_inclusion(KTC_RADIUS)
+    else:
+        ph = random_phantom(np.random.default_rng(seed), KTC_RADIUS)
+    model = CEM(coarse, currents=inj, patterns=mpat, z=1e-6)
+    fine_model = CEM(fine, currents=inj, patterns=mpat, z=1e-6)
+    return phantom_problem(ph, model, fine_model, relative=noise, of_max=noise / 10, seed=seed, level=level)

@@ -1,44 +1,39 @@
-"""What every reconstruction method returns, and how it is scored.
+"""How a conductivity becomes a :class:`shared.result.Result`: image, segmentation, scores, files.
 
-A :class:`Reconstruction` holds the cell conductivities ``sigma (C,)`` (S/m) on the
-inversion mesh, their image on the 256x256 KTC pixel grid, the three-class Otsu
-segmentation of the contrast image and the metrics:
+Every EIT reconstructor returns a :class:`shared.result.Result` whose ``arrays`` hold the
+cell conductivities ``sigma (C,)`` (S/m) on the inversion mesh, their ``image`` on the
+256x256 KTC pixel grid and the three-class Otsu ``segmentation`` of the contrast image,
+and whose ``metrics`` are:
 
 * ``score``: the KTC score of the segmentation against the truth (when one is known);
 * ``rel_l2``: ``||sigma - sigma_true||_{L2} / ||sigma_true||_{L2}`` over the mesh (area
   weighted; when the true conductivity is known);
-* ``time_s``: wall time of the method (s).
+* ``chi2``: the mean squared noise-weighted misfit (for a positive ``sigma``);
+* ``time_s``: wall time of the method (s); and method-specific entries (iterations, ...).
 
 The segmentation is computed on the pixels inside the tank from the log-contrast
 ``log(sigma / sigma_bg)`` (conductive and resistive changes of the same factor weigh the
 same), or from the linear change ``sigma - sigma_bg`` (``contrast="linear"``, what the
-organisers' linearised method segments).
+organisers' linearised method segments).  ``files`` writes ``sigma_<method>.png`` (map on
+the mesh) and ``sigma_<method>.xdmf`` (DG0 field for ParaView, with its ``.h5``).
+
+:func:`run_summary` is the ``metrics.json`` of a run of several methods on one problem.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 
+from shared.result import Result
+
 from eit.score import ktc_score, segment
 
-__all__ = ["Reconstruction", "finish"]
+__all__ = ["conductivity_metrics", "conductivity_result", "run_summary", "file_names"]
 
 
-@dataclass
-class Reconstruction:
-    method: str
-    sigma: np.ndarray
-    image: np.ndarray
-    segmentation: np.ndarray
-    metrics: dict
-    history: dict = field(default_factory=dict)
-
-
-def finish(problem, sigma: np.ndarray, method: str, time_s: float, contrast: str = "log",
-           history: dict | None = None, **extra) -> Reconstruction:
-    """Grid image, segmentation and metrics of cell conductivities ``sigma``."""
-    sigma = np.asarray(sigma, dtype=np.float64).reshape(-1)
+def conductivity_metrics(problem, sigma: np.ndarray, contrast: str = "log") -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(image, segmentation, metrics)`` of cell conductivities ``sigma`` (module docstring)."""
     if contrast == "log":
         c = np.log(np.clip(sigma, 1e-12, None) / problem.sigma_bg)
     elif contrast == "linear":
@@ -48,13 +43,50 @@ def finish(problem, sigma: np.ndarray, method: str, time_s: float, contrast: str
     grid = problem.grid
     image = grid(sigma)
     seg = segment(grid(c), mask=grid.inside)
-    metrics: dict = {"method": method, "time_s": float(time_s)}
+    metrics: dict = {}
     if problem.truth is not None:
         metrics["score"] = float(ktc_score(problem.truth, seg))
     if problem.sigma_true is not None:
         a = problem.model.cell_areas
-        metrics["rel_l2"] = float(np.sqrt(np.sum(a * (sigma - problem.sigma_true) ** 2) / np.sum(a * problem.sigma_true**2)))
+        err2 = np.sum(a * (sigma - problem.sigma_true) ** 2)
+        metrics["rel_l2"] = float(np.sqrt(err2 / np.sum(a * problem.sigma_true**2)))
     if np.all(sigma > 0):
         metrics["chi2"] = problem.chi2(sigma)
-    metrics.update(extra)
-    return Reconstruction(method, sigma, image, seg, metrics, history or {})
+    return image, seg, metrics
+
+
+def file_names(method: str) -> list[str]:
+    """The files a method's result writes (the XDMF's HDF5 companion included)."""
+    return [f"sigma_{method}.png", f"sigma_{method}.xdmf", f"sigma_{method}.h5"]
+
+
+def conductivity_result(problem, sigma: np.ndarray, method: str, time_s: float, contrast: str = "log", *,
+                        config: dict | None = None, fit: Any = None, info: dict | None = None,
+                        **extra) -> Result:
+    """The :class:`shared.result.Result` of cell conductivities ``sigma`` (module docstring);
+    ``extra`` entries are added to the metrics."""
+    from eit.plot import save_conductivity_png, save_xdmf
+
+    sigma = np.asarray(sigma, dtype=np.float64).reshape(-1)
+    image, seg, scores = conductivity_metrics(problem, sigma, contrast)
+    metrics = {"method": method, "time_s": float(time_s), **scores, **extra}
+    files = {
+        f"sigma_{method}.png": lambda path: save_conductivity_png(problem, sigma, path, title=method),
+        f"sigma_{method}.xdmf": lambda path: save_xdmf(problem, sigma, path),
+    }
+    return Result(method=method, arrays={"sigma": sigma, "image": image, "segmentation": seg}, metrics=metrics,
+                  timings={"reconstruct_s": float(time_s)}, config=dict(config or {}), fit=fit,
+                  info=dict(info or {}), files=files)
+
+
+def run_summary(problem, results: Sequence[Result], setup_s: float | None = None) -> dict:
+    """``metrics.json`` of methods run on one problem: the problem's size and background, then
+    per method its metrics (``methods``) and settings (``config``)."""
+    summary = {"problem": problem.name, "level": problem.level, "sigma_bg": problem.sigma_bg,
+               "n_cells": problem.n_cells, "n_measurements": int(problem.mask.sum()), "setup_s": setup_s,
+               "data": problem.info.get("data"),
+               "methods": {r.method: r.metrics for r in results},
+               "config": {r.method: r.config for r in results}}
+    if "fine_cells" in problem.info:
+        summary["simulation_cells"] = problem.info["fine_cells"]
+    return summary

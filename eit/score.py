@@ -36,8 +36,8 @@ def otsu3(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
     """Two Otsu thresholds ``(t1, t2)`` of a 1-D sample for three classes.
 
     Classes are ``v < t1``, ``t1 <= v < t2``, ``v >= t2``; thresholds are bin edges of a
-    ``bins``-bin histogram over ``[min, max]`` (so each class is a run of whole bins).  Exhaustive search of all pairs of bins
-    (vectorised with cumulative sums).
+    ``bins``-bin histogram over ``[min, max]`` (so each class is a run of whole bins).
+    Exhaustive search of all pairs of bins (vectorised with cumulative sums).
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]

@@ -6,9 +6,14 @@ interior edge times the edge's length::
     TV(s) = sum_{e = (i, j)} |e| |s_i - s_j|,     smoothed: |e| sqrt((s_i - s_j)^2 + eps^2)
 
 (cells ``i`` and ``j`` share edge ``e``).  :func:`cell_adjacency` finds the edges once;
-:class:`MeshTV` evaluates the smoothed TV on torch tensors (``(C,)`` or ``(B, C)``), and
-:func:`difference_matrix` gives the sparse ``D`` with ``(D s)_e = s_i - s_j`` for the
-Gauss-Newton baselines.
+:class:`MeshTV` is THE mesh TV of the suite: it evaluates the smoothed TV on torch tensors
+(``(C,)`` or ``(B, C)``, for the neural fits) and on numpy arrays with its gradient and
+lagged-diffusivity Hessian (for Gauss-Newton)::
+
+    grad TV(s) = D^T (k * D s),   H(s) = D^T diag(k) D,   k_e = |e| / sqrt((D s)_e^2 + eps^2)
+
+with :func:`difference_matrix` the sparse ``D``, ``(D s)_e = s_i - s_j``.
+:class:`LogContrastTV` is the regulariser of the neural fits, ``TV(log(sigma / sigma_bg))``.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-__all__ = ["cell_adjacency", "difference_matrix", "MeshTV"]
+__all__ = ["cell_adjacency", "difference_matrix", "MeshTV", "LogContrastTV"]
 
 
 def cell_adjacency(points: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,16 +62,55 @@ class MeshTV:
     eps: smoothing of the absolute value (units of the field).
     normalise: divide by the total interior edge length, so that weights transfer
         between meshes (then TV of a unit jump across a chord of length ``l`` is ``l / sum|e|``).
+    n_cells: number of cells (the width of ``D`` for the numpy methods; default: the
+        largest cell index in ``pairs`` plus one).
     """
 
-    def __init__(self, pairs: np.ndarray, lengths: np.ndarray, eps: float = 1e-3, normalise: bool = True) -> None:
+    def __init__(self, pairs: np.ndarray, lengths: np.ndarray, eps: float = 1e-3, normalise: bool = True,
+                 n_cells: int | None = None) -> None:
+        pairs = np.asarray(pairs, dtype=np.int64)
+        lengths = np.asarray(lengths, dtype=np.float64)
         self.i = torch.as_tensor(pairs[:, 0], dtype=torch.long)
         self.j = torch.as_tensor(pairs[:, 1], dtype=torch.long)
         w = torch.as_tensor(lengths, dtype=torch.float64)
         self.w = w / w.sum() if normalise else w
+        self.weights = lengths / lengths.sum() if normalise else lengths  # the same weights in numpy
         self.eps = eps
+        self.pairs = pairs
+        self.n_cells = int(pairs.max()) + 1 if n_cells is None else int(n_cells)
+        self._D: sp.csr_matrix | None = None
 
     def __call__(self, s: Tensor) -> Tensor:
         d = s[..., self.i] - s[..., self.j]
         w = self.w.to(device=s.device, dtype=s.dtype)
         return (w * torch.sqrt(d * d + self.eps**2)).sum(-1).sum()
+
+    @property
+    def D(self) -> sp.csr_matrix:
+        """The difference matrix of the pairs (:func:`difference_matrix`)."""
+        if self._D is None:
+            self._D = difference_matrix(self.pairs, self.n_cells)
+        return self._D
+
+    def value(self, s: np.ndarray) -> float:
+        """``TV(s)`` of a numpy field ``(C,)``."""
+        d = self.D @ s
+        return float(np.sum(self.weights * np.sqrt(d * d + self.eps**2)))
+
+    def gradient_hessian(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``grad TV(s)`` and the lagged-diffusivity Hessian ``D^T diag(k) D`` (dense)."""
+        D = self.D
+        d = D @ s
+        k = self.weights / np.sqrt(d * d + self.eps**2)
+        return D.T @ (k * d), (D.T @ sp.diags(k) @ D).toarray()
+
+
+class LogContrastTV:
+    """``R(sigma) = TV(log(sigma / sigma_bg))``: the TV of the log-contrast (torch)."""
+
+    def __init__(self, tv: MeshTV, sigma_bg: float) -> None:
+        self.tv = tv
+        self.log_bg = float(np.log(sigma_bg))
+
+    def __call__(self, sigma: Tensor) -> Tensor:
+        return self.tv(torch.log(sigma) - self.log_bg)

@@ -3,8 +3,15 @@
     python examples/eit_forward_figure.py --out docs/img/eit_forward.png
 
 Uses no data files: the KTC geometry is built in, the currents are the first KTC-style
-injection (electrode 1 to electrode 3, 1 mA) and the conductivity is the two-inclusion
-phantom of ``examples/eit_forward_mpi.py``.
+injection (electrode 1 to electrode 3, 1 mA) and the conductivity is the two-disk phantom
+:func:`eit.phantoms.two_disks` (as in ``examples/eit_forward_mpi.py``).
+
+The complete electrode model (:mod:`eit.forward`): the potential ``u`` and the electrode
+potentials ``U_l`` solve ``div(sigma grad u) = 0``, ``u + z_l sigma du/dn = U_l`` and
+``int_{e_l} sigma du/dn ds = I_l`` on electrode ``e_l`` (no current elsewhere on the
+boundary).  The sensitivity of measurement ``m`` to the conductivity of cell ``c`` is the
+Jacobian entry ``-int_c grad u . grad w_m dx`` with ``w_m`` the adjoint field of that
+measurement (the field of unit current through its electrode pair).
 """
 from __future__ import annotations
 
@@ -18,28 +25,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.tri as mtri  # noqa: E402
 import numpy as np  # noqa: E402
 
+import dolfinx_solver  # noqa: E402,F401  (orders MPI before the DOLFINx bindings)
+
 from eit.forward import CEM  # noqa: E402
 from eit.mesh import ktc_mesh  # noqa: E402
-
-
-def phantom(x, y):
-    s = np.full(np.shape(x), 0.8)
-    s[np.hypot(x - 0.04, y - 0.03) < 0.025] = 0.1
-    s[np.hypot(x + 0.05, y + 0.02) < 0.02] = 3.0
-    return s
+from eit.patterns import adjacent_differences  # noqa: E402
+from eit.phantoms import two_disks  # noqa: E402
 
 
 def main(out="docs/img/eit_forward.png"):
+    # The KTC tank mesh (about 1.5k vertices, 32 electrodes refined at their edges).
     mesh = ktc_mesh("1500")
     L = mesh.n_electrodes
+    # One injection, 1 mA from electrode 1 to electrode 3; the 31 adjacent differences.
     I = np.zeros((L, 1))
     I[0, 0], I[2, 0] = 1e-3, -1e-3
-    G = np.zeros((L, L - 1))
-    G[np.arange(L - 1), np.arange(L - 1)] = 1.0
-    G[np.arange(1, L), np.arange(L - 1)] = -1.0
-    model = CEM(mesh, I, G, z=1e-6)
+    model = CEM(mesh, I, adjacent_differences(L), z=1e-6)
+    # The conductivity at the cell centroids (DG0), and one solve.
     c = model.cell_centroids
-    sigma = phantom(c[:, 0], c[:, 1])
+    sigma = two_disks().at(c[:, 0], c[:, 1])
     sol = model.solve(sigma)
     x = model.vertex_coordinates
     tri = mtri.Triangulation(x[:, 0], x[:, 1], model.fe.cells)

@@ -1,15 +1,20 @@
-"""Linearised-Laplace uncertainty of a neural EIT conductivity (needs the ``eit`` front end).
+"""Linearised-Laplace uncertainty of a neural EIT conductivity.
 
-The simulated two-inclusion tank of ``untrained eit reconstruct`` (32 electrodes, 1% noise)
-is fitted by the Fourier-feature MLP conductivity through the engine (as
-``eit.reconstruct.neural`` does: noise-weighted misfit + TV of the log-contrast), and the
-network is then linearised at its fitted weights.  The measurements are whitened by their
-noise model (``F(sigma)_i / s_i``, ``y_i / s_i``), so the noise precision is known
-(``beta = 1``) and only the prior precision is fitted by marginal likelihood.  The complete
-electrode model is an autograd Function with a backward (adjoint) only, so the Jacobian of
-the measurements is formed exactly by vector-Jacobian products (``method="exact"``, one per
-measurement).  The TV term is not part of the Gaussian posterior (the Laplace
-approximation here is of the likelihood and a Gaussian weight prior only).
+The simulated two-inclusion tank (32 electrodes, 1% noise) is reconstructed by the neural
+conductivity (:class:`eit.NeuralEIT`: Fourier-feature MLP, noise-weighted misfit + TV of the
+log-contrast), and the fitted network ``sigma_theta`` is then linearised at its weights
+``theta*``::
+
+    sigma_theta ~ sigma_theta* + J_theta (theta - theta*),
+    p(theta | y) ~ N(theta*, (J_y^T J_y + alpha I)^{-1}),   J_y = d(F(sigma_theta) / s) / d theta,
+
+with the measurements whitened by their noise model (``F(sigma)_i / s_i`` against
+``y_i / s_i``), so the noise precision is known (``beta = 1``) and only the prior precision
+``alpha`` is fitted by marginal likelihood.  The predictive std of each cell is
+``sqrt(diag(J_theta Sigma J_theta^T))``.  The complete electrode model has a backward
+(adjoint) only, so the Jacobian of the measurements is formed exactly by vector-Jacobian
+products (``method="exact"``, one per measurement).  The TV term is not part of the Gaussian
+posterior (the Laplace approximation here is of the likelihood and a Gaussian weight prior).
 
 Writes ``uncertainty_eit.png`` (truth, fitted conductivity, |error|, predicted std on the
 mesh cells) and ``uncertainty_eit.json``.
@@ -18,18 +23,43 @@ Run: ``python examples/uncertainty_eit.py --out out/uncertainty`` (~3 minutes on
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+import dolfinx_solver  # noqa: F401  (orders MPI before the DOLFINx bindings)
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-import torch
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from shared.result import write_json  # noqa: E402
+from shared.uncertainty import calibration, linearised_uncertainty  # noqa: E402
+
+from eit import NeuralEIT, simulated_problem  # noqa: E402
+
+
+def figure(problem, sigma, truth, std, cal, rel, path: Path) -> None:
+    """Truth, fit, |error| and predicted std on the cell centroids."""
+    xy = np.asarray(problem.centroids)[:, :2]
+    err = (sigma - truth).abs().numpy()
+    top = float(max(err.max(), std.max()))
+    lo, hi = float(truth.min()), float(truth.max())
+    panels = ((truth.numpy(), "true conductivity", "viridis", (lo, hi)),
+              (sigma.numpy(), f"neural fit (rel. error {rel:.2f})", "viridis", (lo, hi)),
+              (err, "|error|", "magma", (0, top)),
+              (std.numpy(), f"predicted std ({cal['fraction_within']:.0%} within 2 std)", "magma", (0, top)))
+    fig, ax = plt.subplots(1, 4, figsize=(15, 3.4))
+    for a, (v, title, cmap, lim) in zip(ax, panels):
+        h = a.tripcolor(xy[:, 0], xy[:, 1], v, shading="gouraud", cmap=cmap, vmin=lim[0], vmax=lim[1])
+        a.set_aspect("equal")
+        a.set_title(title, fontsize=9)
+        a.axis("off")
+        fig.colorbar(h, ax=a, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=65)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,33 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    import dolfinx_solver  # noqa: F401  (before dolfinx / petsc4py)
-    from eit.cli import simulated_problem
-    from eit.conductivity import make_prior
-    from eit.forward import eit_forward
-    from eit.tv import MeshTV
-
-    from shared.fit import fit
-    from shared.losses import WeightedSquaredError
-    from shared.stopping import Plateau
-    from shared.uncertainty import calibration, linearised_uncertainty
-
+    # The problem: y = F_fine(sigma_true) + e with e_i ~ N(0, s_i^2) (1% noise), inverted on a
+    # coarser mesh.
     problem = simulated_problem("two-inclusion")
-    net, z = make_prior("mlp", problem, seed=0)
-    y = torch.as_tensor(problem.y, dtype=torch.float64)
+
+    # The reconstruction: the tuned neural conductivity (NeuralEIT's defaults); the result
+    # keeps the engine's FitResult (network, input z, objective with physics and y).
+    result = NeuralEIT(iterations=args.iterations, progress="EIT fit").reconstruct(problem)
+    fit = result.fit
+
+    # The linearised posterior from the fit alone, the measurements whitened by s.
     noise = torch.as_tensor(problem.noise, dtype=torch.float64)
-    model = problem.model
-    pairs, lengths = problem.adjacency
-    tv = MeshTV(pairs, lengths, eps=1e-2)
-    log_bg = float(np.log(problem.sigma_bg))
-    res = fit(net, z, y, forward=lambda s: eit_forward(s, model), data_loss=WeightedSquaredError(noise),
-              regularisers={"tv": (1e-2, lambda s: tv(torch.log(s) - log_bg))}, iterations=args.iterations,
-              lr=3e-3, stopping=Plateau(window=50, tol=0.02), seed=0, progress="EIT fit")
-    # Whitened measurements: unit noise, beta = 1.
-    fwd_w = lambda s: eit_forward(s, model) / noise
-    unc = linearised_uncertainty(res, z, forward=fwd_w, y=y / noise, rank=args.rank, beta=1.0, method="exact",
-                                 prior_mean="zero")
-    sigma = res.final.detach().double()
+    unc = linearised_uncertainty(fit, rank=args.rank, noise_std=noise, method="exact", prior_mean="zero")
+
+    # Calibration of N(sigma, std^2) against the true conductivity.
+    sigma = fit.final.detach().double()
     truth = torch.as_tensor(problem.sigma_true, dtype=torch.float64)
     cal = calibration(sigma, unc.std, truth)
     rel = float((sigma - truth).norm() / truth.norm())
@@ -74,25 +92,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{cal['test_log_likelihood']:.3f} vs constant std {cal['baseline_log_likelihood']:.3f}; "
           f"corr(std, |err|) {cal['std_error_correlation']:.2f}; alpha {unc.alpha:.3g}; "
           f"{unc.timings['total_s']:.0f} s for the uncertainty ({unc.n_measurements} VJPs)")
-    xy = np.asarray(model.cell_centroids)[:, :2]
-    err = (sigma - truth).abs().numpy()
-    fig, ax = plt.subplots(1, 4, figsize=(15, 3.4))
-    vmin, vmax = float(truth.min()), float(truth.max())
-    for a, v, title, cmap, lim in ((ax[0], truth.numpy(), "true conductivity", "viridis", (vmin, vmax)),
-                                   (ax[1], sigma.numpy(), f"neural fit (rel. error {rel:.2f})", "viridis", (vmin, vmax)),
-                                   (ax[2], err, "|error|", "magma", (0, float(max(err.max(), unc.std.max())))),
-                                   (ax[3], unc.std.numpy(), f"predicted std ({cal['fraction_within']:.0%} within 2 std)",
-                                    "magma", (0, float(max(err.max(), unc.std.max()))))):
-        h = a.tripcolor(xy[:, 0], xy[:, 1], v, shading="gouraud", cmap=cmap, vmin=lim[0], vmax=lim[1])
-        a.set_aspect("equal")
-        a.set_title(title, fontsize=9)
-        a.axis("off")
-        fig.colorbar(h, ax=a, shrink=0.8)
-    fig.tight_layout()
-    fig.savefig(args.out / "uncertainty_eit.png", dpi=65)
-    (args.out / "uncertainty_eit.json").write_text(json.dumps(
-        {"relative_error": rel, "calibration": cal, "uncertainty": unc.summary(),
-         "iterations": res.stop_iteration, "stopped_by": res.stopped_by}, indent=1))
+
+    figure(problem, sigma, truth, unc.std, cal, rel, args.out / "uncertainty_eit.png")
+    write_json(args.out / "uncertainty_eit.json",
+               {"relative_error": rel, "calibration": cal, "uncertainty": unc.summary(),
+                "iterations": fit.stop_iteration, "stopped_by": fit.stopped_by, "config": result.config})
     return 0
 
 

@@ -4,7 +4,8 @@ import pytest
 from scipy.io import savemat
 
 from eit import ktc
-from eit.phantoms import Circle, Phantom, Polygon, add_noise, random_phantom, two_inclusion
+from eit.patterns import adjacent_currents, adjacent_differences, synthetic_patterns
+from eit.phantoms import Circle, Phantom, Polygon, add_noise, random_phantom, two_disks, two_inclusion
 
 
 def _patterns(L=32):
@@ -16,10 +17,7 @@ def _patterns(L=32):
         col[odd[a]], col[odd[a + 1]] = 1.0, -1.0
         inj.append(col)
     inj = np.array(inj).T  # (L, 15)
-    mpat = np.zeros((L, L - 1))
-    for m in range(L - 1):
-        mpat[m, m], mpat[m + 1, m] = 1, -1
-    return inj, mpat
+    return inj, adjacent_differences(L)
 
 
 def _write_folder(folder, uel=None, inj=None, mpat=None, ref=True):
@@ -150,3 +148,18 @@ def test_phantoms():
     assert set(np.unique(two.classes(np.random.default_rng(0).uniform(-0.1, 0.1, (5000, 2))))) == {0, 1, 2}
     rp = random_phantom(np.random.default_rng(3), n_inclusions=3)
     assert len(rp.inclusions) == 3
+    disks = two_disks()
+    x, y = np.array([[0.04, -0.05], [0.0, 0.1]]), np.array([[0.03, -0.02], [0.0, 0.0]])
+    np.testing.assert_allclose(disks.at(x, y), [[0.1, 3.0], [0.8, 0.8]])
+
+
+def test_patterns():
+    I = adjacent_currents(4, amplitude=2.0)
+    np.testing.assert_array_equal(I[:, 3], [-2.0, 0.0, 0.0, 2.0])  # cyclic: electrode 3 to 0
+    G = adjacent_differences(4)
+    np.testing.assert_array_equal(G.T @ np.array([1.0, 2.0, 4.0, 8.0]), [-1.0, -2.0, -4.0])
+    inj, mpat = synthetic_patterns(32)
+    assert inj.shape == (32, 29) and np.allclose(inj.sum(0), 0) and not inj[1::2].any()
+    np.testing.assert_array_equal(mpat, adjacent_differences(32))
+    with pytest.raises(ValueError, match="even number"):
+        synthetic_patterns(7)

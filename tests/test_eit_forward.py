@@ -8,19 +8,13 @@ import dolfinx.fem
 import ufl
 
 from eit.analytic import cem_disk_fourier, disk_dirichlet_flux_cos, disk_neumann_cos
-from eit.forward import CEM, DirichletModel, NeumannModel, eit_forward
+from eit.forward import CEM, DirichletModel, NeumannModel
 from eit.mesh import (GAP_TAG, disk_mesh, ktc_default_arcs, ktc_electrode_arcs, ktc_mesh,
                       polygon_mesh)
+from eit.patterns import adjacent_currents as adjacent
+from eit.physics import EITPhysics
 
 L = 16
-
-
-def adjacent(L, n=None, amp=1.0):
-    n = L if n is None else n
-    I = np.zeros((L, n))
-    for p in range(n):
-        I[p % L, p], I[(p + 1) % L, p] = amp, -amp
-    return I
 
 
 @pytest.fixture(scope="module")
@@ -257,15 +251,19 @@ def test_torch_autograd_batched(disk_coarse):
     model = CEM(disk_coarse, adjacent(L, 3), patterns=adjacent(L), z=0.05)
     s = torch.tensor(np.stack([random_sigma(model.n_sigma, 1), random_sigma(model.n_sigma, 2)]),
                      requires_grad=True)
-    y = eit_forward(s, model)
+    A = EITPhysics(model)
+    assert A.measurement_shape == (model.n_data,)
+    y = A(s)
     assert y.shape == (2, model.n_data) and y.dtype == s.dtype
     dv = torch.randn(2, model.n_data, dtype=torch.float64)
     (g,) = torch.autograd.grad((y * dv).sum(), s)
     for b in range(2):
         ref = model.vjp(s[b].detach().numpy(), dv[b].numpy())
         np.testing.assert_allclose(g[b].numpy(), ref, rtol=1e-12)
-    y1 = eit_forward(s[0].float(), model)
+    y1 = A(s[0].float())
     assert y1.shape == (model.n_data,) and y1.dtype == torch.float32
+    # A_vjp (no autograd graph) gives the same J^T v
+    np.testing.assert_allclose(A.A_vjp(s.detach(), dv).numpy(), g.numpy(), rtol=1e-12)
 
 
 def test_torch_contact_impedance_gradient(disk_coarse):
@@ -276,12 +274,17 @@ def test_torch_contact_impedance_gradient(disk_coarse):
                      requires_grad=True)
     z = torch.full((L,), 0.02, dtype=torch.float64, requires_grad=True)
     dv = torch.randn(2, model.n_data, dtype=torch.float64)
-    gs, gz = torch.autograd.grad((eit_forward(s, model, z) * dv).sum(), (s, z))
+    # the unknown of the contact physics is (sigma, log z); z is shared by the batch here
+    A = EITPhysics(model, contact=True)
+    x = torch.cat([s, torch.log(z).expand(2, L)], dim=1)
+    gs, gz = torch.autograd.grad((A(x) * dv).sum(), (s, z))
     np.testing.assert_allclose(model.z, 0.02)
     ref_z = sum(model.vjp_contact(s[b].detach().numpy(), dv[b].numpy()) for b in range(2))
     np.testing.assert_allclose(gz.numpy(), ref_z, rtol=1e-10)
     np.testing.assert_allclose(gs[0].numpy(), model.vjp(s[0].detach().numpy(), dv[0].numpy()),
                                rtol=1e-10)
+    with pytest.raises(ValueError, match="contact impedances"):
+        EITPhysics(NeumannModel(disk_coarse, lambda x, y: np.cos(np.arctan2(y, x))[None]), contact=True)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -8,7 +8,7 @@ import torch
 
 @pytest.fixture(scope="module")
 def phantom_problem():
-    from eit.cli import simulated_problem
+    from eit.problem import simulated_problem
 
     return simulated_problem("two-inclusion", "1500", noise=0.01, seed=0)
 
@@ -21,18 +21,26 @@ def test_problem_is_not_an_inverse_crime(phantom_problem):
 
 
 def test_neural_improves_on_homogeneous(phantom_problem):
-    from eit.reconstruct import neural
-    from eit.result import finish
+    from shared.fit import FitResult
+    from shared.result import Result
+
+    from eit import NeuralEIT
+    from eit.result import conductivity_result
 
     p = phantom_problem
-    homogeneous = finish(p, np.full(p.n_cells, p.sigma_bg), "homogeneous", 0.0)
-    rec = neural(p, prior="mlp", iterations=60, lr=5e-3, tv_weight=1e-2)
-    assert np.all(rec.sigma > 0) and np.all(np.isfinite(rec.sigma))
+    homogeneous = conductivity_result(p, np.full(p.n_cells, p.sigma_bg), "homogeneous", 0.0)
+    rec = NeuralEIT(net="mlp", iterations=60, lr=5e-3, tv_weight=1e-2).reconstruct(p)
+    assert isinstance(rec, Result) and isinstance(rec.fit, FitResult) and rec.method == "neural-mlp"
+    assert rec.config["iterations"] == 60 and rec.config["lr"] == 5e-3
+    sigma = rec.arrays["sigma"]
+    assert np.all(sigma > 0) and np.all(np.isfinite(sigma))
     assert rec.metrics["chi2"] < 0.5 * homogeneous.metrics["chi2"]
     assert rec.metrics["rel_l2"] < homogeneous.metrics["rel_l2"]
     assert rec.metrics["score"] > homogeneous.metrics["score"] + 0.2
     # Both inclusion types are found.
-    assert set(np.unique(rec.segmentation)) == {0, 1, 2}
+    assert set(np.unique(rec.arrays["segmentation"])) == {0, 1, 2}
+    assert rec.arrays["image"].shape == (256, 256)
+    assert set(rec.files) == {"sigma_neural-mlp.png", "sigma_neural-mlp.xdmf"}
 
 
 def test_conv_prior_runs_and_is_positive(phantom_problem):
@@ -50,14 +58,18 @@ def test_conv_prior_runs_and_is_positive(phantom_problem):
 
 
 def test_baselines_improve_misfit(phantom_problem):
-    from eit.baselines import gauss_newton, onestep
+    from eit import GaussNewton, OneStep, make_reconstructor
 
     p = phantom_problem
     chi0 = p.chi2(np.full(p.n_cells, p.sigma_bg))
-    one = onestep(p)
-    assert one.metrics["score"] > 0.1
-    gn = gauss_newton(p, "tv", iterations=2)
-    assert gn.metrics["chi2"] < chi0
+    one = OneStep().reconstruct(p)
+    assert one.metrics["score"] > 0.1 and one.method == "onestep"
+    gn = GaussNewton(prior="tv", iterations=2).reconstruct(p)
+    assert gn.metrics["chi2"] < chi0 and gn.method == "gn-tv" and gn.config["prior"] == "tv"
+    assert make_reconstructor("gn").get_params()["prior"] == "tikhonov"
+    assert make_reconstructor("neural", net="conv").lr == 1e-2  # the tuned step of the deep decoder
+    with pytest.raises(ValueError, match="no setting"):
+        make_reconstructor("onestep", iterations=3)
 
 
 def test_non_positive_conductivity_rejected(phantom_problem):
@@ -80,14 +92,55 @@ def test_cli_missing_ref(tmp_path, capsys):
     assert "has no ref.mat" in capsys.readouterr().err
 
 
-def test_cli_phantom_writes_outputs(tmp_path):
+@pytest.mark.parametrize("option", [["--level", "9"], ["--iterations", "0"], ["--noise", "-1"], ["--lr", "0"]])
+def test_cli_bad_options_create_nothing(tmp_path, capsys, option):
     from shared.cli import main
 
     out = tmp_path / "o"
-    rc = main(["eit", "reconstruct", "--phantom", "two-inclusion", "--method", "neural", "--iterations", "5",
-               "--out", str(out), "--quiet"])
+    rc = main(["eit", "reconstruct", "--phantom", "two-inclusion", "--out", str(out), "--quiet", *option])
+    assert rc == 2 and option[0] in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_ktc_folder_as_output_keeps_inputs(tmp_path, capsys):
+    from scipy.io import savemat
+
+    from shared.cli import main
+
+    from eit import CEM, ktc_mesh, synthetic_patterns, two_disks
+
+    inj, mpat = synthetic_patterns(32)
+    model = CEM(ktc_mesh("1500"), inj, mpat, z=1e-6)
+    water = model.forward(np.full(model.n_sigma, 0.8))
+    target = model.forward(two_disks().at(*model.cell_centroids.T))
+    savemat(tmp_path / "ref.mat", {"Injref": inj, "Mpat": mpat, "Uelref": water[:, None]})
+    savemat(tmp_path / "data1.mat", {"Inj": inj, "Mpat": mpat, "Uel": target[:, None]})
+    before = {f: (tmp_path / f).read_bytes() for f in ("ref.mat", "data1.mat")}
+    rc = main(["eit", "reconstruct", "--ktc", str(tmp_path), "--method", "onestep", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0 and (tmp_path / "sigma_onestep.png").stat().st_size > 0
+    assert all((tmp_path / f).read_bytes() == data for f, data in before.items())
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["problem"] == "data1" and abs(m["sigma_bg"] - 0.8) < 1e-3
+    # an --out that is a file is refused (exit 2), nothing is written
+    rc = main(["eit", "reconstruct", "--ktc", str(tmp_path), "--method", "onestep", "--out",
+               str(tmp_path / "ref.mat"), "--quiet"])
+    assert rc == 2 and "not a folder" in capsys.readouterr().err
+    assert (tmp_path / "ref.mat").read_bytes() == before["ref.mat"]
+
+
+def test_cli_phantom_writes_outputs(tmp_path, capsys):
+    from shared.cli import main
+
+    out = tmp_path / "o"
+    rc = main(["eit", "reconstruct", "--phantom", "two-inclusion", "--method", "neural", "onestep",
+               "--iterations", "5", "--lr", "4e-3", "--stop", "none", "--net", "mlp", "--out", str(out)])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert "score" in m["methods"]["neural-mlp"] and "rel_l2" in m["methods"]["neural-mlp"]
-    for f in ("comparison.png", "sigma_neural-mlp.png", "sigma_neural-mlp.xdmf", "sigma_neural-mlp.h5"):
+    assert m["methods"]["neural-mlp"]["iterations"] == 5 and m["methods"]["neural-mlp"]["stopped_by"] == "iterations"
+    assert m["config"]["neural-mlp"]["lr"] == 4e-3 and "onestep" in m["methods"]
+    for f in ("comparison.png", "sigma_neural-mlp.png", "sigma_neural-mlp.xdmf", "sigma_neural-mlp.h5",
+              "sigma_onestep.png", "sigma_onestep.xdmf"):
         assert (out / f).stat().st_size > 0
+    stdout = capsys.readouterr().out
+    assert "neural-mlp:" in stdout and "onestep:" in stdout and "wrote" in stdout

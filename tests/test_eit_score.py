@@ -138,6 +138,15 @@ def test_mesh_tv_adjacency():
     assert 0.23 <= tv < 0.23 * 1.6
     D = difference_matrix(pairs, len(cells))
     np.testing.assert_allclose(np.sum(lengths * np.abs(D @ s)), tv, rtol=1e-6)
+    # the numpy side (Gauss-Newton): the same value, its gradient, the lagged-diffusivity Hessian
+    smooth = MeshTV(pairs, lengths, eps=0.1, n_cells=len(cells))
+    r = np.random.default_rng(0).standard_normal(len(cells))
+    assert smooth.value(r) == pytest.approx(float(smooth(torch.as_tensor(r))), rel=1e-12)
+    g, H = smooth.gradient_hessian(r)
+    h = np.random.default_rng(1).standard_normal(len(cells))
+    fd = (smooth.value(r + 1e-6 * h) - smooth.value(r - 1e-6 * h)) / 2e-6
+    assert g @ h == pytest.approx(fd, rel=1e-6)
+    np.testing.assert_allclose(H @ r, g, rtol=1e-10, atol=1e-14)  # D^T diag(k) D r = D^T (k D r)
 
 
 def test_smoothness_prior():

@@ -1,38 +1,39 @@
 """EIT benchmark: KTC 2023 training targets 1-4 at levels 1, 4, 7 -- neural vs the baselines.
 
 For each target and level: the neural reconstruction (Fourier-feature MLP + TV through the
-complete electrode model, :data:`eit.reconstruct.NEURAL_DEFAULTS`), the organisers'
-one-step linearised difference reconstruction, Gauss-Newton with the smoothness prior
-(``gn``, Tikhonov) and with smoothed TV (``gn-tv``), all on the same ~1.5k-vertex mesh; KTC score (three-class Otsu segmentation vs the organisers'
-truth) and wall time.  Forward + adjoint gradient time for all 76 injections on the 1.5k and
-10k meshes comes from ``benchmarks/eit_forward.py``'s ``fwd_grad_seconds``.
+complete electrode model, :class:`eit.NeuralEIT` with its tuned defaults), the organisers'
+one-step linearised difference reconstruction (:class:`eit.OneStep`), Gauss-Newton with the
+smoothness prior (``gn``, Tikhonov) and with smoothed TV (``gn-tv``) (:class:`eit.GaussNewton`),
+all on the same ~1.5k-vertex mesh; KTC score (three-class Otsu segmentation vs the
+organisers' truth) and wall time.  Forward + adjoint gradient time for all 76 injections on
+the 1.5k and 10k meshes is :func:`eit.timing.fwd_grad_seconds` (as in ``benchmarks/eit_forward.py``).
 
 Writes ``benchmarks/results/eit.json`` (keys ``neural_mean_score``, ``onestep_mean_score``,
-``gn_mean_score`` (Tikhonov, the better Gauss-Newton), ``gn_tv_mean_score``, each with ``*_per_level``, ``neural_time_s_max``, ``fwd_grad_s_1500``,
+``gn_mean_score`` (Tikhonov, the better Gauss-Newton), ``gn_tv_mean_score``, each with
+``*_per_level``, ``neural_time_s_max``, ``fwd_grad_s_1500``,
 ``fwd_grad_s_10000``, the records) and ``benchmarks/results/eit_ktc.png``.
 
-    python benchmarks/eit.py [--levels 1 4 7] [--targets 1 2 3 4]
+    python benchmarks/eit_ktc.py [--levels 1 4 7] [--targets 1 2 3 4]
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
+import dolfinx_solver  # noqa: F401  (orders MPI before the DOLFINx bindings)
+
+from shared.paths import shared_data_dir
+from shared.result import write_json
+
+from eit.evaluate import METHOD_KEYS, comparison_figure, evaluate_ktc, summarise
+from eit.reconstruct import NEURAL_DEFAULTS
+from eit.timing import fwd_grad_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def _fwd_grad(size: str) -> float:
-    spec = importlib.util.spec_from_file_location("eit_forward_bench", ROOT / "benchmarks" / "eit_forward.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return float(mod.fwd_grad_seconds(size, repeats=5))
 
 
 def main(argv=None) -> int:
@@ -42,11 +43,6 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["neural", "onestep", "gn", "gn-tv"])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eit.json")
     args = ap.parse_args(argv)
-
-    from shared.paths import shared_data_dir
-
-    from eit.evaluate import comparison_figure, evaluate_ktc, summarise
-    from eit.reconstruct import NEURAL_DEFAULTS
 
     root = shared_data_dir()
     folder = None if root is None else root / "eit" / "ktc2023" / "training"
@@ -58,7 +54,8 @@ def main(argv=None) -> int:
     records = evaluate_ktc(folder, args.targets, args.levels, args.methods, progress=False, keep=True)
     total = time.perf_counter() - t0
     summary = summarise(records)
-    fwd = {"fwd_grad_s_1500": _fwd_grad("1500"), "fwd_grad_s_10000": _fwd_grad("10000")}
+    fwd = {"fwd_grad_s_1500": fwd_grad_seconds("1500", repeats=5),
+           "fwd_grad_s_10000": fwd_grad_seconds("10000", repeats=5)}
     result = {
         **{k: summary[k] for k in summary if k.endswith("mean_score")},
         **{k: summary[k] for k in summary if k.endswith("per_level")},
@@ -75,13 +72,11 @@ def main(argv=None) -> int:
                     "note": "2-core machine shared with other jobs; wall times are inflated by the load"},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     comparison_figure(records, args.out.with_name("eit_ktc.png"), args.methods)
 
     levels = sorted({r["level"] for r in records})
     print(f"{'method':10s} " + " ".join(f"L{lv:<6d}" for lv in levels) + "  mean    max time (s)")
-    from eit.evaluate import METHOD_KEYS
-
     for m in args.methods:
         k = METHOD_KEYS.get(m, m.replace("-", "_"))
         per = summary[f"{k}_mean_score_per_level"]
