@@ -6,7 +6,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Python >= 3.12 is required (DOLFINx wheels are cp312+ abi3).
 # Python >= 3.12 is required (DOLFINx wheels are cp312+ abi3); 3.12 is the tested one
 # (pytorch3d's wheels), so it is preferred, then newer ones.
 PYTHON ?= $(shell for c in python3.12 \
@@ -14,13 +13,16 @@ PYTHON ?= $(shell for c in python3.12 \
 	python3.13 python3.14 python3; do \
 	command -v $$c >/dev/null 2>&1 && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { command -v $$c; break; }; done)
 
-.PHONY: demo test test-all setup system-deps benchmarks clean
+.PHONY: demo test test-all lint setup system-deps benchmarks clean
 
 demo: $(STAMP)
 	$(PY) examples/demo.py --out out/demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m ""

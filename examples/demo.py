@@ -1,12 +1,14 @@
 """`make demo`: the main job of every front end on embedded data (no network, no ../shared).
 
 Each front end has its own ``examples/demo_<name>.py`` with ``main(out_dir)``; this script
-runs those present, one after the other, and prints where the outputs are.
+runs those present, one after the other, and prints where the outputs are.  (Python puts
+this script's folder on ``sys.path``, so the sibling scripts import by name; the library
+itself comes from the installed package.)
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -24,9 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         path = HERE / f"demo_{name}.py"
         if not path.exists():
             continue
-        spec = importlib.util.spec_from_file_location(f"demo_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = importlib.import_module(f"demo_{name}")
         out = args.out / name
         out.mkdir(parents=True, exist_ok=True)
         print(f"== {name}: writing to {out}")
@@ -37,5 +37,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent))
     sys.exit(main())

@@ -7,6 +7,7 @@ its docstring), so the command line and the library cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import sys
 import inspect
 import re
 import time
@@ -144,6 +145,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         result.metrics["scores"] = scores
     written = runner.write(result)
     _report(runner, result, wall, written)
+    if "mesh_error" in result.info:
+        print(f"error: screened Poisson meshing failed ({result.info['mesh_error']}); the dense oriented cloud "
+              f"was written to {runner.out / 'dense.ply'}", file=sys.stderr)
+        return 1
     return runner.finish()
 
 

@@ -32,6 +32,7 @@ stages are library functions of this module that it calls in order:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -171,6 +172,11 @@ class DeepGeometricPrior(Reconstructor):
         if self.fold_points < MIN_POINTS or self.max_folds < 1:
             raise ValueError(f"fold_points must be >= {MIN_POINTS} and max_folds >= 1, got {self.fold_points}, "
                              f"{self.max_folds}")
+        if not 1 <= self.depth <= 16:
+            raise ValueError(f"depth (Poisson octree depth) must be in 1..16, got {self.depth}")
+        if not (0 <= self.trim_quantile < 1 and self.outlier_factor >= 0 and self.isolated_factor >= 0):
+            raise ValueError(f"trim_quantile must be in [0, 1), outlier_factor and isolated_factor >= 0, got "
+                             f"{self.trim_quantile}, {self.outlier_factor}, {self.isolated_factor}")
         if not (self.lr > 0 and self.density >= 1 and len(self.hidden) > 0):
             raise ValueError(f"lr must be > 0, density >= 1 and hidden non-empty, got {self.lr}, {self.density}, "
                              f"{self.hidden}")
@@ -195,17 +201,28 @@ class DeepGeometricPrior(Reconstructor):
             raise ValueError(f"geoprior needs at least {MIN_POINTS} points to fit charts, got {len(cloud)}")
         if reference is not None:
             reference = validate_cloud(reference, source="reference").points
+        # Every geometric step runs in a unit frame (bounding-box centre at 0, diagonal 1):
+        # georeferenced coordinates (5e6 m) would otherwise lose their digits in float32
+        # charts and break Qhull; the outputs are mapped back to the input's frame.
+        frame = Frame.of(cloud.points)
+        local = Cloud(frame.inward(cloud.points), cloud.normals, cloud.source)
         timings: dict[str, float] = {}
-        state = self._fit(cloud, reference, timings)
+        state = self._fit(local, None if reference is None else frame.inward(reference), timings)
         t0 = time.perf_counter()
         dense, dense_n = dense_output(state["model"], state["cover"], state["data"], state["n_fit"], self)
         timings["sampling_s"] = time.perf_counter() - t0
         verts = faces = None
+        state["frame"], state["mesh_error"] = frame, None
         if self.mesh:
             t0 = time.perf_counter()
-            verts, faces = poisson_mesh(dense, dense_n, depth=self.depth, trim_quantile=self.trim_quantile)
+            try:
+                verts, faces = poisson_mesh(dense, dense_n, depth=self.depth, trim_quantile=self.trim_quantile)
+                verts = frame.outward(verts)
+            except (RuntimeError, ValueError) as exc:
+                # The dense cloud is the costly part: keep it; the caller reports the failed mesh.
+                state["mesh_error"] = f"{type(exc).__name__}: {exc}"
             timings["mesh_s"] = time.perf_counter() - t0
-        return self._result(cloud, state, dense, dense_n, verts, faces, timings, reference)
+        return self._result(cloud, state, frame.outward(dense), dense_n, verts, faces, timings, reference)
 
     def _fit(self, cloud: Cloud, reference: np.ndarray | None, timings: dict[str, float]) -> dict[str, Any]:
         """Stages 0-4: points, cover, chart fit, consistency refit (timed into ``timings``)."""
@@ -238,7 +255,10 @@ class DeepGeometricPrior(Reconstructor):
             "folds": state["folds"], "n_patches": cover.n_patches, "max_patch": int(cover.mask.shape[1]),
             "mean_patch": float(cover.sizes.mean()), "n_dense": len(dense), "iterations_run": result.stop_iteration,
             "stopped_by": result.stopped_by, "selected_iteration": result.selected_iteration,
+            "frame": {"centre": state["frame"].centre.tolist(), "scale": state["frame"].scale},
         }
+        if state["mesh_error"]:
+            info["mesh_error"] = state["mesh_error"]
         if isinstance(data, ExactEMD):
             info["matchings"] = data.matchings
             info["matching_time_s"] = data.match_time_s
@@ -249,6 +269,26 @@ class DeepGeometricPrior(Reconstructor):
                   "consistency_fit": state["consistency"]}
         return Result(self.method, arrays=arrays, metrics=metrics, timings=timings, config=self.get_params(),
                       fit=result, info=info, files=output_files(cloud, dense, dense_n, verts, faces))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The unit frame of a cloud: ``local = (world - centre) / scale`` with ``centre`` the
+    bounding-box centre and ``scale`` its diagonal (lengths in the pipeline are fractions of it)."""
+
+    centre: np.ndarray
+    scale: float
+
+    @classmethod
+    def of(cls, points: np.ndarray) -> Frame:
+        lo, hi = points.min(0), points.max(0)
+        return cls(0.5 * (lo + hi), float(np.linalg.norm(hi - lo)) or 1.0)
+
+    def inward(self, points: np.ndarray) -> np.ndarray:
+        return (np.asarray(points, dtype=np.float64) - self.centre) / self.scale
+
+    def outward(self, points: np.ndarray) -> np.ndarray:
+        return np.asarray(points, dtype=np.float64) * self.scale + self.centre
 
 
 def output_files(cloud: Cloud, dense: np.ndarray, normals: np.ndarray, verts: np.ndarray | None,

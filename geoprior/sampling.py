@@ -81,14 +81,47 @@ def outward_sign(points: np.ndarray, normals: np.ndarray) -> float:
 
 
 def orient_points_mst(points: np.ndarray, normals: np.ndarray, k: int = 10) -> np.ndarray:
-    """Consistently orient unoriented point normals (open3d's consistent tangent plane), then outward."""
+    """Consistently orient unoriented point normals (open3d's consistent tangent plane), then outward.
+
+    open3d builds its graph with Qhull, which fails on flat or nearly collinear clouds; those
+    get the same propagation over a k-nearest-neighbour spanning tree (:func:`orient_knn_mst`).
+    """
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
     pcd.normals = o3d.utility.Vector3dVector(normals)
-    pcd.orient_normals_consistent_tangent_plane(k)
-    n = np.asarray(pcd.normals).copy()
+    try:
+        pcd.orient_normals_consistent_tangent_plane(k)
+        n = np.asarray(pcd.normals).copy()
+    except RuntimeError:  # Qhull: coplanar or collinear input
+        n = orient_knn_mst(points, normals, k)
     return n * outward_sign(points, n)
+
+
+def orient_knn_mst(points: np.ndarray, normals: np.ndarray, k: int = 10) -> np.ndarray:
+    """Flip normals to agree along a minimum spanning tree of the k-NN graph, weighted by
+    ``1 - |n_i . n_j|`` (Hoppe et al. 1992): neighbours with parallel normals are trusted first."""
+    from scipy.spatial import cKDTree
+
+    k = min(k + 1, len(points))
+    _, nn = cKDTree(points).query(points, k=k)
+    rows = np.repeat(np.arange(len(points)), k - 1)
+    cols = nn[:, 1:].ravel()
+    w = 1.0 - np.abs((normals[rows] * normals[cols]).sum(1)) + 1e-6
+    graph = coo_matrix((w, (rows, cols)), shape=(len(points), len(points)))
+    mst = minimum_spanning_tree(graph)
+    mst = mst + mst.T
+    n = normals.copy()
+    visited = np.zeros(len(points), dtype=bool)
+    for root in range(len(points)):
+        if visited[root]:
+            continue
+        order, pred = breadth_first_order(mst, root, directed=False, return_predecessors=True)
+        for node in order:
+            visited[node] = True
+            if pred[node] >= 0 and n[node] @ n[pred[node]] < 0:
+                n[node] = -n[node]
+    return n
 
 
 @torch.no_grad()

@@ -63,7 +63,7 @@ def number(kind: type = float, low: float | None = None, high: float | None = No
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}{' ' + wanted if wanted else ''}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {what}{' ' + wanted if wanted else ''}, got {text!r}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected {what}{' ' + wanted if wanted else ''}, got {text!r}")
         bad_low = low is not None and (value <= low if low_open else value < low)
@@ -83,7 +83,8 @@ def device(text: str) -> str:
     try:
         dev = torch.device(text)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}") \
+            from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise argparse.ArgumentTypeError(f"{text!r}: no CUDA GPU is available on this machine (use --device cpu)")
@@ -234,7 +235,10 @@ def run_parsed(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     else is an internal error (exit 1, traceback to ``traceback.txt`` or, with
     ``--debug``, to stderr).
     """
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or an option argparse refused (it printed why)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_INPUT)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -42,7 +42,6 @@ import torch
 from torch import Tensor, nn
 
 from shared.losses import mse_loss
-from shared.seeding import seed_everything
 from shared.stopping import StepRecord, StoppingRule
 
 __all__ = ["fit", "FitResult", "Objective", "Optimiser", "Smoothing", "Tracking", "StepRecord"]
@@ -244,16 +243,16 @@ def fit(
     (averaged, when on) output of each step; a rule that holds out measurements
     (:class:`shared.stopping.HeldOut`) hides them from the data term and is offered their
     loss.  ``callbacks`` are called with the :class:`StepRecord` of every step.  ``seed``
-    seeds torch (and numpy/random) before the loop (``None`` leaves the generators alone);
-    ``progress`` shows a tqdm bar (a string is its description).
+    seeds the fit's own random draws (input perturbation, held-out split) from private
+    generators, so a fit never reseeds torch's global generators (``None``: the
+    perturbation draws from the global generator); the network's initialisation is the
+    caller's.  ``progress`` shows a tqdm bar (a string is its description).
 
     Interruption: a SIGINT (Ctrl-C) or SIGTERM during the loop ends the fit at the end of
     the current step with ``stopped_by = "interrupted"`` and the output selected as usual
     (by the stopping rule, else the average, else the last); a second signal raises
     ``KeyboardInterrupt`` at once.
     """
-    if seed is not None:
-        seed_everything(seed)
     device = torch.device(device) if device is not None else _model_device(model)
     model = model.to(device)
     z = _to(z, device)
@@ -269,7 +268,8 @@ def fit(
     if not params:
         raise ValueError("the model has no trainable parameters")
     opt, scheduler = optimiser.build(params)
-    loop = _Loop(model, z, model_kwargs, objective, mask, heldout, opt, optimiser.name == "lbfgs", smoothing)
+    noise = None if seed is None else torch.Generator(device).manual_seed(seed)
+    loop = _Loop(model, z, model_kwargs, objective, mask, heldout, opt, optimiser.name == "lbfgs", smoothing, noise)
     loop.given = given  # what the result keeps: the measurements as given (missing entries NaN)
 
     if stopping is not None:
@@ -294,7 +294,7 @@ def _new_history(heldout: bool, tracking: Tracking) -> dict[str, list[float]]:
     return history
 
 
-def _run(loop: "_Loop", scheduler: Any, stopping: StoppingRule | None, tracking: Tracking,
+def _run(loop: _Loop, scheduler: Any, stopping: StoppingRule | None, tracking: Tracking,
          history: dict[str, list[float]], callbacks: Iterable[Callable[[StepRecord], Any]], bar: Any,
          iterations: int) -> tuple[str, int]:
     """The loop: step, log, call back, ask the rule; returns (stopped_by, last iteration)."""
@@ -334,7 +334,7 @@ class _Interruption:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __enter__(self) -> "_Interruption":
+    def __enter__(self) -> _Interruption:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._saved[sig] = signal.signal(sig, self._handle)
@@ -368,9 +368,10 @@ def _prepare(objective: Objective, stopping: StoppingRule | None, seed: int | No
 class _Loop:
     """One optimiser step of the objective, with perturbation, averaging and a rollback on NaN."""
 
-    def __init__(self, model, z, model_kwargs, objective, mask, heldout, opt, lbfgs, smoothing) -> None:
+    def __init__(self, model, z, model_kwargs, objective, mask, heldout, opt, lbfgs, smoothing, noise) -> None:
         self.model, self.z, self.model_kwargs, self.objective = model, z, model_kwargs, objective
         self.mask, self.heldout, self.opt, self.lbfgs, self.smoothing = mask, heldout, opt, lbfgs, smoothing
+        self.noise = noise  # generator of the input perturbation (None: torch's global one)
         self.averaged: Tensor | None = None
         self.last_good = _snapshot(model)
 
@@ -381,7 +382,7 @@ class _Loop:
 
         def closure() -> Tensor:
             self.opt.zero_grad(set_to_none=True)
-            out = _evaluate(self.model, _perturb(self.z, self.smoothing.input_noise), self.model_kwargs)
+            out = _evaluate(self.model, _perturb(self.z, self.smoothing.input_noise, self.noise), self.model_kwargs)
             pred, d, r = self.objective.terms(out, self.mask)
             loss = d + r
             loss.backward()
@@ -458,12 +459,12 @@ def _evaluate(model: nn.Module, z: Any, kwargs: Mapping[str, Any]) -> Tensor:
     return model(**kwargs) if z is None else model(z, **kwargs)
 
 
-def _perturb(z: Any, sigma: float) -> Any:
+def _perturb(z: Any, sigma: float, generator: torch.Generator | None) -> Any:
     if z is None or sigma <= 0:
         return z
     if isinstance(z, Tensor):
-        return z + sigma * torch.randn_like(z)
-    return type(z)(_perturb(v, sigma) for v in z)
+        return z + sigma * torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+    return type(z)(_perturb(v, sigma, generator) for v in z)
 
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:

@@ -36,7 +36,7 @@ class Reconstructor:
         """The settings given at construction, by name."""
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params: Any) -> "Reconstructor":
+    def set_params(self, **params: Any) -> Reconstructor:
         """Change settings by name (unknown names are refused); returns ``self``."""
         valid = set(self._param_names())
         for name, value in params.items():

@@ -2,7 +2,8 @@
 
 * Imports point down: no core module (``shared/`` outside ``shared/image``) imports a
   front end (``shared.image``, ``geoprior``, ``eit``).
-* No function of the library (``shared``, ``geoprior``, ``eit``) is longer than 80 lines.
+* No function of the library (``shared``, ``geoprior``, ``eit``) is longer than 80 lines of code
+  (its docstring not counted).
 * Examples, benchmarks and tests use the installed packages: no ``sys.path`` edits.
 """
 from __future__ import annotations
@@ -49,12 +50,23 @@ def test_the_import_check_sees_front_end_imports(tmp_path):
     assert "eit.mesh" in found and "shared.image" in found and "shared" not in found
 
 
+def _code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function from its ``def`` to its end, its docstring left out (docstrings
+    state the math and may be long; the rule is about code)."""
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        doc = body[0].end_lineno - body[0].lineno + 1
+    else:
+        doc = 0
+    return node.end_lineno - node.lineno + 1 - doc
+
+
 def _long_functions(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(), str(path))
-    return [f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+    return [f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({_code_lines(node)} lines)"
             for node in ast.walk(tree)
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.end_lineno - node.lineno + 1 > MAX_LINES]
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _code_lines(node) > MAX_LINES]
 
 
 def test_no_library_function_is_longer_than_80_lines():

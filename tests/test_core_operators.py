@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.operators import (Blur, Downsample, GaussianMatrix, Identity, PixelMask, Radon, adjointness_error,
-                              box_kernel, downsampling_kernel, gaussian_kernel)
+                              downsampling_kernel, gaussian_kernel)
 
 
 def _gen(seed=0):

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from shared.fit import Objective, Optimiser, Smoothing, Tracking, fit
 from shared.losses import WeightedSquaredError, mse_loss
@@ -243,3 +242,12 @@ def test_a_second_signal_raises_at_once():
 
     with pytest.raises(KeyboardInterrupt):
         fit(net, z, Objective(y), optimiser=Optimiser(iterations=50), callbacks=[interrupt_twice])
+
+
+def test_fit_leaves_the_global_generators_alone():
+    net, z, y = _toy()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fit(net, z, Objective(y), optimiser=Optimiser(iterations=3), smoothing=Smoothing(input_noise=0.1), seed=5)
+    assert torch.equal(torch.rand(3), expected)

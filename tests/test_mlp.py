@@ -1,6 +1,6 @@
 import torch
 
-from shared.networks import MLP, BatchedMLP, FourierFeatures
+from shared.networks import BatchedMLP, FourierFeatures
 import pytest
 
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shared.cli import InputError, Runner, add_common_options
+from shared.cli import InputError, Runner, add_common_options, number
+from shared.image.io import MAX_PIXELS
 
 TASKS = {
     "denoise": "remove noise (A = identity)",
@@ -68,25 +69,25 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
     if task == "inpaint":
         g = p.add_mutually_exclusive_group(required=True)
         g.add_argument("--mask", type=Path, help="mask image of INPUT's size: white = known pixel, black = missing")
-        g.add_argument("--fraction", type=float, help="keep a random fraction of the pixels, in (0, 1)")
+        g.add_argument("--fraction", type=number(float, 0, 1, low_open=True, high_open=True), help="keep a random fraction of the pixels, in (0, 1)")
     if task in ("denoise", "deblur"):
-        p.add_argument("--sigma", type=float, default=25.0 if task == "denoise" else 2.0,
+        p.add_argument("--sigma", type=number(float, 0), default=25.0 if task == "denoise" else 2.0,
                        help="noise std in 0-255 units added with --simulate (and the noise level of "
                        "--uncertainty)" + D)
     if task == "superres":
         p.add_argument("--scale", type=int, choices=(4, 8), default=4, help="up-sampling factor" + D)
     if task == "deblur":
-        p.add_argument("--blur-std", type=float, default=2.0, help="std (pixels) of the Gaussian blur kernel" + D)
+        p.add_argument("--blur-std", type=number(float, 0, low_open=True), default=2.0, help="std (pixels) of the Gaussian blur kernel" + D)
     if task == "cs":
-        p.add_argument("--ratio", type=float, default=0.25, help="m/n, measurements per pixel" + D)
-        p.add_argument("--size", type=int, default=64,
+        p.add_argument("--ratio", type=number(float, 0, 1, low_open=True), default=0.25, help="m/n, measurements per pixel" + D)
+        p.add_argument("--size", type=number(int, 1), default=64,
                        help="the image is converted to grey and resized to SIZE x SIZE" + D)
-        p.add_argument("--noise", type=float, default=0.0, help="noise std relative to the RMS of A x" + D)
+        p.add_argument("--noise", type=number(float, 0), default=0.0, help="noise std relative to the RMS of A x" + D)
     if task == "ct":
-        p.add_argument("--angles", type=int, default=30, help="number of projection angles in [0, 180)" + D)
-        p.add_argument("--size", type=int, default=128,
+        p.add_argument("--angles", type=number(int, 1), default=30, help="number of projection angles in [0, 180)" + D)
+        p.add_argument("--size", type=number(int, 1), default=128,
                        help="the image is converted to grey and resized to SIZE x SIZE" + D)
-        p.add_argument("--noise", type=float, default=0.01, help="noise std relative to the RMS of the sinogram" + D)
+        p.add_argument("--noise", type=number(float, 0), default=0.01, help="noise std relative to the RMS of the sinogram" + D)
     if not simulated_only:
         p.add_argument("--simulate", action="store_true",
                        help="treat INPUT as the clean image: synthesise the measurement and use INPUT as reference")
@@ -96,16 +97,20 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
                        "result) or central crop" + D)
     p.add_argument("--net", choices=tuple(NETS), default="skip",
                    help="prior network: " + "; ".join(f"{k} = {v.description}" for k, v in NETS.items()) + D)
-    p.add_argument("--iterations", type=int, default=TASK_DEFAULTS[task]["iterations"],
+    p.add_argument("--iterations", type=number(int, 1), default=TASK_DEFAULTS[task]["iterations"],
                    help="maximum number of iterations (early stopping usually ends sooner)" + D)
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the network's, 0.01)")
+    p.add_argument("--lr", type=number(float, 0, low_open=True), default=None, help="Adam learning rate (default: the network's, 0.01)")
     p.add_argument("--stop", choices=STOPPING, default="eswmv",
                    help="automatic early stopping: ES-WMV (output variance), held-out 10%% of the "
                    "measurements, or none (run all iterations, return the averaged output)" + D)
-    p.add_argument("--patience", type=int, default=300, help="iterations without improvement before stopping" + D)
+    p.add_argument("--patience", type=number(int, 1), default=300, help="iterations without improvement before stopping" + D)
     p.add_argument("--uncertainty", action="store_true",
                    help="also write a pixelwise predictive std (linearised Laplace): std.png, std.pt, uncertainty.json")
-    p.add_argument("--uncertainty-rank", type=int, default=32, help="rank of the Jacobian SVD for --uncertainty" + D)
+    p.add_argument("--uncertainty-rank", type=number(int, 1), default=32,
+                   help="rank of the Jacobian SVD for --uncertainty" + D)
+    p.add_argument("--max-pixels", type=number(float, 0, low_open=True), default=MAX_PIXELS / 1e6,
+                   help="refuse input images larger than this many megapixels (read from the file's header "
+                   "before decoding)" + D)
 
 
 def _positive(name: str, value: float | int | None, strict: bool = True) -> None:
@@ -121,10 +126,11 @@ def build_problem(args: argparse.Namespace, multiple: int):
     from shared.image.io import read_image, read_mask
 
     task = args.task
-    image = read_image(args.input, name="input image")
+    cap = int(args.max_pixels * 1e6)
+    image = read_image(args.input, name="input image", max_pixels=cap)
     reference = None
     if getattr(args, "reference", None) is not None:
-        reference = read_image(args.reference, name="reference image")
+        reference = read_image(args.reference, name="reference image", max_pixels=cap)
     simulate = getattr(args, "simulate", False)
     mode = getattr(args, "size_mode", "pad")
     if task == "denoise":
@@ -132,7 +138,7 @@ def build_problem(args: argparse.Namespace, multiple: int):
         return T.denoise_problem(image, multiple=multiple, sigma=args.sigma / 255, simulate=simulate,
                                  reference=reference, size_mode=mode, seed=args.seed)
     if task == "inpaint":
-        mask = read_mask(args.mask, tuple(image.shape[-2:])) if args.mask is not None else None
+        mask = read_mask(args.mask, tuple(image.shape[-2:]), max_pixels=cap) if args.mask is not None else None
         return T.inpaint_problem(image, multiple=multiple, mask=mask, fraction=args.fraction, reference=reference,
                                  simulate=simulate, size_mode=mode, seed=args.seed)
     if task == "superres":

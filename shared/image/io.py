@@ -41,6 +41,10 @@ __all__ = [
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy"}
 
+#: Largest image read by default (pixels): checked from the file's header before decoding,
+#: so a small file that claims a huge size cannot allocate gigabytes (CLI: --max-pixels).
+MAX_PIXELS = 64_000_000
+
 
 class ImageInputError(ValueError):
     """A user-supplied image is unusable (the message says which file and why)."""
@@ -112,17 +116,39 @@ def validate_array(arr: np.ndarray, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _load_array(path: Path) -> np.ndarray:
-    """Decode a file to a numpy array (no value checks yet)."""
+def _check_size(path: Path, shape: tuple[int, ...], max_pixels: int) -> None:
+    pixels = int(np.prod(shape[:2], dtype=np.int64)) if len(shape) >= 2 else 0
+    if pixels > max_pixels:
+        raise ImageInputError(
+            f"{path} is {shape[1]}x{shape[0]} pixels ({pixels / 1e6:.1f} Mpx), more than the limit of "
+            f"{max_pixels / 1e6:.0f} Mpx; pass --max-pixels to raise it if the image really is that large")
+
+
+def _load_npy(path: Path, max_pixels: int) -> np.ndarray:
+    try:
+        header = np.load(path, mmap_mode="r", allow_pickle=False)
+        _check_size(path, header.shape, max_pixels)
+        return np.array(header)
+    except ImageInputError:
+        raise
+    except Exception as exc:  # numpy raises several types for corrupt files
+        raise ImageInputError(f"{path} is not a readable .npy array ({exc})") from None
+
+
+def _load_array(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a file to a numpy array (no value checks yet); the size is checked before decoding."""
     if path.suffix.lower() == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except Exception as exc:  # numpy raises several types for corrupt files
-            raise ImageInputError(f"{path} is not a readable .npy array ({exc})") from None
+        return _load_npy(path, max_pixels)
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own limit, with our message
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        with im:
+            _check_size(path, (im.size[1], im.size[0]), max_pixels)
             im.load()
             mode = im.mode
             if mode == "P":  # palette: expand (keeps transparency, checked later)
@@ -141,15 +167,19 @@ def _load_array(path: Path) -> np.ndarray:
         raise ImageInputError(
             f"{path} is not an image file this tool can read (expected PNG, JPEG, TIFF, BMP or .npy)"
         ) from None
+    except ImageInputError:
+        raise
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"{path} could not be decoded as an image ({exc})") from None
 
 
-def read_image(path: str | Path, channels: int | None = None, name: str = "image") -> Tensor:
+def read_image(path: str | Path, channels: int | None = None, name: str = "image",
+               max_pixels: int = MAX_PIXELS) -> Tensor:
     """Read an image file as a ``(1, C, H, W)`` float32 tensor in ``[0, 1]``.
 
     ``channels``: ``None`` keeps the file's (1 or 3), ``1`` converts RGB to grey
-    (ITU-R BT.601 luma), ``3`` repeats a grey image over three channels.
+    (ITU-R BT.601 luma), ``3`` repeats a grey image over three channels.  An image of more
+    than ``max_pixels`` pixels (read from its header) is refused before it is decoded.
     Supported: PNG, JPEG, TIFF, BMP (8 or 16 bit) and ``.npy`` arrays (integer, or float in [0, 1]).
     """
     path = Path(path)
@@ -159,7 +189,7 @@ def read_image(path: str | Path, channels: int | None = None, name: str = "image
         raise ImageInputError(f"{name} path {path} is a folder, not an image file")
     if path.stat().st_size == 0:
         raise ImageInputError(f"{name} file {path} is empty (0 bytes)")
-    arr = validate_array(_load_array(path), name=f"{name} {path}")
+    arr = validate_array(_load_array(path, max_pixels), name=f"{name} {path}")
     x = to_tensor(arr)
     if channels == 1 and x.shape[1] == 3:
         x = to_grey(x)
@@ -170,14 +200,14 @@ def read_image(path: str | Path, channels: int | None = None, name: str = "image
     return x
 
 
-def read_mask(path: str | Path, shape: tuple[int, int], name: str = "mask") -> Tensor:
+def read_mask(path: str | Path, shape: tuple[int, int], name: str = "mask", max_pixels: int = MAX_PIXELS) -> Tensor:
     """Read a binary mask (white = known pixel) as a ``(1, 1, H, W)`` float tensor of 0/1.
 
     ``shape`` is the ``(H, W)`` of the image the mask belongs to; a different size is an
     error (a mask is never silently resized).  Colour masks are reduced to grey; values
     are thresholded at 0.5.
     """
-    m = read_image(path, name=name)
+    m = read_image(path, name=name, max_pixels=max_pixels)
     h, w = m.shape[-2:]
     if (h, w) != tuple(shape):
         raise ImageInputError(

@@ -25,7 +25,6 @@ regularisation, and why it needs no early stopping in denoising.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["DeepDecoder", "deep_decoder_parameter_count"]

@@ -62,7 +62,7 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).flatten(1).sum(1)
 
 
-def conjugate_gradient(apply: "callable", b: Tensor, iterations: int = 100, tol: float = 1e-6) -> Tensor:
+def conjugate_gradient(apply: callable, b: Tensor, iterations: int = 100, tol: float = 1e-6) -> Tensor:
     """Solve ``M x = b`` for a symmetric positive semi-definite ``M`` (given as ``apply``),
     independently for each batch item, starting from ``x = 0``; stops when every item's
     residual norm is below ``tol`` times its ``||b||``."""

@@ -54,7 +54,7 @@ class PixelMask(LinearOperator):
         self.in_shape = self.out_shape = tuple(self.mask.shape[1:])
 
     @classmethod
-    def random(cls, shape: Sequence[int], keep: float, generator: torch.Generator | None = None) -> "PixelMask":
+    def random(cls, shape: Sequence[int], keep: float, generator: torch.Generator | None = None) -> PixelMask:
         """Mask of ``shape`` (``(H, W)`` or ``(C, H, W)``) keeping each pixel with probability ``keep``."""
         if not 0.0 <= keep <= 1.0:
             raise ValueError(f"keep fraction must be in [0, 1], got {keep}")

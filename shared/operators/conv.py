@@ -16,7 +16,6 @@ which is exact and itself differentiable.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 import torch
