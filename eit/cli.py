@@ -22,7 +22,7 @@ __all__ = ["register", "run_reconstruct"]
 
 
 def register(subparsers) -> None:
-    from shared.cli import add_common_options
+    from shared.cli import add_common_options, number
 
     from eit.methods import METHODS
     from eit.problem import MESH_SIZES, PHANTOMS
@@ -38,44 +38,36 @@ def register(subparsers) -> None:
                      help="KTC 2023 folder with ref.mat, data<N>.mat (true<N>.mat)")
     src.add_argument("--phantom", choices=PHANTOMS, help="simulated phantom (no data files needed)")
     p.add_argument("--target", default="1", help="KTC target number N (data<N>.mat; default: %(default)s)")
-    p.add_argument("--level", type=int, default=1,
+    p.add_argument("--level", type=number(int, 1, 7), default=1,
                    help="difficulty level 1..7 (electrodes removed; default: %(default)s)")
     p.add_argument("--method", nargs="+", choices=tuple(METHODS), default=["neural"],
                    help="one or more methods: neural, onestep (organisers' linearised difference method), "
                    "gn (Gauss-Newton with the smoothness prior), gn-tv (Gauss-Newton with smoothed TV); "
                    "default: neural")
     p.add_argument("--net", choices=NETS, default="mlp", help="neural: prior network (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=None, help="neural: optimiser steps (default: the tuned setting)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--iterations", type=number(int, 1), default=None,
+                   help="neural: optimiser steps (default: the tuned setting)")
+    p.add_argument("--lr", type=number(float, 0, low_open=True), default=None,
                    help="neural: Adam step (default: the tuned setting of the network, 3e-3 mlp, 1e-2 conv)")
-    p.add_argument("--tv", type=float, default=None, help="neural: TV weight (default: the tuned setting)")
+    p.add_argument("--tv", type=number(float, 0), default=None, help="neural: TV weight (default: the tuned setting)")
     p.add_argument("--stop", choices=("plateau", "discrepancy", "none"), default="plateau",
                    help="neural: stopping rule (discrepancy: Morozov with the problem's noise model; "
                    "default: %(default)s)")
-    p.add_argument("--mesh", default="1500", choices=MESH_SIZES, help="inversion mesh size (vertices)")
+    p.add_argument("--mesh", default="1500", choices=MESH_SIZES,
+                   help="inversion mesh size (vertices; default: %(default)s)")
     p.add_argument("--data", choices=("difference", "absolute"), default="difference",
-                   help="KTC: fit Uel - Uelref + F(sigma_bg) (difference) or Uel (absolute)")
-    p.add_argument("--noise", type=float, default=0.01, help="phantom: relative noise level (default: %(default)s)")
+                   help="KTC: fit Uel - Uelref + F(sigma_bg) (difference) or Uel (absolute); default: %(default)s")
+    p.add_argument("--noise", type=number(float, 0), default=0.01,
+                   help="phantom: relative noise level (default: %(default)s)")
     add_common_options(p, default_out="out/eit")
     p.set_defaults(func=run_reconstruct)
 
 
 def _reconstructors(args) -> list:
     """The reconstructors of ``--method`` with the options (checked; nothing runs)."""
-    from shared.cli import InputError
-
     from eit.methods import make_reconstructor
 
-    if not 1 <= args.level <= 7:
-        raise InputError(f"--level must be 1..7, got {args.level}")
-    if args.noise < 0:
-        raise InputError(f"--noise must be >= 0, got {args.noise}")
-    if args.iterations is not None and args.iterations < 1:
-        raise InputError(f"--iterations must be >= 1, got {args.iterations}")
-    if args.lr is not None and not 0 < args.lr < float("inf"):
-        raise InputError(f"--lr must be a positive number, got {args.lr}")
-    if args.tv is not None and not 0 <= args.tv < float("inf"):
-        raise InputError(f"--tv must be >= 0, got {args.tv}")
+    # Numbers were checked by their argparse types (finite, in range).
     neural = dict(net=args.net, iterations=args.iterations, lr=args.lr, tv_weight=args.tv, stop=args.stop,
                   seed=args.seed, device=args.device, progress=False if args.quiet else "neural")
     return [make_reconstructor(m, **(neural if m == "neural" else {})) for m in dict.fromkeys(args.method)]
@@ -109,7 +101,10 @@ def run_reconstruct(args) -> int:
     runner.say(f"problem {problem.name} level {problem.level}: {problem.n_cells} cells, "
                f"{int(problem.mask.sum())} measurements, sigma_bg {problem.sigma_bg:.4g} S/m ({setup_s:.1f} s)")
     results = []
-    for rec in recs:
+    for i, rec in enumerate(recs):
+        if runner.interrupted:
+            runner.say(f"interrupted: not running {', '.join(r.method for r in recs[i:])}")
+            break
         result = rec.reconstruct(problem)
         results.append(result)
         runner.write(result, metrics_file=None)
@@ -118,4 +113,4 @@ def run_reconstruct(args) -> int:
         runner.say(f"{result.method}: {shown}")
     save_comparison_png(problem, results, runner.out / "comparison.png", title=f"{problem.name}, level {problem.level}")
     runner.say(f"wrote {runner.out}/comparison.png, sigma_*.png, sigma_*.xdmf, metrics.json")
-    return 0
+    return runner.finish()

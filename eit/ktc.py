@@ -159,6 +159,9 @@ def _validate(inj: np.ndarray, mpat: np.ndarray, uel: np.ndarray, path: Path, na
 def load_reference(folder: str | Path) -> KTCData:
     """``ref.mat`` of a KTC folder (``Injref``, ``Mpat``, ``Uelref``): the water-only tank."""
     folder = Path(folder)
+    if folder.is_file():
+        raise NotADirectoryError(f"--ktc {folder} is a file; expected the KTC folder that holds ref.mat and "
+                                 f"data<N>.mat (e.g. {folder.parent})")
     if not folder.is_dir():
         raise FileNotFoundError(f"KTC folder {folder} does not exist")
     path = folder / "ref.mat"

@@ -205,11 +205,15 @@ def load_conf(path: str | Path) -> Cloud:
         except ValueError:
             pose = " ".join(words[2:])
             raise ValueError(f"{path}, line {lineno}: the pose must be 7 numbers, got {pose!r}") from None
+        try:
+            rot = quaternion_to_matrix(qx, qy, qz, qw)
+        except ValueError as exc:
+            raise ValueError(f"{path}, line {lineno}: {exc}; the pose needs a rotation (a non-zero quaternion)") \
+                from None
         scan_path = path.parent / words[1]
         if not scan_path.exists():
             raise FileNotFoundError(f"{path}, line {lineno}: scan {words[1]!r} not found (looked for {scan_path})")
         scan = load_cloud(scan_path)
-        rot = quaternion_to_matrix(qx, qy, qz, qw)
         parts.append(scan.points @ rot + np.array([tx, ty, tz]))
         normals.append(None if scan.normals is None else scan.normals @ rot)
     if not parts:

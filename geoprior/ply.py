@@ -105,7 +105,8 @@ def read_vertices(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(f"{path}: PLY has no vertex element with x, y, z properties")
     if not vertex.fixed_size:
         raise ValueError(f"{path}: vertex properties that are lists are not supported")
-    table = _ascii_vertices(path, header, vertex) if header.format == "ascii" else _binary_vertices(path, header, vertex)
+    read = _ascii_vertices if header.format == "ascii" else _binary_vertices
+    table = read(path, header, vertex)
     names = [p for p, _, _ in vertex.properties]
     points = np.stack([table[:, names.index(k)] for k in "xyz"], axis=1)
     normals = (np.stack([table[:, names.index(k)] for k in ("nx", "ny", "nz")], axis=1)

@@ -162,24 +162,24 @@ class DeepGeometricPrior(Reconstructor):
         for name, allowed in self.choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if not 0 < self.radius < 1:
-            raise ValueError(f"radius must be a fraction of the bounding-box diagonal in (0, 1), got {self.radius}")
-        if self.overlap < 1:
-            raise ValueError(f"overlap must be >= 1 (patches of radius c*r), got {self.overlap}")
-        if self.iterations < 1 or self.consistency_iterations < 0:
-            raise ValueError(f"iterations must be >= 1 and consistency_iterations >= 0, got {self.iterations}, "
-                             f"{self.consistency_iterations}")
-        if self.fold_points < MIN_POINTS or self.max_folds < 1:
-            raise ValueError(f"fold_points must be >= {MIN_POINTS} and max_folds >= 1, got {self.fold_points}, "
-                             f"{self.max_folds}")
-        if not 1 <= self.depth <= 16:
-            raise ValueError(f"depth (Poisson octree depth) must be in 1..16, got {self.depth}")
-        if not (0 <= self.trim_quantile < 1 and self.outlier_factor >= 0 and self.isolated_factor >= 0):
-            raise ValueError(f"trim_quantile must be in [0, 1), outlier_factor and isolated_factor >= 0, got "
-                             f"{self.trim_quantile}, {self.outlier_factor}, {self.isolated_factor}")
-        if not (self.lr > 0 and self.density >= 1 and len(self.hidden) > 0):
-            raise ValueError(f"lr must be > 0, density >= 1 and hidden non-empty, got {self.lr}, {self.density}, "
-                             f"{self.hidden}")
+        rules = [
+            ("radius", 0 < self.radius < 1, "a fraction of the bounding-box diagonal in (0, 1)"),
+            ("overlap", self.overlap >= 1, ">= 1 (patches of radius c*r)"),
+            ("iterations", self.iterations >= 1, ">= 1"),
+            ("consistency_iterations", self.consistency_iterations >= 0, ">= 0"),
+            ("fold_points", self.fold_points >= MIN_POINTS, f">= {MIN_POINTS}"),
+            ("max_folds", self.max_folds >= 1, ">= 1"),
+            ("depth", 1 <= self.depth <= 16, "in 1..16 (the Poisson octree depth)"),
+            ("trim_quantile", 0 <= self.trim_quantile < 1, "in [0, 1)"),
+            ("outlier_factor", self.outlier_factor >= 0, ">= 0"),
+            ("isolated_factor", self.isolated_factor >= 0, ">= 0"),
+            ("lr", self.lr > 0, "> 0"),
+            ("density", self.density >= 1, ">= 1"),
+            ("hidden", len(self.hidden) > 0 and min(self.hidden) >= 1, "one or more layer widths >= 1"),
+        ]
+        for name, ok, wanted in rules:
+            if not ok:
+                raise ValueError(f"{name} must be {wanted}, got {getattr(self, name)!r}")
         return self
 
     def reconstruct(self, points: np.ndarray | Cloud, normals: np.ndarray | None = None,

@@ -184,8 +184,9 @@ class FitResult:
         Wall-clock time of the loop in seconds.
     model, z, objective, model_kwargs:
         The fitted network (parameters of the last finite iteration), its clean input, the
-        objective (with the measurements as given, missing entries NaN) and the keyword arguments of every model call: all that a linearised
-        posterior (:func:`shared.uncertainty.linearised_uncertainty`) needs.
+        objective (with the measurements as given, missing entries NaN) and the keyword
+        arguments of every model call: all that a linearised posterior
+        (:func:`shared.uncertainty.linearised_uncertainty`) needs.
     """
 
     output: Tensor

@@ -28,7 +28,8 @@ from shared.uncertainty import JacobianOperator, randomized_svd
 __all__ = ["jacobian_spectrum", "trig_basis", "principal_angles", "gradient_descent_min_norm"]
 
 
-def jacobian_spectrum(model: nn.Module, z: Any = None, rank: int = 32, *, forward: Callable[[Tensor], Tensor] | None = None,
+def jacobian_spectrum(model: nn.Module, z: Any = None, rank: int = 32, *,
+                      forward: Callable[[Tensor], Tensor] | None = None,
                       power_iterations: int = 2, oversample: int = 10, seed: int = 0,
                       vectors: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Leading ``rank`` singular values of ``J = d forward(G_theta(z)) / d theta`` at the current
@@ -66,7 +67,8 @@ def principal_angles(A: Tensor, B: Tensor) -> Tensor:
     return torch.arccos(cos)
 
 
-def gradient_descent_min_norm(M: Tensor, y: Tensor, steps: int = 2000, lr: float | None = None) -> tuple[Tensor, list[float]]:
+def gradient_descent_min_norm(M: Tensor, y: Tensor, steps: int = 2000,
+                              lr: float | None = None) -> tuple[Tensor, list[float]]:
     """Gradient descent from ``c = 0`` on ``1/2 ||M c - y||^2`` (``M = A J``, ``m x p``).
 
     The iterates stay in the row space of ``M``, so they converge to the minimum-norm

@@ -39,8 +39,8 @@ class StepRecord:
 
     ``output`` is the network output (averaged when averaging is on), ``prediction``
     the forward model applied to the training-pass output, ``loss`` the objective,
-    ``data`` its data term, ``reg`` its regularisation term, ``heldout`` the held-out data term (or None), ``raw_output``
-    the training-pass output before averaging (None when a caller does not provide it;
+    ``data`` its data term, ``reg`` its regularisation term, ``heldout`` the held-out data
+    term (or None), ``raw_output`` the training-pass output before averaging (None when a caller does not provide it;
     then rules fall back to ``output``).
     """
 

@@ -319,7 +319,8 @@ def log_evidence(log_alpha: float, log_beta: float, s2: np.ndarray, d_proj2: np.
 
 
 def fit_precisions(s: Tensor | np.ndarray, d_proj: Tensor | np.ndarray, d_perp2: float, m: int,
-                   alpha: float | None = None, beta: float | None = None, tail: float = 0.0) -> tuple[float, float, float]:
+                   alpha: float | None = None, beta: float | None = None, tail: float = 0.0) -> tuple[float,
+                                                                                                      float, float]:
     """Maximise :func:`log_evidence` over ``alpha`` and/or ``beta`` (a fixed one is kept).
 
     Returns ``(alpha, beta, log_evidence)``.  The optimisation is over ``log alpha`` and
@@ -358,7 +359,9 @@ def fit_precisions(s: Tensor | np.ndarray, d_proj: Tensor | np.ndarray, d_perp2:
 
     best = minimize(neg, np.array(x0), method="L-BFGS-B", bounds=[(-80.0, 80.0)] * len(x0))
     la, lb = unpack(best.x)
-    return (alpha if alpha is not None else math.exp(la)), (beta if beta is not None else math.exp(lb)), -float(best.fun)
+    a = alpha if alpha is not None else math.exp(la)
+    b = beta if beta is not None else math.exp(lb)
+    return a, b, -float(best.fun)
 
 
 # --------------------------------------------------------------------------- result

@@ -29,7 +29,8 @@ def test_fit_is_deterministic_under_a_seed():
     outs = []
     for _ in range(2):
         net, z, y = _toy(seed=3)
-        outs.append(fit(net, z, Objective(y), optimiser=Optimiser(iterations=50), smoothing=Smoothing(input_noise=0.05), seed=7).output)
+        outs.append(fit(net, z, Objective(y), optimiser=Optimiser(iterations=50),
+                        smoothing=Smoothing(input_noise=0.05), seed=7).output)
     assert torch.equal(outs[0], outs[1])
 
 
@@ -88,7 +89,8 @@ def test_cosine_schedule_settles_the_parameters():
     finals = {}
     for schedule in ("constant", "cosine"):
         net, z, y = _toy(seed=1)
-        finals[schedule] = fit(net, z, Objective(y), optimiser=Optimiser(lr=3e-2, iterations=400, schedule=schedule), seed=0).history["loss"][-1]
+        res = fit(net, z, Objective(y), optimiser=Optimiser(lr=3e-2, iterations=400, schedule=schedule), seed=0)
+        finals[schedule] = res.history["loss"][-1]
     assert finals["cosine"] < finals["constant"]
 
 

@@ -7,7 +7,8 @@ import pytest
 
 def _rec(i, out=None, loss=1.0, heldout=None, pred=None):
     out = torch.zeros(4) if out is None else out
-    return StepRecord(iteration=i, output=out, prediction=out if pred is None else pred, loss=loss, data=loss, heldout=heldout)
+    return StepRecord(iteration=i, output=out, prediction=out if pred is None else pred, loss=loss, data=loss,
+                      heldout=heldout)
 
 
 def test_eswmv_finds_the_quiet_stretch():
@@ -88,7 +89,8 @@ def test_fit_passes_the_raw_output_to_rules():
 
     seen = []
     z = torch.linspace(-1, 1, 16).unsqueeze(-1)
-    fit(MLP(1, 1, (8,)), z, Objective(torch.sin(z)), optimiser=Optimiser(iterations=3), smoothing=Smoothing(average=0.9),
+    fit(MLP(1, 1, (8,)), z, Objective(torch.sin(z)), optimiser=Optimiser(iterations=3),
+        smoothing=Smoothing(average=0.9),
         callbacks=[seen.append])
     assert all(r.raw_output is not None and r.raw_output.shape == (16, 1) for r in seen)
     assert not torch.equal(seen[-1].raw_output, seen[-1].output)  # averaged differs from raw

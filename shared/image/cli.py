@@ -69,7 +69,8 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
     if task == "inpaint":
         g = p.add_mutually_exclusive_group(required=True)
         g.add_argument("--mask", type=Path, help="mask image of INPUT's size: white = known pixel, black = missing")
-        g.add_argument("--fraction", type=number(float, 0, 1, low_open=True, high_open=True), help="keep a random fraction of the pixels, in (0, 1)")
+        g.add_argument("--fraction", type=number(float, 0, 1, low_open=True, high_open=True),
+                       help="keep a random fraction of the pixels, in (0, 1)")
     if task in ("denoise", "deblur"):
         p.add_argument("--sigma", type=number(float, 0), default=25.0 if task == "denoise" else 2.0,
                        help="noise std in 0-255 units added with --simulate (and the noise level of "
@@ -77,9 +78,11 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
     if task == "superres":
         p.add_argument("--scale", type=int, choices=(4, 8), default=4, help="up-sampling factor" + D)
     if task == "deblur":
-        p.add_argument("--blur-std", type=number(float, 0, low_open=True), default=2.0, help="std (pixels) of the Gaussian blur kernel" + D)
+        p.add_argument("--blur-std", type=number(float, 0, low_open=True), default=2.0,
+                       help="std (pixels) of the Gaussian blur kernel" + D)
     if task == "cs":
-        p.add_argument("--ratio", type=number(float, 0, 1, low_open=True), default=0.25, help="m/n, measurements per pixel" + D)
+        p.add_argument("--ratio", type=number(float, 0, 1, low_open=True), default=0.25,
+                       help="m/n, measurements per pixel" + D)
         p.add_argument("--size", type=number(int, 1), default=64,
                        help="the image is converted to grey and resized to SIZE x SIZE" + D)
         p.add_argument("--noise", type=number(float, 0), default=0.0, help="noise std relative to the RMS of A x" + D)
@@ -87,7 +90,8 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
         p.add_argument("--angles", type=number(int, 1), default=30, help="number of projection angles in [0, 180)" + D)
         p.add_argument("--size", type=number(int, 1), default=128,
                        help="the image is converted to grey and resized to SIZE x SIZE" + D)
-        p.add_argument("--noise", type=number(float, 0), default=0.01, help="noise std relative to the RMS of the sinogram" + D)
+        p.add_argument("--noise", type=number(float, 0), default=0.01,
+                       help="noise std relative to the RMS of the sinogram" + D)
     if not simulated_only:
         p.add_argument("--simulate", action="store_true",
                        help="treat INPUT as the clean image: synthesise the measurement and use INPUT as reference")
@@ -99,11 +103,13 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
                    help="prior network: " + "; ".join(f"{k} = {v.description}" for k, v in NETS.items()) + D)
     p.add_argument("--iterations", type=number(int, 1), default=TASK_DEFAULTS[task]["iterations"],
                    help="maximum number of iterations (early stopping usually ends sooner)" + D)
-    p.add_argument("--lr", type=number(float, 0, low_open=True), default=None, help="Adam learning rate (default: the network's, 0.01)")
+    p.add_argument("--lr", type=number(float, 0, low_open=True), default=None,
+                   help="Adam learning rate (default: the network's, 0.01)")
     p.add_argument("--stop", choices=STOPPING, default="eswmv",
                    help="automatic early stopping: ES-WMV (output variance), held-out 10%% of the "
                    "measurements, or none (run all iterations, return the averaged output)" + D)
-    p.add_argument("--patience", type=number(int, 1), default=300, help="iterations without improvement before stopping" + D)
+    p.add_argument("--patience", type=number(int, 1), default=300,
+                   help="iterations without improvement before stopping" + D)
     p.add_argument("--uncertainty", action="store_true",
                    help="also write a pixelwise predictive std (linearised Laplace): std.png, std.pt, uncertainty.json")
     p.add_argument("--uncertainty-rank", type=number(int, 1), default=32,

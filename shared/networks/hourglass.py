@@ -135,7 +135,8 @@ class Hourglass(nn.Module):
                 raise ValueError(f"{name} must be an odd positive int or {n} of them, got {v!r}")
             return vals
 
-        kd, ku, ks = per_scale(kernel_down, "kernel_down"), per_scale(kernel_up, "kernel_up"), per_scale(kernel_skip, "kernel_skip")
+        kd, ku = per_scale(kernel_down, "kernel_down"), per_scale(kernel_up, "kernel_up")
+        ks = per_scale(kernel_skip, "kernel_skip")
         self.in_ch, self.out_ch, self.scales = in_ch, out_ch, n
         self.config = dict(in_ch=in_ch, out_ch=out_ch, channels_down=tuple(channels_down),
                            channels_up=tuple(channels_up), channels_skip=tuple(channels_skip),

@@ -198,7 +198,8 @@ class FourierFeatures(nn.Module):
     MLPs, whose spectral bias favours low frequencies.
     """
 
-    def __init__(self, d_in: int, n_features: int = 64, scale: float = 1.0, generator: torch.Generator | None = None) -> None:
+    def __init__(self, d_in: int, n_features: int = 64, scale: float = 1.0,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.register_buffer("B", torch.randn(d_in, n_features, generator=generator) * scale)
         self.out_dim = 2 * n_features
