@@ -338,18 +338,27 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ct_options(p: argparse.ArgumentParser, *, angles: int, lr: float, angles_help: str) -> None:
+    """The options both EDIP commands share: image size, angles, noise, step size, seed."""
+    from shared.cli import number
+
+    p.add_argument("--size", type=number(int, 1), default=128, help="image size (pixels)")
+    p.add_argument("--angles", type=number(int, 0), default=angles, help=angles_help)
+    p.add_argument("--noise", type=number(float, 0), default=0.01, help="noise std relative to the sinogram RMS")
+    p.add_argument("--lr", type=number(float, 0, low_open=True), default=lr, help="Adam step")
+    p.add_argument("--seed", type=number(int, 0), default=0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from shared.cli import number
+
     p = argparse.ArgumentParser(prog="python -m shared.image.edip", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("pretrain", help="supervised pretraining on random ellipse phantoms")
     a.add_argument("--out", type=Path, default=Path("checkpoints/edip_ct128.pt"))
-    a.add_argument("--size", type=int, default=128)
-    a.add_argument("--angles", type=int, default=30)
-    a.add_argument("--noise", type=float, default=0.01, help="noise std relative to the sinogram RMS")
-    a.add_argument("--steps", type=int, default=800)
-    a.add_argument("--batch", type=int, default=4)
-    a.add_argument("--lr", type=float, default=3e-3)
-    a.add_argument("--seed", type=int, default=0)
+    _ct_options(a, angles=30, lr=3e-3, angles_help="projection angles")
+    a.add_argument("--steps", type=number(int, 1), default=800)
+    a.add_argument("--batch", type=number(int, 1), default=4)
     a.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=_cmd_pretrain)
@@ -357,12 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--checkpoint", type=Path, help="pretrained weights (omit: plain DIP from random weights)")
     b.add_argument("--phantom", choices=("shepp", "ellipses"), default="shepp")
     b.add_argument("--input", choices=("fbp", "noise"), default="fbp")
-    b.add_argument("--size", type=int, default=128)
-    b.add_argument("--angles", type=int, default=0, help="default: the checkpoint's")
-    b.add_argument("--noise", type=float, default=0.01)
-    b.add_argument("--iterations", type=int, default=1000)
-    b.add_argument("--lr", type=float, default=1e-3)
-    b.add_argument("--seed", type=int, default=0)
+    _ct_options(b, angles=0, lr=1e-3, angles_help="projection angles (0: the checkpoint's)")
+    b.add_argument("--iterations", type=number(int, 1), default=1000)
     b.add_argument("--out", type=Path, default=Path("out/edip"))
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=_cmd_finetune)

@@ -87,27 +87,29 @@ def fit_curves(
     ax.semilogy(it, loss, lw=1, label="training loss")
     if history.get("heldout"):
         ax.semilogy(it, np.asarray(history["heldout"], dtype=float), lw=1, label="held-out loss")
-    if selected_iteration is not None:
-        ax.axvline(selected_iteration + 1, color="k", ls="--", lw=0.8, label=f"selected ({selected_iteration + 1})")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _mark_and_label(ax, selected_iteration, f"selected ({selected_iteration + 1})" if selected_iteration is not None
+                    else "", "loss", "both")
     if has_metric:
         ax2 = axes[0][1]
         mi = np.asarray(history["metric_iteration"]) + 1
         ax2.plot(mi, history[metric], lw=1.2, label=f"{metric} of output")
         if baseline is not None:
             ax2.axhline(baseline, color="gray", ls=":", lw=1, label=f"input ({baseline:.2f})")
-        if selected_iteration is not None:
-            ax2.axvline(selected_iteration + 1, color="k", ls="--", lw=0.8, label="selected")
-        ax2.set_xlabel("iteration")
-        ax2.set_ylabel(metric.upper() + (" (dB)" if "psnr" in metric else ""))
-        ax2.grid(True, alpha=0.3)
-        ax2.legend(fontsize=8)
+        _mark_and_label(ax2, selected_iteration, "selected", metric.upper() + (" (dB)" if "psnr" in metric else ""),
+                        "major")
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path, dpi)
+
+
+def _mark_and_label(ax, selected_iteration: int | None, label: str, ylabel: str, grid: str) -> None:
+    """Mark the selected iteration (1-based on the axis), label the axes, grid and legend."""
+    if selected_iteration is not None:
+        ax.axvline(selected_iteration + 1, color="k", ls="--", lw=0.8, label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which=grid, alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def loss_curves(

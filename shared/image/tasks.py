@@ -325,6 +325,22 @@ def deblur_problem(image: Tensor, *, multiple: int, blur_std: float = 2.0, sigma
                    baseline_name="blurred input")
 
 
+def _simulated_unknown(image: Tensor, size: int, multiple: int, messages: list[str], what: str) -> Tensor:
+    """The grey ``size x size`` image a simulated task measures (``size`` a multiple of the network's)."""
+    if size % multiple or size < 2 * multiple:
+        raise ValueError(f"--size must be a multiple of {multiple} and at least {2 * multiple} for this network, "
+                         f"got {size}")
+    return _grey_square(image, size, messages, what)
+
+
+def _measure(op: Any, x: Tensor, noise: float, seed: int) -> Tensor:
+    """``y = A x + n``, ``n`` Gaussian with std ``noise`` times the RMS of ``A x``."""
+    y = op.A(x)
+    if noise > 0:
+        y = y + _noise(y, noise * float(y.pow(2).mean().sqrt()), seed + 1)
+    return y
+
+
 def _grey_square(image: Tensor, size: int, messages: list[str], what: str) -> Tensor:
     x = image
     if x.shape[1] == 3:
@@ -353,17 +369,12 @@ def cs_problem(image: Tensor, *, multiple: int, ratio: float = 0.25, size: int =
 
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"--ratio is m/n in (0, 1], got {ratio}")
-    if size % multiple or size < 2 * multiple:
-        raise ValueError(f"--size must be a multiple of {multiple} and at least {2 * multiple} for this network, "
-                         f"got {size}")
     messages: list[str] = []
-    x = _grey_square(image, size, messages, "compressed sensing")
+    x = _simulated_unknown(image, size, multiple, messages, "compressed sensing")
     n = size * size
     m = max(1, round(ratio * n))
     op = GaussianMatrix(m, n, generator=_generator(seed), in_shape=(1, size, size))
-    y = op.A(x)
-    if noise > 0:
-        y = y + _noise(y, noise * float(y.pow(2).mean().sqrt()), seed + 1)
+    y = _measure(op, x, noise, seed)
     observation = op.A_dagger(y).clamp(0, 1)  # minimum-norm solution A^T (A A^T)^-1 y
     geo = Geometry((size, size), (size, size))
     messages.append(f"compressed sensing: m = {m} Gaussian measurements of n = {n} pixels (ratio {m / n:.3f})")
@@ -381,15 +392,10 @@ def ct_problem(image: Tensor, *, multiple: int, angles: int = 30, size: int = 12
 
     if angles < 1:
         raise ValueError(f"--angles must be >= 1, got {angles}")
-    if size % multiple or size < 2 * multiple:
-        raise ValueError(f"--size must be a multiple of {multiple} and at least {2 * multiple} for this network, "
-                         f"got {size}")
     messages: list[str] = []
-    x = _grey_square(image, size, messages, "CT")
+    x = _simulated_unknown(image, size, multiple, messages, "CT")
     op = Radon(angles, size)  # equispaced in [0, pi)
-    y = op.A(x)
-    if noise > 0:
-        y = y + _noise(y, noise * float(y.pow(2).mean().sqrt()), seed + 1)
+    y = _measure(op, x, noise, seed)
     fbp = op.fbp(y).clamp(0, 1)
     geo = Geometry((size, size), (size, size))
     messages.append(f"sparse-view CT: {angles} parallel-beam angles, noise {noise:.1%} of the sinogram RMS")
