@@ -108,14 +108,21 @@ def load_mat(path: str | Path) -> dict[str, np.ndarray]:
     try:
         raw = loadmat(str(path))
     except NotImplementedError:  # MATLAB v7.3 files are HDF5
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            # h5py sees MATLAB's column-major arrays transposed.
-            raw = {k: np.array(f[k]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+        raw = _load_mat73(path)
     except Exception as exc:  # scipy raises ValueError/TypeError on garbage
         raise ValueError(f"{path} is not a readable MATLAB .mat file ({exc})") from exc
     return {k: v for k, v in raw.items() if not k.startswith("__")}
+
+
+def _load_mat73(path: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            # h5py sees MATLAB's column-major arrays transposed.
+            return {k: np.array(f[k]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    except Exception as exc:  # a truncated or corrupt HDF5 body
+        raise ValueError(f"{path} is not a readable MATLAB v7.3 (HDF5) .mat file ({exc})") from None
 
 
 def _field(variables: dict, path: Path, *names: str) -> np.ndarray:

@@ -327,3 +327,62 @@ def test_byte_flips_in_a_png_give_an_error_or_a_valid_image(tmp_path_factory, fl
     x = _read_png(tmp_path_factory.mktemp("png"), bytes(data))
     if x is not None:
         assert isinstance(x, torch.Tensor) and torch.isfinite(x).all() and 0 <= float(x.min()) <= float(x.max()) <= 1
+
+
+def _text_cloud() -> bytes:
+    return "".join(f"{x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in VALID_PTS).encode()
+
+
+@FUZZ
+@given(cut=st.integers(min_value=0, max_value=2000), flips=st.lists(
+    st.tuples(st.integers(min_value=0), st.integers(min_value=1, max_value=255)), max_size=3),
+    kind=st.sampled_from(["xyz", "npy"]))
+def test_text_and_npy_clouds_never_give_a_traceback(tmp_path_factory, cut, flips, kind):
+    import io
+
+    if kind == "xyz":
+        data = bytearray(_text_cloud())
+    else:
+        buf = io.BytesIO()
+        np.save(buf, VALID_PTS)
+        data = bytearray(buf.getvalue())
+    data = data[: max(1, len(data) - cut)]
+    for pos, mask in flips:
+        data[pos % len(data)] ^= mask
+    cloud = _read_cloud(tmp_path_factory.mktemp("c"), bytes(data), f"c.{kind}")
+    if cloud is not None:
+        assert cloud.points.shape[1] == 3 and np.isfinite(cloud.points).all()
+
+
+def _ktc_reference_bytes() -> bytes:
+    import io
+
+    from scipy.io import savemat
+
+    from eit.patterns import synthetic_patterns
+
+    inj, mpat = synthetic_patterns(32)
+    uel = np.random.default_rng(0).standard_normal(inj.shape[1] * mpat.shape[1])[:, None]
+    buf = io.BytesIO()
+    savemat(buf, {"Injref": inj, "Mpat": mpat, "Uelref": uel})
+    return buf.getvalue()
+
+
+@FUZZ
+@given(cut=st.integers(min_value=1, max_value=4000), flips=st.lists(
+    st.tuples(st.integers(min_value=0), st.integers(min_value=1, max_value=255)), max_size=3))
+def test_ktc_reference_files_never_give_a_traceback(tmp_path_factory, cut, flips):
+    from eit.ktc import load_reference
+
+    data = bytearray(_ktc_reference_bytes())
+    data = data[: max(1, len(data) - cut)] if cut < 4000 else data
+    for pos, mask in flips:
+        data[pos % len(data)] ^= mask
+    folder = tmp_path_factory.mktemp("ktc")
+    (folder / "ref.mat").write_bytes(bytes(data))
+    try:
+        ref = load_reference(folder)
+    except (ValueError, FileNotFoundError) as exc:
+        assert "ref.mat" in str(exc)
+        return
+    assert ref.uel.size == ref.inj.shape[1] * ref.mpat.shape[1]
