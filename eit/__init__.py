@@ -35,7 +35,7 @@ from typing import Any
 #: public name -> the module that defines it
 _EXPORTS = {
     "CEM": "forward", "NeumannModel": "forward", "DirichletModel": "forward",
-    "EITPhysics": "physics", "ParallelCEM": "parallel",
+    "EITPhysics": "physics", "ParallelCEM": "parallel", "conductivity_uncertainty": "uncertainty",
     "EITProblem": "problem", "ktc_problem": "problem", "phantom_problem": "problem",
     "simulated_problem": "problem",
     "ktc_mesh": "mesh", "disk_mesh": "mesh", "polygon_mesh": "mesh",

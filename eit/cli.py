@@ -59,6 +59,11 @@ def register(subparsers) -> None:
                    help="KTC: fit Uel - Uelref + F(sigma_bg) (difference) or Uel (absolute); default: %(default)s")
     p.add_argument("--noise", type=number(float, 0), default=0.01,
                    help="phantom: relative noise level (default: %(default)s)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="neural: also write the per-cell predictive std (linearised Laplace): std_<method>.png, "
+                   "std_<method>.xdmf, and its calibration in metrics.json when the truth is known")
+    p.add_argument("--uncertainty-rank", type=number(int, 1), default=128,
+                   help="rank of the Jacobian SVD for --uncertainty (default: %(default)s)")
     add_common_options(p, default_out="out/eit")
     p.set_defaults(func=run_reconstruct)
 
@@ -90,17 +95,20 @@ def run_reconstruct(args) -> int:
 
     from eit.plot import save_comparison_png
     from eit.result import file_names, run_summary
+    from eit.uncertainty import conductivity_uncertainty, uncertainty_files
 
     recs = _reconstructors(args)
     t0 = time.perf_counter()
     problem, inputs = _problem(args)
     setup_s = time.perf_counter() - t0
     outputs = ["comparison.png", "metrics.json", *(f for rec in recs for f in file_names(rec.method))]
+    if args.uncertainty:
+        outputs += [f for rec in recs if rec.method.startswith("neural") for f in uncertainty_files(rec.method)]
     runner = Runner(args, inputs=inputs, outputs=outputs)
     runner.open()
     runner.say(f"problem {problem.name} level {problem.level}: {problem.n_cells} cells, "
                f"{int(problem.mask.sum())} measurements, sigma_bg {problem.sigma_bg:.4g} S/m ({setup_s:.1f} s)")
-    results = []
+    results, uncertainty = [], {}
     for i, rec in enumerate(recs):
         if runner.interrupted:
             runner.say(f"interrupted: not running {', '.join(r.method for r in recs[i:])}")
@@ -108,7 +116,17 @@ def run_reconstruct(args) -> int:
         result = rec.reconstruct(problem)
         results.append(result)
         runner.write(result, metrics_file=None)
-        runner.write_json("metrics.json", run_summary(problem, results, setup_s))
+        if args.uncertainty and result.fit is not None:
+            unc = conductivity_uncertainty(result, problem, rank=args.uncertainty_rank)
+            runner.write(unc, metrics_file=None)
+            uncertainty[result.method] = unc.metrics
+            cal = unc.metrics.get("calibration")
+            runner.say(f"{result.method}: mean predicted std {unc.metrics['mean_std']:.3g} S/m"
+                       + (f", {cal['fraction_within']:.1%} of cells within 2 std" if cal else ""))
+        summary = run_summary(problem, results, setup_s)
+        if uncertainty:
+            summary["uncertainty"] = uncertainty
+        runner.write_json("metrics.json", summary)
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.metrics.items() if k != "method"}
         runner.say(f"{result.method}: {shown}")
     save_comparison_png(problem, results, runner.out / "comparison.png", title=f"{problem.name}, level {problem.level}")

@@ -49,11 +49,13 @@ def _tripcolor(ax, problem, sigma, vmin=None, vmax=None, cmap="viridis"):
     return im
 
 
-def save_conductivity_png(problem, sigma: np.ndarray, path: str | Path, title: str = "") -> Path:
+def save_conductivity_png(problem, sigma: np.ndarray, path: str | Path, title: str = "",
+                          label: str = "sigma (S/m)", cmap: str = "viridis") -> Path:
+    """A cell field on the mesh (the conductivity, or its std with ``label``/``cmap``) as PNG."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=100)
-    im = _tripcolor(ax, problem, sigma)
-    fig.colorbar(im, ax=ax, label="sigma (S/m)")
+    im = _tripcolor(ax, problem, sigma, cmap=cmap)
+    fig.colorbar(im, ax=ax, label=label)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

@@ -144,3 +144,20 @@ def test_cli_phantom_writes_outputs(tmp_path, capsys):
         assert (out / f).stat().st_size > 0
     stdout = capsys.readouterr().out
     assert "neural-mlp:" in stdout and "onestep:" in stdout and "wrote" in stdout
+
+
+def test_cli_uncertainty_writes_std_maps_and_calibration(tmp_path):
+    import json
+
+    from shared.cli import main
+
+    out = tmp_path / "u"
+    rc = main(["eit", "reconstruct", "--phantom", "two-inclusion", "--level", "7", "--iterations", "5",
+               "--uncertainty", "--uncertainty-rank", "8", "--out", str(out), "--quiet"])
+    assert rc == 0
+    for name in ("std_neural-mlp.png", "std_neural-mlp.xdmf", "sigma_neural-mlp.png"):
+        assert (out / name).stat().st_size > 0, name
+    unc = json.loads((out / "metrics.json").read_text())["uncertainty"]["neural-mlp"]
+    assert unc["mean_std"] > 0 and unc["alpha"] > 0
+    cal = unc["calibration"]
+    assert 0 <= cal["fraction_within"] <= 1 and cal["nominal"] == pytest.approx(0.9545, abs=1e-4)
