@@ -18,11 +18,11 @@ Writes ``benchmarks/results/eit.json`` (keys ``neural_mean_score``, ``onestep_me
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from shared.provenance import run_record
 
 import dolfinx_solver  # noqa: F401  (orders MPI before the DOLFINx bindings)
 
@@ -67,8 +67,7 @@ def main(argv=None) -> int:
         "neural_settings": NEURAL_DEFAULTS,
         "records": [{k: v for k, v in r.items() if k not in ("reconstruction", "truth")} for r in records],
         "total_s": total,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "load_avg_1min": os.getloadavg()[0],
+        "machine": {**run_record("cpu"),
                     "note": "2-core machine shared with other jobs; wall times are inflated by the load"},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
