@@ -18,6 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
+from shared.provenance import run_record
+
 import torch
 
 from shared.fit import Objective, Optimiser, fit
@@ -104,6 +106,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(out.read_text()) if out.exists() else {}
     runs = data.get("runs", [data] if "networks" in data else [])
+    result["provenance"] = run_record("cpu")
     runs.append(result)
     out.write_text(json.dumps({"runs": runs}, indent=2))
     print(f"wrote {out}")

@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shared.provenance import run_record
+
 import numpy as np
 
 import dolfinx_solver  # noqa: F401  (orders MPI before the DOLFINx bindings)
@@ -172,6 +174,7 @@ def main(argv=None):
               f"phantom {e['phantom']:.4f}  difference {e['difference']:.4f}")
     out = ROOT / "benchmarks" / "results" / "eit_forward.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    result["provenance"] = run_record("cpu")
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     return result

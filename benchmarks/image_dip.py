@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 
+from shared.provenance import run_record
+
 import torch
 
 from shared.image import NETS, DeepImagePrior, denoise_problem, read_image
@@ -276,6 +278,7 @@ def write_report(args: argparse.Namespace, results: dict) -> None:
         **summarise(results),
         "configs": results,
     }
+    report["provenance"] = run_record("cpu")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     if results:
