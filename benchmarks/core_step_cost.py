@@ -106,9 +106,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(out.read_text()) if out.exists() else {}
     runs = data.get("runs", [data] if "networks" in data else [])
-    result["provenance"] = run_record("cpu")
+    result.update(run_record("cpu"))
     runs.append(result)
-    out.write_text(json.dumps({"runs": runs}, indent=2))
+    # The file keeps every run; its top level says where the latest one ran.
+    out.write_text(json.dumps({**run_record("cpu"), "runs": runs}, indent=2))
     print(f"wrote {out}")
 
 

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "note": "2 CPU cores shared with ~6 concurrent jobs: wall times are inflated and noisy"},
     }
-    result["provenance"] = run_record("cpu")
+    result.update(run_record("cpu"))
     write_json(args.out / "edip.json", result)
     print(f"dip_time_to_steady_s {dip_time:.1f}  edip_time_to_steady_s {edip_time:.1f}  "
           f"calibration_2std {cal['fraction_within']:.3f}")

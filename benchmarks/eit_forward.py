@@ -174,7 +174,7 @@ def main(argv=None):
               f"phantom {e['phantom']:.4f}  difference {e['difference']:.4f}")
     out = ROOT / "benchmarks" / "results" / "eit_forward.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    result["provenance"] = run_record("cpu")
+    result.update(run_record("cpu"))
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     return result

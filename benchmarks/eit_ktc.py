@@ -67,8 +67,8 @@ def main(argv=None) -> int:
         "neural_settings": NEURAL_DEFAULTS,
         "records": [{k: v for k, v in r.items() if k not in ("reconstruction", "truth")} for r in records],
         "total_s": total,
-        "machine": {**run_record("cpu"),
-                    "note": "2-core machine shared with other jobs; wall times are inflated by the load"},
+        **run_record("cpu"),
+        "machine": "2-core machine shared with other jobs; wall times are inflated by the load",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, result)

@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     }
     print("targets:", json.dumps(targets))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    results["provenance"] = run_record("cpu")
+    results.update(run_record("cpu"))
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
     return 0

@@ -101,7 +101,7 @@ def score(dense: Path, out: Path) -> None:
         "cpu_reference": {"chamfer_l1": cpu_row["chamfer_l1"], "fscore": cpu_row["fscore"],
                           "stages_s": cpu_row["stages_s"], "machine": cpu["meta"]["machine"]},
     }
-    results["provenance"] = run_record("cpu")  # the merge step runs here; the GPU step's run.json says where it ran
+    results.update(run_record("cpu"))  # the merge step runs here; the GPU step's run.json says where it ran
     out.write_text(json.dumps(results, indent=2))
     gpu_st, cpu_st = run["stages_s"], cpu_row["stages_s"]
     print(f"{'stage':14s} {'CPU s':>8s} {run['device_name']:>14s}")

@@ -148,7 +148,7 @@ def main(argv=None) -> int:
                "batched_speedup": max(r["batched_speedup"] for r in rows if r["cap"] is None)}
     out = args.out or ROOT / "benchmarks" / "results" / f"geoprior_throughput_{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    results["provenance"] = run_record(args.device)
+    results.update(run_record(args.device))
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     return 0

@@ -278,7 +278,7 @@ def write_report(args: argparse.Namespace, results: dict) -> None:
         **summarise(results),
         "configs": results,
     }
-    report["provenance"] = run_record("cpu")
+    report.update(run_record("cpu"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     if results:

@@ -27,7 +27,8 @@ def _git(*args: str) -> str | None:
 
 
 def run_record(device: str = "cpu") -> dict[str, Any]:
-    """Commit, threads, load average, device and versions of the running process."""
+    """Commit, threads, load average, device and versions of the running process
+    (top-level keys of a results JSON: ``commit``, ``threads``, ``load_average``, ``device``, ...)."""
     import torch
 
     status = _git("status", "--porcelain", "--untracked-files=no")
@@ -35,9 +36,9 @@ def run_record(device: str = "cpu") -> dict[str, Any]:
     if dev.startswith("cuda") and torch.cuda.is_available():
         dev = f"{dev} ({torch.cuda.get_device_name(torch.device(dev))})"
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
-        "torch_threads": torch.get_num_threads(),
+        "commit": _git("rev-parse", "HEAD"),
+        "commit_dirty": None if status is None else bool(status),
+        "threads": torch.get_num_threads(),
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "device": dev,
         "cpus": os.cpu_count(),
