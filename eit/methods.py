@@ -23,7 +23,7 @@ from shared.result import Result
 from eit.baselines import GaussNewton, OneStep
 from eit.reconstruct import TUNED_LR, NeuralEIT
 
-__all__ = ["METHODS", "make_reconstructor", "method_name", "run_methods"]
+__all__ = ["METHODS", "make_reconstructor", "run_methods"]
 
 #: method name -> (reconstructor class, fixed settings)
 METHODS: dict[str, tuple[type[Reconstructor], dict[str, Any]]] = {
@@ -48,11 +48,6 @@ def make_reconstructor(name: str, **settings: Any) -> Reconstructor:
         raise ValueError(f"method {name!r} has no setting {', '.join(sorted(unknown))}; "
                          f"settings: {', '.join(cls._param_names())}")
     return cls(**fixed, **settings)
-
-
-def method_name(name: str, **settings: Any) -> str:
-    """The name a method's result (and its files) will carry, e.g. ``neural-mlp``."""
-    return make_reconstructor(name, **settings).method
 
 
 def run_methods(problem, methods: Iterable[str], neural: dict[str, Any] | None = None,

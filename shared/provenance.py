@@ -31,7 +31,8 @@ def run_record(device: str = "cpu") -> dict[str, Any]:
     (top-level keys of a results JSON: ``commit``, ``threads``, ``load_average``, ``device``, ...)."""
     import torch
 
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Uncommitted code, not results: a benchmark run just before may have rewritten its JSON.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":!/benchmarks/results")
     dev = str(device)
     if dev.startswith("cuda") and torch.cuda.is_available():
         dev = f"{dev} ({torch.cuda.get_device_name(torch.device(dev))})"
