@@ -1,8 +1,10 @@
-"""Evaluation on the KTC 2023 training targets: every method, every target, chosen levels.
+"""Evaluation: every method on the KTC 2023 training targets and on the simulated set.
 
 :func:`evaluate_ktc` reconstructs each target at each level with each method on one
 shared forward model (one mesh, one factorisation per conductivity) and returns one
 record per (level, target, method) with the KTC score and the wall time;
+:func:`evaluate_simulated` does the same for the cases of :mod:`eit.simulated_set`
+(simulated once per case, on ``workers`` processes);
 :func:`summarise` averages them; :func:`comparison_figure` draws the segmentations side by
 side (rows: level/target, columns: methods and the truth).
 """
@@ -13,10 +15,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["evaluate_ktc", "record", "summarise", "comparison_figure", "METHOD_KEYS"]
+__all__ = ["evaluate_ktc", "evaluate_simulated", "record", "summarise", "comparison_figure", "METHOD_KEYS"]
 
 #: method name in records -> key prefix in the summary / benchmark JSON
-METHOD_KEYS = {"neural": "neural", "onestep": "onestep", "gn": "gn", "gn-tv": "gn_tv"}
+METHOD_KEYS = {"neural": "neural", "onestep": "onestep", "gn": "gn", "gn-tv": "gn_tv", "dbar": "dbar"}
+
+
+def _variants(methods) -> list[tuple[str, str, dict]]:
+    """``(label, method name, settings)`` from names or such triples (a setting study)."""
+    return [(m, m, {}) if isinstance(m, str) else (m[0], m[1], dict(m[2])) for m in methods]
 
 
 def evaluate_ktc(folder: str | Path, targets: Iterable[int] = (1, 2, 3, 4), levels: Iterable[int] = (1,),
@@ -48,7 +55,8 @@ def record(problem, method: str, result, keep: bool = True) -> dict:
     """The record of ``result`` (a :class:`shared.result.Result` of method ``method`` on a KTC
     ``problem``): ``{level, target, method, score, time_s, chi2, iterations, stopped_by,
     alpha}`` as present, and with ``keep`` the result (``reconstruction``) and the truth."""
-    r = {"level": int(problem.level), "target": int(problem.name.removeprefix("data")), "method": method,
+    target = problem.name.removeprefix("data")
+    r = {"level": int(problem.level), "target": int(target) if target.isdigit() else target, "method": method,
          "score": result.metrics["score"], "time_s": result.metrics["time_s"], "chi2": result.metrics.get("chi2")}
     for k in ("iterations", "stopped_by", "alpha"):
         if k in result.metrics:
@@ -57,6 +65,77 @@ def record(problem, method: str, result, keep: bool = True) -> dict:
         r["reconstruction"] = result
         r["truth"] = problem.truth
     return r
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(inj, mpat, mesh_size: str, single_thread: bool = False) -> None:
+    import dolfinx_solver  # noqa: F401  (orders MPI before the DOLFINx bindings)
+
+    if single_thread:  # one process per core: threads inside would only compete
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(1)
+        threadpool_limits(limits=1)
+
+    from eit.forward import CEM
+    from eit.mesh import ktc_mesh
+    from eit.simulated_set import SetSimulator
+
+    _WORKER["model"] = CEM(ktc_mesh(mesh_size), currents=inj, patterns=mpat, z=1e-6)
+    _WORKER["sim"] = SetSimulator(inj, mpat)
+
+
+def _run_case(job) -> list[dict]:
+    case, variants = job
+    from eit.methods import make_reconstructor
+
+    problems: dict = {}  # one simulation per case; a variant may ask for absolute data
+    out = []
+    for label, name, settings in variants:
+        settings = dict(settings)
+        data = settings.pop("data", "difference")
+        if data not in problems:
+            problems[data] = _WORKER["sim"].problem(case, _WORKER["model"], data=data)
+        problem = problems[data]
+        r = record(problem, label, make_reconstructor(name, **settings).reconstruct(problem), keep=False)
+        out.append({**r, "n_objects": len(case.phantom.inclusions)})
+    return out
+
+
+def evaluate_simulated(cases, methods: Sequence = ("neural", "onestep", "gn", "gn-tv"), inj=None, mpat=None,
+                       mesh_size: str = "1500", workers: int = 1, log=print) -> list[dict]:
+    """Records (as :func:`evaluate_ktc`, ``target`` = the case name) of every method on every
+    case of :func:`eit.simulated_set.simulated_set`; ``methods``: names or ``(label, name,
+    settings)`` triples (``settings["data"]``: ``"absolute"`` fits the absolute data);
+    ``inj``/``mpat``: the patterns (default :func:`eit.patterns.synthetic_patterns`).
+    With ``workers > 1`` the cases run on that many processes, each with one BLAS thread."""
+    from eit.patterns import synthetic_patterns
+
+    if inj is None or mpat is None:
+        inj, mpat = synthetic_patterns(32)
+    variants, records = _variants(methods), []
+    jobs = [(c, variants) for c in cases]
+    if workers <= 1:
+        _init_worker(inj, mpat, mesh_size)
+        results = map(_run_case, jobs)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # Spawned workers (a forked MPI/DOLFINx state is unsafe), one BLAS thread each.
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(inj, mpat, mesh_size, True))
+        results = pool.map(_run_case, jobs)
+    for n, rs in enumerate(results):
+        records.extend(rs)
+        if log:
+            log(f"[{n + 1}/{len(jobs)}] {rs[0]['target']} " + " ".join(f"{r['method']} {r['score']:.3f}" for r in rs))
+    if workers > 1:
+        pool.shutdown()
+    return records
 
 
 def summarise(records: list[dict]) -> dict:

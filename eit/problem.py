@@ -32,8 +32,8 @@ import numpy as np
 from eit.grid import MeshToGrid
 from eit.ktc import KTCTarget, load_target, noise_std
 
-__all__ = ["EITProblem", "ktc_problem", "phantom_problem", "simulated_problem", "fit_background", "mesh_arrays",
-           "PHANTOMS", "MESH_SIZES"]
+__all__ = ["EITProblem", "ktc_problem", "measured_problem", "phantom_problem", "simulated_problem",
+           "fit_background", "mesh_arrays", "PHANTOMS", "MESH_SIZES"]
 
 #: the named phantoms of :func:`simulated_problem`
 PHANTOMS = ("two-inclusion", "random")
@@ -152,16 +152,35 @@ def ktc_problem(folder: str | Path, target: str | int, level: int = 1, mesh_size
         model = CEM(ktc_mesh(mesh_size), currents=t.data.inj, patterns=t.data.mpat, z=z)
     elif model.n_data != t.data.uel.size:
         raise ValueError(f"the given model produces {model.n_data} data, the target has {t.data.uel.size}")
-    sigma_bg = fit_background(model, t.reference.uel, t.reference.observed)
+    return measured_problem(model, t.data.uel, t.reference.uel, t.mask.copy(), ref_observed=t.reference.observed,
+                            truth=t.truth, name=t.name, level=t.level, data=data, relative=relative,
+                            of_max=of_max, info={"folder": str(folder)})
+
+
+def measured_problem(model, uel: np.ndarray, uelref: np.ndarray, mask: np.ndarray, *,
+                     ref_observed: np.ndarray | None = None, truth: np.ndarray | None = None,
+                     name: str = "eit", level: int = 1, data: str = "difference", relative: float = 0.05,
+                     of_max: float = 0.01, sigma_true: np.ndarray | None = None,
+                     info: dict | None = None) -> EITProblem:
+    """An :class:`EITProblem` from a measurement ``uel`` and a water-only reference ``uelref``
+    (both ``(n_data,)`` V, NaN where missing), as for KTC tank data (module docstring).
+
+    The background is the homogeneous conductivity fitted to ``uelref``; ``data`` chooses
+    the difference target ``uel - uelref + F(sigma_bg)`` or ``uel`` itself; the misfit
+    weights are the organisers' noise model of ``uelref`` at ``relative`` / ``of_max``.
+    """
+    if data not in ("difference", "absolute"):
+        raise ValueError(f"data must be 'difference' or 'absolute', got {data!r}")
+    ref_observed = np.isfinite(uelref) if ref_observed is None else ref_observed
+    sigma_bg = fit_background(model, uelref, ref_observed)
     u_bg = model.forward(np.full(model.n_sigma, sigma_bg))
-    dy = t.data.uel - t.reference.uel
-    y = dy + u_bg if data == "difference" else t.data.uel
-    noise = noise_std(t.reference.uel, relative, of_max, mask=t.reference.observed)
-    return EITProblem(model=model, y=y, mask=t.mask.copy(), noise=noise, sigma_bg=sigma_bg, dy=dy,
-                      truth=t.truth, name=t.name, level=t.level,
-                      info={"data": data, "u_bg": u_bg, "folder": str(folder),
-                            "bg_misfit": float(np.linalg.norm(u_bg - t.reference.uel)
-                                               / np.linalg.norm(t.reference.uel))})
+    dy = uel - uelref
+    y = dy + u_bg if data == "difference" else uel
+    noise = noise_std(uelref, relative, of_max, mask=ref_observed)
+    bg_misfit = float(np.linalg.norm(np.nan_to_num(u_bg - uelref)) / np.linalg.norm(np.nan_to_num(uelref)))
+    return EITProblem(model=model, y=y, mask=mask, noise=noise, sigma_bg=sigma_bg, dy=dy, truth=truth,
+                      sigma_true=sigma_true, name=name, level=level,
+                      info={"data": data, "u_bg": u_bg, "bg_misfit": bg_misfit, **(info or {})})
 
 
 def phantom_problem(phantom, model, fine_model, *, relative: float = 0.01, of_max: float = 0.001,

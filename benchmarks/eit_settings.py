@@ -1,0 +1,105 @@
+"""EIT setting study on a tuning split of the simulated KTC-like set (never on the KTC targets).
+
+Each variant of the neural reconstruction (and the baselines, for scale) runs on the same
+simulated cases: a tuning split drawn with seed ``SET_SEED + 1`` (disjoint from the reported
+set of ``benchmarks/eit_ktc.py``, seed ``SET_SEED``), ``--per-level`` cases at each level,
+with the KTC patterns when the challenge files are there (else the synthetic ones).  The
+defaults of :class:`eit.NeuralEIT` are chosen from this table.
+
+Writes ``benchmarks/results/eit_settings.json``: ``mean_score_per_level[variant][level]``,
+``mean_score[variant]``, ``time_s_mean[variant]``, the variants' settings and the records.
+
+    python benchmarks/eit_settings.py [--per-level 5] [--levels 1 2 3 4 5 6 7] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shared.provenance import run_record
+from shared.result import write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: label -> (method, settings): the levers studied
+VARIANTS = {
+    "neural": ("neural", {}),
+    "neural-tv0.003": ("neural", {"tv_weight": 3e-3}),
+    "neural-tv0.03": ("neural", {"tv_weight": 3e-2}),
+    "neural-long": ("neural", {"iterations": 600, "plateau_tol": 0.01}),
+    "neural-absolute": ("neural", {"data": "absolute"}),
+    "neural-conv": ("neural", {"net": "conv", "lr": 1e-2}),
+    "onestep": ("onestep", {}),
+}
+
+
+def patterns():
+    """The KTC ``(Injref, Mpat)`` when the data are there, else the synthetic patterns."""
+    from shared.paths import shared_data_dir
+
+    from eit.ktc import load_reference
+    from eit.patterns import synthetic_patterns
+
+    root = shared_data_dir()
+    folder = None if root is None else root / "eit" / "ktc2023" / "training"
+    if folder is not None and (folder / "ref.mat").is_file():
+        ref = load_reference(folder)
+        return ref.inj, ref.mpat, "ktc"
+    inj, mpat = synthetic_patterns(32)
+    return inj, mpat, "synthetic"
+
+
+def table(records: list[dict], labels: list[str]) -> dict:
+    levels = sorted({r["level"] for r in records})
+    out: dict = {"mean_score_per_level": {}, "mean_score": {}, "time_s_mean": {}, "score_std_per_level": {}}
+    for lab in labels:
+        rs = [r for r in records if r["method"] == lab]
+        out["mean_score_per_level"][lab] = {str(lv): float(np.mean([r["score"] for r in rs if r["level"] == lv]))
+                                            for lv in levels}
+        out["score_std_per_level"][lab] = {str(lv): float(np.std([r["score"] for r in rs if r["level"] == lv]))
+                                           for lv in levels}
+        out["mean_score"][lab] = float(np.mean([r["score"] for r in rs]))
+        out["time_s_mean"][lab] = float(np.mean([r["time_s"] for r in rs]))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-level", type=int, default=5)
+    ap.add_argument("--levels", type=int, nargs="+", default=list(range(1, 8)))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eit_settings.json")
+    args = ap.parse_args(argv)
+
+    import dolfinx_solver  # noqa: F401  (orders MPI before the DOLFINx bindings)
+
+    from eit.evaluate import evaluate_simulated
+    from eit.simulated_set import SET_SEED, simulated_set
+
+    inj, mpat, source = patterns()
+    cases = simulated_set(args.levels, args.per_level, seed=SET_SEED + 1)
+    methods = [(lab, *VARIANTS[lab]) for lab in args.variants]
+    t0 = time.perf_counter()
+    records = evaluate_simulated(cases, methods, inj, mpat, workers=args.workers)
+    result = {**table(records, args.variants), "variants": {k: VARIANTS[k] for k in args.variants},
+              "split": {"seed": SET_SEED + 1, "per_level": args.per_level, "levels": args.levels,
+                        "patterns": source, "note": "tuning split, disjoint from the reported simulated set"},
+              "records": records, "total_s": time.perf_counter() - t0, "workers": args.workers,
+              **run_record("cpu")}
+    write_json(args.out, result)
+    print(f"{'variant':18s} " + " ".join(f"L{lv:<5d}" for lv in args.levels) + "  mean   time (s)")
+    for lab in args.variants:
+        per = result["mean_score_per_level"][lab]
+        print(f"{lab:18s} " + " ".join(f"{per[str(lv)]:.3f} " for lv in args.levels)
+              + f" {result['mean_score'][lab]:.3f}  {result['time_s_mean'][lab]:.1f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
