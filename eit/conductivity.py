@@ -11,7 +11,9 @@ so ``s = log(sigma / sigma_bg)`` is the log-contrast the network produces and ``
 * :class:`MLPConductivity`: a coordinate MLP on random Fourier features,
   ``s(x) = MLP([cos 2 pi B x/R, sin 2 pi B x/R])`` (:class:`shared.networks.FourierFeatures`,
   :class:`shared.networks.MLP`); input: the centroids ``x (C, 2)`` (the ``z`` of
-  :func:`shared.fit.fit`).
+  :func:`shared.fit.fit`).  With ``members = K > 1`` it is an ensemble of ``K`` such networks,
+  each with its own features and weights (:class:`shared.networks.BatchedMLP`), evaluated in
+  one pass: output ``(K, C)``, fitted together (the data term and TV average over members).
 * :class:`GridConductivity`: a convolutional generator on a pixel grid covering the tank
   (the deep decoder of :mod:`shared.networks.deep_decoder`, fixed random input), sampled at
   the cell centroids by bilinear interpolation (``grid_sample``); the grid's row 0 is the
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shared.networks import MLP, DeepDecoder, FourierFeatures
+from shared.networks import MLP, BatchedMLP, DeepDecoder, FourierFeatures
 
 __all__ = ["MLPConductivity", "GridConductivity", "make_prior"]
 
@@ -57,18 +59,32 @@ class MLPConductivity(_Positive):
     """
 
     def __init__(self, sigma_bg: float, radius: float, n_features: int = 64, scale: float = 1.5,
-                 hidden=(128, 128, 128), act: str = "relu", s_max: float = 4.0, seed: int = 0) -> None:
+                 hidden=(128, 128, 128), act: str = "relu", s_max: float = 4.0, seed: int = 0,
+                 members: int = 1) -> None:
         super().__init__(sigma_bg, s_max)
+        if int(members) != members or members < 1:
+            raise ValueError(f"members must be an integer >= 1, got {members}")
         g = torch.Generator().manual_seed(seed)
         self.radius = float(radius)
-        self.features = FourierFeatures(2, n_features, scale, generator=g)
-        self.mlp = MLP(self.features.out_dim, 1, hidden, act)
-        last = self.mlp.net[-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        self.members = int(members)
+        if self.members == 1:
+            self.features = FourierFeatures(2, n_features, scale, generator=g)
+            self.mlp = MLP(self.features.out_dim, 1, hidden, act)
+            last = [self.mlp.net[-1].weight, self.mlp.net[-1].bias]
+        else:
+            # One Fourier matrix per member (K, 2, F): members differ in features and weights.
+            self.register_buffer("B", torch.randn(self.members, 2, n_features, generator=g) * scale)
+            self.mlp = BatchedMLP(self.members, 2 * n_features, 1, hidden, act)
+            last = [self.mlp.weights[-1], self.mlp.biases[-1]]
+        for w in last:  # the last layer starts at zero: every member starts from water
+            nn.init.zeros_(w)
 
     def log_contrast(self, x: Tensor) -> Tensor:
-        return self.mlp(self.features(x / self.radius)).squeeze(-1)
+        """``s (C,)``, or ``(K, C)`` for an ensemble, at the points ``x (C, 2)`` (m)."""
+        if self.members == 1:
+            return self.mlp(self.features(x / self.radius)).squeeze(-1)
+        proj = 2 * torch.pi * torch.einsum("cd,kdf->kcf", x / self.radius, self.B)
+        return self.mlp(torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1)).squeeze(-1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.to_sigma(self.log_contrast(x))

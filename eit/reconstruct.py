@@ -55,6 +55,8 @@ TUNED_LR = {"mlp": 3e-3, "conv": 1e-2}
 
 
 def _rel_l2(sigma: Tensor, reference: Tensor) -> float:
+    if sigma.ndim == 2:  # an ensemble, as reconstructed: the geometric mean of the members
+        sigma = torch.exp(torch.log(sigma).mean(0))
     return float(torch.linalg.norm(sigma - reference) / torch.linalg.norm(reference))
 
 
@@ -64,6 +66,8 @@ class NeuralEIT(Reconstructor):
     Parameters
     ----------
     net: ``"mlp"`` or ``"conv"`` (:func:`eit.conductivity.make_prior`); ``net_options`` its settings.
+    members: ``K`` networks with different seeds fitted together in one batched fit (``mlp``
+        only); the reconstruction is their geometric mean ``exp(mean_k log sigma_k)``.
     iterations, lr: Adam steps and step size.
     tv_weight, tv_eps: weight and smoothing of the TV of the log-contrast (0: no TV).
     stop: stopping rule; ``tau`` (discrepancy), ``plateau_window``, ``plateau_tol`` (plateau).
@@ -77,7 +81,8 @@ class NeuralEIT(Reconstructor):
     def __init__(self, net: str = "mlp", iterations: int = 300, lr: float = 3e-3, tv_weight: float = 1e-2,
                  tv_eps: float = 1e-2, stop: str = "plateau", tau: float = 1.0, plateau_window: int = 50,
                  plateau_tol: float = 0.02, seed: int = 0, device: str | None = None,
-                 progress: bool | str = False, net_options: dict | None = None, blas_threads: int | None = 1) -> None:
+                 progress: bool | str = False, net_options: dict | None = None, blas_threads: int | None = 1,
+                 members: int = 1) -> None:
         self.net = net
         self.iterations = iterations
         self.lr = lr
@@ -92,6 +97,7 @@ class NeuralEIT(Reconstructor):
         self.progress = progress
         self.net_options = net_options
         self.blas_threads = blas_threads
+        self.members = members
 
     @property
     def method(self) -> str:
@@ -109,6 +115,10 @@ class NeuralEIT(Reconstructor):
             raise ValueError(f"the TV weight must be >= 0, got {self.tv_weight}")
         if self.blas_threads is not None and (int(self.blas_threads) != self.blas_threads or self.blas_threads < 1):
             raise ValueError(f"blas_threads must be an integer >= 1 or None, got {self.blas_threads}")
+        if int(self.members) != self.members or self.members < 1:
+            raise ValueError(f"members must be an integer >= 1, got {self.members}")
+        if self.members > 1 and self.net != "mlp":
+            raise ValueError(f"an ensemble (members > 1) needs net='mlp', got net={self.net!r}")
         if self.stop not in (None, "none", *RULES):
             raise ValueError(f"unknown stopping rule {self.stop!r}; choose from none, {', '.join(RULES)}")
         return self
@@ -121,7 +131,8 @@ class NeuralEIT(Reconstructor):
     def reconstruct(self, problem) -> Result:
         """Fit the network to ``problem`` (an :class:`eit.problem.EITProblem`)."""
         self.validate()
-        net, z = make_prior(self.net, problem, seed=self.seed, **(self.net_options or {}))
+        options = dict(self.net_options or {}, **({"members": self.members} if self.members > 1 else {}))
+        net, z = make_prior(self.net, problem, seed=self.seed, **options)
         y = torch.as_tensor(problem.y, dtype=torch.float64)  # NaN where not used
         noise = torch.as_tensor(problem.noise, dtype=torch.float64)
         tv = LogContrastTV(MeshTV(*problem.adjacency, eps=self.tv_eps), problem.sigma_bg)
@@ -136,6 +147,8 @@ class NeuralEIT(Reconstructor):
                          stopping=self._rule(y, noise), tracking=tracking, seed=self.seed, device=self.device,
                          progress=self.progress)
         sigma = result.output.detach().cpu().numpy().astype(np.float64)
+        if sigma.ndim == 2:  # an ensemble: the geometric mean of the members
+            sigma = np.exp(np.log(sigma).mean(axis=0))
         return conductivity_result(problem, sigma, self.method, result.wall_time_s, config=self.get_params(),
                                    fit=result, iterations=result.stop_iteration, stopped_by=result.stopped_by)
 

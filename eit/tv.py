@@ -83,7 +83,8 @@ class MeshTV:
     def __call__(self, s: Tensor) -> Tensor:
         d = s[..., self.i] - s[..., self.j]
         w = self.w.to(device=s.device, dtype=s.dtype)
-        return (w * torch.sqrt(d * d + self.eps**2)).sum(-1).sum()
+        # (B, C) fields (an ensemble): the mean of the members' TV, so weights do not scale with B
+        return (w * torch.sqrt(d * d + self.eps**2)).sum(-1).mean()
 
     @property
     def D(self) -> sp.csr_matrix:

@@ -1,7 +1,10 @@
 """Data terms ``D(prediction, target, mask=None) -> scalar`` for :func:`shared.fit.fit`.
 
 ``mask`` (boolean, shape of the target) selects the entries that enter the term; the
-engine uses it for missing (non-finite) measurements and held-out fractions.
+engine uses it for missing (non-finite) measurements and held-out fractions.  A batch of
+predictions ``(B, *target.shape)`` (an ensemble fitted together) is compared member by member
+with the one target (:class:`WeightedSquaredError`, :func:`poisson_nll`): the term is the
+mean over members and masked entries.
 """
 from __future__ import annotations
 
@@ -40,10 +43,10 @@ class WeightedSquaredError:
     def __call__(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         s = self.noise_std.to(pred.device) if isinstance(self.noise_std, Tensor) else self.noise_std
         r2 = ((pred - target) / s) ** 2
-        return r2.mean() if mask is None else r2[mask].mean()
+        return r2.mean() if mask is None else r2[..., mask].mean()
 
 
 def poisson_nll(pred: Tensor, target: Tensor, mask: Tensor | None = None, eps: float = 1e-8) -> Tensor:
     """Poisson negative log-likelihood ``mean(pred - y log pred)`` for photon counts."""
     nll = pred - target * torch.log(pred.clamp_min(eps))
-    return nll.mean() if mask is None else nll[mask].mean()
+    return nll.mean() if mask is None else nll[..., mask].mean()

@@ -167,7 +167,7 @@ class Discrepancy(StoppingRule):
         y = self.y.to(record.prediction.device)
         finite = torch.isfinite(y)
         r = (record.prediction - torch.where(finite, y, record.prediction)) / self.noise_std
-        chi2 = float((r[finite] ** 2).mean())
+        chi2 = float((r[..., finite] ** 2).mean())  # an ensemble (K, m): the members' mean
         self.trace.append(chi2)
         # Always keep the latest output so that a fit that never reaches the level
         # still returns its last state, not its first.

@@ -43,6 +43,35 @@ def test_neural_improves_on_homogeneous(phantom_problem):
     assert set(rec.files) == {"sigma_neural-mlp.png", "sigma_neural-mlp.xdmf"}
 
 
+def test_an_ensemble_fits_its_members_together(phantom_problem):
+    from eit import NeuralEIT
+    from eit.conductivity import MLPConductivity
+
+    p = phantom_problem
+    net = MLPConductivity(p.sigma_bg, p.radius, members=3, seed=1)
+    x = torch.as_tensor(p.centroids, dtype=torch.float32)
+    out = net(x)
+    assert out.shape == (3, p.n_cells)
+    np.testing.assert_allclose(out.detach().numpy(), p.sigma_bg)  # every member starts from water
+    with torch.no_grad():
+        net.mlp.weights[-1].normal_()
+    s = net.log_contrast(x)
+    assert not torch.allclose(s[0], s[1])  # members differ (own features and weights)
+    rec = NeuralEIT(iterations=15, members=2).reconstruct(p)
+    members = rec.fit.output.detach().numpy()
+    assert members.shape == (2, p.n_cells)
+    np.testing.assert_allclose(rec.arrays["sigma"], np.exp(np.log(members).mean(0)))
+    assert rec.metrics["chi2"] < conductivity_chi2_of_water(p)
+    with pytest.raises(ValueError, match="members"):
+        NeuralEIT(members=0).validate()
+    with pytest.raises(ValueError, match="needs net='mlp'"):
+        NeuralEIT(members=2, net="conv").validate()
+
+
+def conductivity_chi2_of_water(p) -> float:
+    return p.chi2(np.full(p.n_cells, p.sigma_bg))
+
+
 def test_conv_prior_runs_and_is_positive(phantom_problem):
     from eit.conductivity import GridConductivity
 

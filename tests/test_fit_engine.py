@@ -253,3 +253,14 @@ def test_fit_leaves_the_global_generators_alone():
     torch.manual_seed(123)
     fit(net, z, Objective(y), optimiser=Optimiser(iterations=3), smoothing=Smoothing(input_noise=0.1), seed=5)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_weighted_misfit_of_an_ensemble_is_the_members_mean():
+    # A batch of predictions (K, m) against one target (m,) with a mask of the target's shape.
+    y = torch.tensor([1.0, 2.0, float("nan"), 4.0])
+    mask = torch.isfinite(y)
+    pred = torch.tensor([[1.0, 2.0, 0.0, 5.0], [2.0, 2.0, 0.0, 4.0]])
+    d = WeightedSquaredError(torch.tensor(0.5))
+    single = [float(d(p, torch.nan_to_num(y), mask=mask)) for p in pred]
+    assert float(d(pred, torch.nan_to_num(y), mask=mask)) == pytest.approx(sum(single) / 2)
+    assert single == [pytest.approx(4 / 3), pytest.approx(4 / 3)]
