@@ -91,6 +91,7 @@ def _init_worker(inj, mpat, mesh_size: str, single_thread: bool = False) -> None
 def _run_case(job) -> list[dict]:
     case, variants = job
     from eit.methods import make_reconstructor
+    from eit.result import segmentation_scores
 
     problems: dict = {}  # one simulation per case; a variant may ask for absolute data
     out = []
@@ -100,7 +101,10 @@ def _run_case(job) -> list[dict]:
         if data not in problems:
             problems[data] = _WORKER["sim"].problem(case, _WORKER["model"], data=data)
         problem = problems[data]
-        r = record(problem, label, make_reconstructor(name, **settings).reconstruct(problem), keep=False)
+        result = make_reconstructor(name, **settings).reconstruct(problem)
+        r = record(problem, label, result, keep=False)
+        if name == "neural":  # the segmentation rule, studied on the same fit
+            r["seg_scores"] = segmentation_scores(problem, result.arrays["sigma"])
         out.append({**r, "n_objects": len(case.phantom.inclusions)})
     return out
 

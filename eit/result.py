@@ -29,7 +29,7 @@ from shared.result import Result
 
 from eit.score import ktc_score, segment
 
-__all__ = ["conductivity_metrics", "conductivity_result", "run_summary", "file_names"]
+__all__ = ["conductivity_metrics", "conductivity_result", "run_summary", "file_names", "segmentation_scores"]
 
 
 def conductivity_metrics(problem, sigma: np.ndarray, contrast: str = "log") -> tuple[np.ndarray, np.ndarray, dict]:
@@ -53,6 +53,15 @@ def conductivity_metrics(problem, sigma: np.ndarray, contrast: str = "log") -> t
     if np.all(sigma > 0):
         metrics["chi2"] = problem.chi2(sigma)
     return image, seg, metrics
+
+
+def segmentation_scores(problem, sigma: np.ndarray, min_contrasts=(0.0, 0.1, 0.2, 0.3)) -> dict[str, float]:
+    """KTC score of the log-contrast segmented with each ``min_contrast`` of
+    :func:`eit.score.segment` (0: plain Otsu); a study of the segmentation rule."""
+    grid = problem.grid
+    c = grid(np.log(np.clip(np.asarray(sigma, dtype=np.float64), 1e-12, None) / problem.sigma_bg))
+    return {f"{t:g}": float(ktc_score(problem.truth, segment(c, mask=grid.inside, min_contrast=t)))
+            for t in min_contrasts}
 
 
 def file_names(method: str) -> list[str]:

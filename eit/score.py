@@ -72,11 +72,15 @@ def otsu3(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
     return float(edges[a + 1]), float(edges[b + 1])
 
 
-def segment(image: np.ndarray, mask: np.ndarray | None = None, bins: int = 256) -> np.ndarray:
+def segment(image: np.ndarray, mask: np.ndarray | None = None, bins: int = 256,
+            min_contrast: float = 0.0) -> np.ndarray:
     """Three-class Otsu segmentation: 0 background (largest class), 1 resistive, 2 conductive.
 
     ``mask`` (booleans, shape of ``image``) restricts the histogram and the labels to the
-    pixels inside the tank; pixels outside it and non-finite pixels are 0.
+    pixels inside the tank; pixels outside it and non-finite pixels are 0.  ``min_contrast``
+    (units of ``image``, a contrast with water at 0): an Otsu class other than the largest
+    whose median lies within it of 0 becomes background -- Otsu always splits three ways, so
+    an image with one kind of object otherwise gets a second class made of water.
     """
     image = np.asarray(image, dtype=np.float64)
     use = np.isfinite(image) if mask is None else (np.asarray(mask, bool) & np.isfinite(image))
@@ -89,6 +93,9 @@ def segment(image: np.ndarray, mask: np.ndarray | None = None, bins: int = 256) 
     sizes = np.bincount(cls, minlength=3)
     bg = int(np.argmax(sizes))
     labels = np.where(cls < bg, 1, np.where(cls > bg, 2, 0)).astype(np.uint8)
+    for k in range(3):  # an Otsu class of near-water values joins the background
+        if min_contrast > 0 and k != bg and sizes[k] and abs(np.median(vals[cls == k])) < min_contrast:
+            labels[cls == k] = 0
     out[use] = labels
     return out
 

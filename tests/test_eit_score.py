@@ -161,3 +161,19 @@ def test_smoothness_prior():
     L = smoothness_prior(pts, 0.115, 0.05)
     assert np.allclose(L, np.triu(L))
     np.testing.assert_allclose(L.T @ L @ gamma, np.eye(60), atol=1e-4)
+
+
+def test_min_contrast_drops_a_class_made_of_water():
+    from eit.score import segment
+
+    rng = np.random.default_rng(0)
+    img = 0.02 * rng.standard_normal((64, 64))  # water with small fluctuations
+    img[20:30, 20:30] = 1.5  # one conductive object only
+    plain = segment(img)
+    assert (plain == 2).sum() > 1000  # Otsu's three classes split the water in two
+    ruled = segment(img, min_contrast=0.2)
+    assert (ruled == 1).sum() == 0 and (ruled == 2).sum() == 100
+    # a real resistive object survives the rule
+    img[40:50, 40:50] = -1.0
+    both = segment(img, min_contrast=0.2)
+    assert (both == 1).sum() == 100 and (both == 2).sum() == 100
