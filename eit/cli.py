@@ -42,7 +42,8 @@ def register(subparsers) -> None:
                    help="difficulty level 1..7 (electrodes removed; default: %(default)s)")
     p.add_argument("--method", nargs="+", choices=tuple(METHODS), default=["neural"],
                    help="one or more methods: neural, onestep (organisers' linearised difference method), "
-                   "gn (Gauss-Newton with the smoothness prior), gn-tv (Gauss-Newton with smoothed TV); "
+                   "gn (Gauss-Newton with the smoothness prior), gn-tv (Gauss-Newton with smoothed TV), "
+                   "dbar (D-bar on the difference data); "
                    "default: neural")
     p.add_argument("--net", choices=NETS, default="mlp", help="neural: prior network (default: %(default)s)")
     p.add_argument("--iterations", type=number(int, 1), default=None,
@@ -50,6 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=number(float, 0, low_open=True), default=None,
                    help="neural: Adam step (default: the tuned setting of the network, 3e-3 mlp, 1e-2 conv)")
     p.add_argument("--tv", type=number(float, 0), default=None, help="neural: TV weight (default: the tuned setting)")
+    p.add_argument("--members", type=number(int, 1), default=None,
+                   help="neural: networks fitted together and averaged (default: 3 for mlp, 1 for conv)")
     p.add_argument("--stop", choices=("plateau", "discrepancy", "none"), default="plateau",
                    help="neural: stopping rule (discrepancy: Morozov with the problem's noise model; "
                    "default: %(default)s)")
@@ -73,7 +76,8 @@ def _reconstructors(args) -> list:
     from eit.methods import make_reconstructor
 
     # Numbers were checked by their argparse types (finite, in range).
-    neural = dict(net=args.net, iterations=args.iterations, lr=args.lr, tv_weight=args.tv, stop=args.stop,
+    neural = dict(net=args.net, iterations=args.iterations, lr=args.lr, tv_weight=args.tv, members=args.members,
+                  stop=args.stop,
                   seed=args.seed, device=args.device, progress=False if args.quiet else "neural")
     return [make_reconstructor(m, **(neural if m == "neural" else {})) for m in dict.fromkeys(args.method)]
 

@@ -89,6 +89,17 @@ class MLPConductivity(_Positive):
     def forward(self, x: Tensor) -> Tensor:
         return self.to_sigma(self.log_contrast(x))
 
+    def member(self, k: int) -> MLPConductivity:
+        """Member ``k`` of an ensemble as a stand-alone network (copied weights, same output)."""
+        if self.members == 1:
+            raise ValueError("member() is for an ensemble (members > 1)")
+        net = MLPConductivity(self.sigma_bg, self.radius, self.B.shape[2], 1.0, tuple(self.mlp.dims[1:-1]),
+                              self.mlp._act_name, self.s_max)
+        with torch.no_grad():
+            net.features.B.copy_(self.B[k])
+        net.mlp = self.mlp.member(k).to(self.B.device)
+        return net
+
 
 class GridConductivity(_Positive):
     """Deep-decoder image on a ``size x size`` grid over ``[-R, R]^2`` sampled at the cells.

@@ -182,12 +182,12 @@ def test_cli_uncertainty_writes_std_maps_and_calibration(tmp_path):
 
     out = tmp_path / "u"
     rc = main(["eit", "reconstruct", "--phantom", "two-inclusion", "--level", "7", "--iterations", "5",
-               "--uncertainty", "--uncertainty-rank", "8", "--out", str(out), "--quiet"])
+               "--members", "2", "--uncertainty", "--uncertainty-rank", "8", "--out", str(out), "--quiet"])
     assert rc == 0
     for name in ("std_neural-mlp.png", "std_neural-mlp.xdmf", "sigma_neural-mlp.png"):
         assert (out / name).stat().st_size > 0, name
     unc = json.loads((out / "metrics.json").read_text())["uncertainty"]["neural-mlp"]
-    assert unc["mean_std"] > 0 and unc["alpha"] > 0
+    assert unc["mean_std"] > 0 and unc["members"] == 2 and min(unc["alpha"]) > 0  # one posterior per member
     cal = unc["calibration"]
     assert 0 <= cal["fraction_within"] <= 1 and cal["nominal"] == pytest.approx(0.9545, abs=1e-4)
 
