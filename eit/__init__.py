@@ -20,7 +20,8 @@ The public API, top to bottom (problem/physics -> prior -> reconstructor -> resu
   :class:`Phantom`, :func:`two_inclusion`, :func:`two_disks`, :func:`random_phantom`;
 * priors: :class:`MLPConductivity`, :class:`GridConductivity`, :func:`make_prior`;
 * reconstructors (:class:`shared.reconstructor.Reconstructor`): :class:`NeuralEIT`,
-  :class:`OneStep`, :class:`GaussNewton`; by name: :func:`make_reconstructor`,
+  :class:`OneStep`, :class:`GaussNewton`, :class:`DBar`, the mesh-free :class:`MeshFreeEIT`
+  (on :func:`continuum_problem` data); by name: :func:`make_reconstructor`,
   :func:`run_methods` (:mod:`eit.methods`);
 * results and scores: :func:`conductivity_result`, :func:`run_summary`, :func:`ktc_score`,
   :func:`segment`; mesh TV: :class:`MeshTV`, :class:`LogContrastTV`.
@@ -43,7 +44,8 @@ _EXPORTS = {
     "Phantom": "phantoms", "two_inclusion": "phantoms", "two_disks": "phantoms", "random_phantom": "phantoms",
     "MLPConductivity": "conductivity", "GridConductivity": "conductivity", "make_prior": "conductivity",
     "NeuralEIT": "reconstruct", "NEURAL_DEFAULTS": "reconstruct",
-    "OneStep": "baselines", "GaussNewton": "baselines",
+    "OneStep": "baselines", "GaussNewton": "baselines", "DBar": "dbar",
+    "MeshFreeEIT": "meshfree", "continuum_problem": "meshfree",
     "METHODS": "methods", "make_reconstructor": "methods", "run_methods": "methods",
     "conductivity_result": "result", "run_summary": "result",
     "ktc_score": "score", "segment": "score",
