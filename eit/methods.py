@@ -7,6 +7,7 @@ neural     :class:`eit.reconstruct.NeuralEIT` (net ``mlp`` or ``conv``) ``neural
 onestep    :class:`eit.baselines.OneStep` (the organisers' method)       ``onestep``
 gn         :class:`eit.baselines.GaussNewton` with ``prior="tikhonov"``  ``gn-tikhonov``
 gn-tv      :class:`eit.baselines.GaussNewton` with ``prior="tv"``        ``gn-tv``
+dbar       :class:`eit.dbar.DBar` (D-bar, difference data on a disk)     ``dbar``
 ========== ============================================================ ======================
 
 :func:`make_reconstructor` builds one (``lr=None`` for ``neural`` is the tuned step of its
@@ -21,6 +22,7 @@ from shared.reconstructor import Reconstructor
 from shared.result import Result
 
 from eit.baselines import GaussNewton, OneStep
+from eit.dbar import DBar
 from eit.reconstruct import TUNED_LR, NeuralEIT
 
 __all__ = ["METHODS", "make_reconstructor", "run_methods"]
@@ -31,6 +33,7 @@ METHODS: dict[str, tuple[type[Reconstructor], dict[str, Any]]] = {
     "onestep": (OneStep, {}),
     "gn": (GaussNewton, {"prior": "tikhonov"}),
     "gn-tv": (GaussNewton, {"prior": "tv"}),
+    "dbar": (DBar, {}),
 }
 
 
