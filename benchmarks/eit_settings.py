@@ -38,37 +38,19 @@ VARIANTS = {
 }
 
 
-def patterns():
-    """The KTC ``(Injref, Mpat)`` when the data are there, else the synthetic patterns."""
-    from shared.paths import shared_data_dir
-
-    from eit.ktc import load_reference
-    from eit.patterns import synthetic_patterns
-
-    root = shared_data_dir()
-    folder = None if root is None else root / "eit" / "ktc2023" / "training"
-    if folder is not None and (folder / "ref.mat").is_file():
-        ref = load_reference(folder)
-        return ref.inj, ref.mpat, "ktc"
-    inj, mpat = synthetic_patterns(32)
-    return inj, mpat, "synthetic"
-
-
 def table(records: list[dict], labels: list[str]) -> dict:
-    levels = sorted({r["level"] for r in records})
-    out: dict = {"mean_score_per_level": {}, "mean_score": {}, "time_s_mean": {}, "score_std_per_level": {}}
+    from eit.evaluate import per_level
+
+    out = {"mean_score_per_level": per_level(records, labels),
+           "score_std_per_level": per_level(records, labels, np.std),
+           "mean_score": {lab: float(np.mean([r["score"] for r in records if r["method"] == lab])) for lab in labels},
+           "time_s_mean": {lab: float(np.mean([r["time_s"] for r in records if r["method"] == lab]))
+                           for lab in labels}}
     for lab in labels:
         rs = [r for r in records if r["method"] == lab]
-        out["mean_score_per_level"][lab] = {str(lv): float(np.mean([r["score"] for r in rs if r["level"] == lv]))
-                                            for lv in levels}
-        out["score_std_per_level"][lab] = {str(lv): float(np.std([r["score"] for r in rs if r["level"] == lv]))
-                                           for lv in levels}
-        out["mean_score"][lab] = float(np.mean([r["score"] for r in rs]))
-        out["time_s_mean"][lab] = float(np.mean([r["time_s"] for r in rs]))
         if rs and "seg_scores" in rs[0]:  # the segmentation rule on the same fits
             out.setdefault("seg_mean_score_per_level", {})[lab] = {
-                t: {str(lv): float(np.mean([r["seg_scores"][t] for r in rs if r["level"] == lv])) for lv in levels}
-                for t in rs[0]["seg_scores"]}
+                t: per_level(rs, [lab], value=lambda r, t=t: r["seg_scores"][t])[lab] for t in rs[0]["seg_scores"]}
     return out
 
 
@@ -85,9 +67,9 @@ def main(argv=None) -> int:
     import dolfinx_solver  # noqa: F401  (orders MPI before the DOLFINx bindings)
 
     from eit.evaluate import evaluate_simulated
-    from eit.simulated_set import SET_SEED, simulated_set
+    from eit.simulated_set import SET_SEED, simulated_set, simulation_patterns
 
-    inj, mpat, source = patterns()
+    inj, mpat, source = simulation_patterns()
     cases = simulated_set(args.levels, args.per_level, seed=SET_SEED + args.seed)
     methods = [(lab, *VARIANTS[lab]) for lab in args.variants]
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ shared forward model (one mesh, one factorisation per conductivity) and returns 
 record per (level, target, method) with the KTC score and the wall time;
 :func:`evaluate_simulated` does the same for the cases of :mod:`eit.simulated_set`
 (simulated once per case, on ``workers`` processes);
-:func:`summarise` averages them; :func:`comparison_figure` draws the segmentations side by
+:func:`per_level` and :func:`summarise` average them; :func:`comparison_figure` draws the segmentations side by
 side (rows: level/target, columns: methods and the truth).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["evaluate_ktc", "evaluate_simulated", "record", "summarise", "comparison_figure", "METHOD_KEYS"]
+__all__ = ["evaluate_ktc", "evaluate_simulated", "record", "per_level", "summarise", "comparison_figure", "METHOD_KEYS"]
 
 #: method name in records -> key prefix in the summary / benchmark JSON
 METHOD_KEYS = {"neural": "neural", "onestep": "onestep", "gn": "gn", "gn-tv": "gn_tv", "dbar": "dbar"}
@@ -142,17 +142,23 @@ def evaluate_simulated(cases, methods: Sequence = ("neural", "onestep", "gn", "g
     return records
 
 
+def per_level(records: list[dict], methods, stat=np.mean, value=lambda r: r["score"]) -> dict:
+    """``{method: {level: stat(values)}}`` over the records (levels as strings, for JSON)."""
+    levels = sorted({r["level"] for r in records})
+    return {m: {str(lv): float(stat([value(r) for r in records if r["method"] == m and r["level"] == lv]))
+                for lv in levels} for m in methods}
+
+
 def summarise(records: list[dict]) -> dict:
     """Mean score per method (overall and per level), max/mean time per method."""
     out: dict = {}
     methods = sorted({r["method"] for r in records})
-    levels = sorted({r["level"] for r in records})
+    levels = per_level(records, methods)
     for m in methods:
         rs = [r for r in records if r["method"] == m]
         k = METHOD_KEYS.get(m, m.replace("-", "_"))
         out[f"{k}_mean_score"] = float(np.mean([r["score"] for r in rs]))
-        out[f"{k}_mean_score_per_level"] = {
-            str(lv): float(np.mean([r["score"] for r in rs if r["level"] == lv])) for lv in levels}
+        out[f"{k}_mean_score_per_level"] = levels[m]
         out[f"{k}_time_s_max"] = float(np.max([r["time_s"] for r in rs]))
         out[f"{k}_time_s_mean"] = float(np.mean([r["time_s"] for r in rs]))
     return out

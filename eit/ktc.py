@@ -163,6 +163,19 @@ def _validate(inj: np.ndarray, mpat: np.ndarray, uel: np.ndarray, path: Path, na
     return KTCData(inj.astype(np.float64), mpat.astype(np.float64), uel, observed, path)
 
 
+def reference_patterns() -> tuple[np.ndarray, np.ndarray] | None:
+    """``(Injref, Mpat)`` of the shared KTC training folder's ``ref.mat``, or None when the
+    challenge data are absent (``../shared/data/eit/ktc2023/training`` or ``$UNTRAINED_DATA``)."""
+    from shared.paths import shared_data_dir
+
+    root = shared_data_dir()
+    ref = None if root is None else root / "eit" / "ktc2023" / "training" / "ref.mat"
+    if ref is None or not ref.is_file():
+        return None
+    d = load_mat(ref)
+    return d["Injref"].astype(float), d["Mpat"].astype(float)
+
+
 def load_reference(folder: str | Path) -> KTCData:
     """``ref.mat`` of a KTC folder (``Injref``, ``Mpat``, ``Uelref``): the water-only tank."""
     folder = Path(folder)

@@ -40,7 +40,7 @@ from eit.grid import pixel_centres, tank_mask
 from eit.ktc import level_mask, noise_std
 from eit.phantoms import Phantom, ktc_like_phantom
 
-__all__ = ["SimCase", "SetSimulator", "simulated_set", "NOISE", "SET_SEED"]
+__all__ = ["SimCase", "SetSimulator", "simulated_set", "simulation_patterns", "NOISE", "SET_SEED"]
 
 #: the organisers' noise model as their code applies it: (relative, of the largest value)
 NOISE = (5e-4, 1e-4)
@@ -65,6 +65,19 @@ class SimCase:
     @property
     def name(self) -> str:
         return f"sim-L{self.level}-{self.index:03d}"
+
+
+def simulation_patterns() -> tuple[np.ndarray, np.ndarray, str]:
+    """``(Inj, Mpat, source)``: the KTC reference patterns (``Injref``, ``Mpat`` of the training
+    folder's ``ref.mat``) when the challenge data are there, else
+    :func:`eit.patterns.synthetic_patterns`; ``source`` is ``"ktc"`` or ``"synthetic"``."""
+    from eit.ktc import reference_patterns
+    from eit.patterns import synthetic_patterns
+
+    found = reference_patterns()
+    if found is not None:
+        return (*found, "ktc")
+    return (*synthetic_patterns(32), "synthetic")
 
 
 def _case_rng(seed: int, level: int, index: int) -> np.random.Generator:

@@ -34,17 +34,12 @@ def median_time(f: Callable[[], object], repeats: int) -> float:
 
 def timing_patterns() -> tuple[np.ndarray, np.ndarray, str]:
     """``(Inj, Mpat, source)``: the KTC reference patterns, or random ones of their shape."""
-    from shared.paths import shared_data_dir
-
+    from eit.ktc import reference_patterns
     from eit.patterns import adjacent_differences
 
-    root = shared_data_dir()
-    ref = None if root is None else root / "eit" / "ktc2023" / "training" / "ref.mat"
-    if ref is not None and ref.is_file():
-        from eit.ktc import load_mat
-
-        d = load_mat(ref)
-        return d["Injref"].astype(float), d["Mpat"].astype(float), "ktc2023 ref.mat"
+    found = reference_patterns()
+    if found is not None:
+        return (*found, "ktc2023 ref.mat")
     rng = np.random.default_rng(0)
     inj = rng.standard_normal((32, 76))
     inj -= inj.mean(0)
