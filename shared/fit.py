@@ -97,18 +97,57 @@ class Optimiser:
     ``schedule``: ``"constant"``, or ``"cosine"``: ``lr_t = lr_min + (lr - lr_min)(1 +
     cos(pi t / T)) / 2`` over ``T = iterations`` steps with ``lr_min = lr / 100`` (the decay
     removes the jitter a constant Adam step leaves in the parameters).
+
+    ``groups``: settings for the parameters whose name (``model.named_parameters()``)
+    starts with a prefix, ``{prefix: {"lr": ..., "weight_decay": ...}}`` (Adam only; the
+    first matching prefix wins, the rest get ``lr`` and no decay).  A generator's latent
+    and its weights then take different steps (IAGAN: 0.1 for ``z`` alone, 1e-4 for both
+    jointly), and ``weight_decay`` ``w`` adds ``(w / 2) ||p||^2`` to the objective of those
+    parameters (a Gaussian prior on a latent ``z``).
     """
 
     lr: float = 1e-2
     iterations: int = 1000
     name: str = "adam"
     schedule: str = "constant"
+    groups: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
-    def build(self, params: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, Any]:
+    def param_groups(self, named: list[tuple[str, nn.Parameter]]) -> list[dict[str, Any]]:
+        """The torch parameter groups of ``named`` parameters (one group per matched prefix, then the rest)."""
+        allowed = {"lr", "weight_decay"}
+        for prefix, opts in self.groups.items():
+            bad = set(opts) - allowed
+            if bad:
+                raise ValueError(f"optimiser group {prefix!r}: unknown settings {sorted(bad)}; "
+                                 "allowed: lr, weight_decay")
+            if "lr" in opts and not (math.isfinite(opts["lr"]) and opts["lr"] > 0):
+                raise ValueError(f"optimiser group {prefix!r}: lr must be positive and finite, got {opts['lr']}")
+        buckets: dict[str | None, list[nn.Parameter]] = {prefix: [] for prefix in self.groups}
+        buckets[None] = []
+        for name, p in named:
+            prefix = next((k for k in self.groups if name.startswith(k)), None)
+            buckets[prefix].append(p)
+        unused = [k for k, ps in buckets.items() if k is not None and not ps]
+        if unused:
+            raise ValueError(f"optimiser groups {unused} match no trainable parameter; names: "
+                             f"{', '.join(n for n, _ in named[:8])}{', ...' if len(named) > 8 else ''}")
+        groups = [{"params": ps, **self.groups[k]} for k, ps in buckets.items() if k is not None]
+        if buckets[None]:
+            groups.append({"params": buckets[None]})
+        return groups
+
+    def build(self, params: list[nn.Parameter] | list[tuple[str, nn.Parameter]]) -> tuple[torch.optim.Optimizer, Any]:
+        """The torch optimiser and scheduler for ``params`` (named pairs when ``groups`` is set)."""
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"the learning rate must be a positive finite number, got {self.lr}")
+        named = params and isinstance(params[0], tuple)
+        if self.groups and not named:
+            raise ValueError("optimiser groups need named parameters")
+        if self.groups and self.name != "adam":
+            raise ValueError("optimiser groups are supported with Adam only")
+        params = self.param_groups(params) if self.groups else [p[1] for p in params] if named else params
         if self.name == "adam":
             opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=self.lr)
         elif self.name == "lbfgs":
@@ -116,6 +155,10 @@ class Optimiser:
         else:
             raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {self.name!r}")
         if self.schedule == "cosine":
+            if self.groups:  # each group decays from its own step to a hundredth of it
+                T = self.iterations
+                return opt, torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda t: 0.01 + 0.99 * (1 + math.cos(math.pi * min(t, T) / T)) / 2)
             return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.iterations, eta_min=self.lr / 100)
         if self.schedule != "constant":
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.schedule!r}")
@@ -265,7 +308,7 @@ def fit(
     tracking = tracking or Tracking()
     if tracking.reference is not None:
         tracking = Tracking(tracking.metrics, tracking.reference.to(device), tracking.every)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
     opt, scheduler = optimiser.build(params)
@@ -397,7 +440,7 @@ class _Loop:
             self.opt.step()
         loss = float(state["loss"])
         if not math.isfinite(loss):
-            self.model.load_state_dict(self.last_good)
+            self.model.load_state_dict(self.last_good, strict=False)
             return None
         self.last_good = _snapshot(self.model)
         out, beta = state["out"], self.smoothing.average
@@ -469,7 +512,11 @@ def _perturb(z: Any, sigma: float, generator: torch.Generator | None) -> Any:
 
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """What a rollback restores: trainable parameters and buffers (frozen weights cannot change;
+    copying a frozen generator at every step of a latent search cost a third of the step)."""
+    state = model.state_dict(keep_vars=True)
+    return {k: v.detach().clone() for k, v in state.items()
+            if not (isinstance(v, nn.Parameter) and not v.requires_grad)}
 
 
 def _model_device(model: nn.Module) -> torch.device:

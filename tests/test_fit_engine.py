@@ -264,3 +264,32 @@ def test_weighted_misfit_of_an_ensemble_is_the_members_mean():
     single = [float(d(p, torch.nan_to_num(y), mask=mask)) for p in pred]
     assert float(d(pred, torch.nan_to_num(y), mask=mask)) == pytest.approx(sum(single) / 2)
     assert single == [pytest.approx(4 / 3), pytest.approx(4 / 3)]
+
+
+def test_optimiser_groups_give_each_prefix_its_step_and_decay():
+    """Parameters named by a prefix take that group's step; weight decay w is the gradient of (w/2)|p|^2."""
+    from torch import nn
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.z = nn.Parameter(torch.zeros(3))
+            self.w = nn.Parameter(torch.zeros(3))
+
+        def forward(self, *unused):
+            return (self.z + self.w)[None]
+
+    y = torch.ones(1, 3)
+    model = Two()
+    fit(model, None, Objective(y), optimiser=Optimiser(lr=1e-3, iterations=1, groups={"z": {"lr": 1e-1}}))
+    # one Adam step moves each parameter by its learning rate (sign of the gradient)
+    torch.testing.assert_close(model.z.detach(), torch.full((3,), 0.1))
+    torch.testing.assert_close(model.w.detach(), torch.full((3,), 1e-3))
+    # a strong decay on z alone holds z near 0 while w fits the data
+    model = Two()
+    fit(model, None, Objective(y), optimiser=Optimiser(lr=0.05, iterations=400, groups={"z": {"weight_decay": 10.0}}))
+    assert float(model.z.detach().abs().max()) < 0.1 and float((model.w.detach() - 1).abs().max()) < 0.15
+    with pytest.raises(ValueError, match="match no trainable parameter"):
+        fit(Two(), None, Objective(y), optimiser=Optimiser(groups={"theta": {"lr": 1.0}}))
+    with pytest.raises(ValueError, match="unknown settings"):
+        fit(Two(), None, Objective(y), optimiser=Optimiser(groups={"z": {"momentum": 0.9}}))
