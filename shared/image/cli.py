@@ -21,6 +21,11 @@ Examples::
     untrained image inpaint kate.png --mask kate_mask.png --out out/
     untrained image superres small.png --scale 4 --out out/
     untrained image ct phantom.png --angles 30 --out out/
+    untrained image cs phantom.png --ratio 0.05 --prior iagan --generator checkpoints/generator_ellipses64.pt
+
+``cs`` and ``ct`` also reconstruct with a learned generator (``--prior csgm|iagan|latent``,
+:mod:`shared.image.generative`), writing result.png, comparison.png, curves.png and
+metrics.json.
 """
 from __future__ import annotations
 
@@ -83,15 +88,26 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
     if task == "cs":
         p.add_argument("--ratio", type=number(float, 0, 1, low_open=True), default=0.25,
                        help="m/n, measurements per pixel" + D)
-        p.add_argument("--size", type=number(int, 1), default=64,
-                       help="the image is converted to grey and resized to SIZE x SIZE" + D)
+        p.add_argument("--size", type=number(int, 1), default=None,
+                       help="the image is converted to grey and resized to SIZE x SIZE (default: 64, or the "
+                       "generator's size with --generator)")
         p.add_argument("--noise", type=number(float, 0), default=0.0, help="noise std relative to the RMS of A x" + D)
     if task == "ct":
         p.add_argument("--angles", type=number(int, 1), default=30, help="number of projection angles in [0, 180)" + D)
-        p.add_argument("--size", type=number(int, 1), default=128,
-                       help="the image is converted to grey and resized to SIZE x SIZE" + D)
+        p.add_argument("--size", type=number(int, 1), default=None,
+                       help="the image is converted to grey and resized to SIZE x SIZE (default: 128, or the "
+                       "generator's size with --generator)")
         p.add_argument("--noise", type=number(float, 0), default=0.01,
                        help="noise std relative to the RMS of the sinogram" + D)
+    if simulated_only:
+        from shared.image.generative import PRIORS
+
+        p.add_argument("--prior", choices=("dip", *PRIORS), default="dip",
+                       help="dip = untrained network (default); with a learned generator (--generator): csgm = "
+                       "latent search, iagan = latent search then image-adaptive weights, latent = spatial latent "
+                       "through the generator's last levels")
+        p.add_argument("--generator", type=Path, metavar="CHECKPOINT",
+                       help="generator checkpoint for --prior csgm/iagan/latent (make them with: make generators)")
     if not simulated_only:
         p.add_argument("--simulate", action="store_true",
                        help="treat INPUT as the clean image: synthesise the measurement and use INPUT as reference")
@@ -158,12 +174,12 @@ def build_problem(args: argparse.Namespace, multiple: int):
     if task == "cs":
         _positive("size", args.size)
         _positive("noise", args.noise, strict=False)
-        return T.cs_problem(image, multiple=multiple, ratio=args.ratio, size=args.size, noise=args.noise,
+        return T.cs_problem(image, multiple=multiple, ratio=args.ratio, size=args.size or 64, noise=args.noise,
                             seed=args.seed)
     if task == "ct":
         _positive("size", args.size)
         _positive("noise", args.noise, strict=False)
-        return T.ct_problem(image, multiple=multiple, angles=args.angles, size=args.size, noise=args.noise,
+        return T.ct_problem(image, multiple=multiple, angles=args.angles, size=args.size or 128, noise=args.noise,
                             seed=args.seed)
     raise InputError(f"unknown image task {task!r}")
 
@@ -184,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
 
     for name in ("iterations", "lr", "patience", "uncertainty-rank"):
         _positive(name, getattr(args, name.replace("-", "_")))
+    if getattr(args, "prior", "dip") != "dip":
+        return run_generative(args)
+    if getattr(args, "generator", None) is not None:
+        raise InputError("--generator is used by --prior csgm, iagan or latent; the default --prior dip needs none")
     dip = DeepImagePrior(net=args.net, iterations=args.iterations, lr=args.lr, stop=args.stop,
                          patience=args.patience, seed=args.seed, device=args.device,
                          progress=False if args.quiet else f"{args.task} ({args.net})").check()
@@ -213,4 +233,39 @@ def run(args: argparse.Namespace) -> int:
         summary += f"; PSNR {m['psnr']:.2f} dB (best during fit {m['best_psnr_during_fit']:.2f} dB)"
     runner.say(summary)
     runner.say(f"wrote {', '.join(output_files(args))} to {out}")
+    return runner.finish()
+
+
+def run_generative(args: argparse.Namespace) -> int:
+    """``untrained image cs|ct --prior csgm|iagan|latent --generator CHECKPOINT``."""
+    from shared.image.generative import GENERATIVE_FILES, GenerativePrior
+    from shared.image.generator import load_generator
+
+    if args.generator is None:
+        raise InputError(f"--prior {args.prior} needs a trained generator: --generator CHECKPOINT "
+                         "(make the checkpoints with: make generators)")
+    if args.uncertainty:
+        raise InputError(f"--uncertainty is available with --prior dip only, not with --prior {args.prior}")
+    gen, meta = load_generator(args.generator)
+    if args.size is not None and args.size != gen.size:
+        raise InputError(f"--size {args.size}: the generator {args.generator} makes {gen.size}x{gen.size} images; "
+                         f"omit --size or pass --size {gen.size}")
+    args.size = gen.size
+    rec = GenerativePrior(gen, prior=args.prior, seed=args.seed, device=args.device,
+                          progress=not args.quiet).check()
+    problem = build_problem(args, multiple=1)
+    runner = Runner(args, inputs=[args.input, args.generator], outputs=[*GENERATIVE_FILES, "metrics.json"])
+    out = runner.open()
+    for msg in problem.messages:
+        runner.say(f"note: {msg}")
+    result = rec.reconstruct(problem)
+    result.info.update({"inputs": [str(p) for p in runner.inputs], "generator_checkpoint": str(args.generator),
+                        "generator_family": meta.get("family")})
+    runner.write(result)
+    m = result.metrics
+    summary = f"{args.task} ({args.prior}, generator of {meta.get('family', '?')}): {m['wall_time_s']:.1f} s"
+    if "psnr" in m:
+        summary += f"; PSNR {m['psnr']:.2f} dB, relative error {m['rel_err']:.3f}"
+    runner.say(summary)
+    runner.say(f"wrote {', '.join([*GENERATIVE_FILES, 'metrics.json'])} to {out}")
     return runner.finish()

@@ -1,4 +1,4 @@
-"""Synthetic CT phantoms: random ellipses and the Shepp-Logan head phantom.
+"""Synthetic phantoms: random ellipses, random blocks and the Shepp-Logan head phantom.
 
 An ellipse phantom is a sum of ``E`` filled ellipses on ``[-1, 1]^2`` (``y`` down, ``x``
 right), each with centre ``c``, semi-axes ``(a, b)``, rotation ``phi`` and intensity
@@ -9,6 +9,10 @@ right), each with centre ``c``, semi-axes ``(a, b)``, rotation ``phi`` and inten
 confined to the disc of radius 0.9 (the field of view of a parallel-beam scan whose
 detector spans the image diagonal).  Intensities may be negative (holes), so phantoms
 have both edges and plateaus, as in the random-ellipse training sets of learned CT.
+A block phantom (:func:`random_blocks`) has a different structure: straight edges and
+corners instead of curves, opaque layers instead of sums (a later rectangle hides what
+lies beneath it), a linear intensity ramp as background and no circular field of view.
+It is the second image family of the learned generators (:mod:`shared.image.generator`).
 Images are ``(B, 1, H, W)`` float tensors in ``[0, 1]``.
 """
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["random_ellipses", "shepp_logan", "ellipse_image"]
+__all__ = ["random_ellipses", "random_blocks", "shepp_logan", "ellipse_image", "FAMILIES", "family_images"]
 
 
 def ellipse_image(params: Tensor, size: int) -> Tensor:
@@ -78,6 +82,56 @@ def random_ellipses(batch: int, size: int, n_ellipses: int = 10, *, generator: t
     coords = (torch.arange(size, dtype=img.dtype) + 0.5) / size * 2 - 1
     py, px = torch.meshgrid(coords, coords, indexing="ij")
     return img * ((px * px + py * py) <= fov * fov).to(img.dtype)
+
+
+def random_blocks(batch: int, size: int, n_blocks: tuple[int, int] = (3, 7), *,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """``batch`` random block phantoms ``(batch, 1, size, size)`` in ``[0, 1]``.
+
+    Background: a linear ramp ``b_0 + g . p`` (``b_0`` in [0.1, 0.4], ``|g| <= 0.15`` per
+    axis) over ``[-1, 1]^2``.  Then ``n`` (uniform in ``n_blocks``, inclusive) rotated
+    rectangles, painted in order, each opaque with its own intensity in [0.2, 1]: centre
+    in ``[-0.7, 0.7]^2``, half-sides 0.04-0.5 (a third of them thin bars, one half-side
+    0.02-0.06), rotation uniform in [0, pi).
+    """
+    lo, hi = n_blocks
+    if batch < 1 or size < 4 or not 1 <= lo <= hi:
+        raise ValueError(f"need batch >= 1, size >= 4, 1 <= n_blocks[0] <= n_blocks[1]; "
+                         f"got {batch}, {size}, {n_blocks}")
+    g = generator
+
+    def U(a, b, shape=()):
+        return a + (b - a) * torch.rand(shape, generator=g)
+
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+    py, px = torch.meshgrid(coords, coords, indexing="ij")
+    out = torch.empty(batch, 1, size, size)
+    for i in range(batch):
+        img = U(0.1, 0.4) + U(-0.15, 0.15) * px + U(-0.15, 0.15) * py
+        for _ in range(int(torch.randint(lo, hi + 1, (), generator=g))):
+            cx, cy, phi = U(-0.7, 0.7), U(-0.7, 0.7), U(0, math.pi)
+            a, b = U(0.04, 0.5), U(0.04, 0.5)
+            if float(U(0, 1)) < 1 / 3:
+                b = U(0.02, 0.06)
+            c, s = torch.cos(phi), torch.sin(phi)
+            u = c * (px - cx) + s * (py - cy)
+            v = -s * (px - cx) + c * (py - cy)
+            img = torch.where((u.abs() <= a) & (v.abs() <= b), U(0.2, 1.0), img)
+        out[i, 0] = img.clamp(0, 1)
+    return out
+
+
+#: the image families a generator is trained on, by name
+FAMILIES = ("ellipses", "blocks")
+
+
+def family_images(family: str, batch: int, size: int, generator: torch.Generator | None = None) -> Tensor:
+    """``batch`` random images ``(batch, 1, size, size)`` of ``family`` (one of :data:`FAMILIES`)."""
+    if family == "ellipses":
+        return random_ellipses(batch, size, generator=generator)
+    if family == "blocks":
+        return random_blocks(batch, size, generator=generator)
+    raise ValueError(f"unknown image family {family!r}; choose from {', '.join(FAMILIES)}")
 
 
 def shepp_logan(size: int) -> Tensor:
