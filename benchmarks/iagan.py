@@ -11,7 +11,7 @@ thread, and each time is that of one reconstruction on one core.
 
 Writes ``benchmarks/results/iagan.json`` (``rel_err[method][distribution][m_over_n]``,
 ``psnr[...]``, the CT tables keyed by angles, per-case records, times, the targets of the
-issue checked) and ``iagan_cs.png``, ``iagan_ct.png``, ``iagan_examples.png``.
+issue checked) and ``iagan_cs.png``, ``iagan_ct.png``, ``<name>_examples.png``.
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def _times(records: list[dict]) -> dict:
     return {m: {task: {"mean": sum(v) / len(v), "max": max(v)} for task, v in by.items()} for m, by in t.items()}
 
 
-def _figures(records: list[dict], cs: dict, ct: dict, out: Path) -> None:
+def _figures(records: list[dict], cs: dict, ct: dict, out: Path, stem: str = "iagan") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +143,7 @@ def _figures(records: list[dict], cs: dict, ct: dict, out: Path) -> None:
                 ax.set_title(title, fontsize=7)
             row[0].set_ylabel(f"{rec['distribution']}\n{rec['task']} {rec['level']}", fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "iagan_examples.png", dpi=90)
+        fig.savefig(out / f"{stem}_examples.png", dpi=90)
         plt.close(fig)
 
 
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     cs_e, ct_e = _table(records, "cs", "rel_err"), _table(records, "ct", "rel_err")
     cs_p, ct_p = _table(records, "cs", "psnr"), _table(records, "ct", "psnr")
     args.out.mkdir(parents=True, exist_ok=True)
-    _figures(records, cs_e, ct_e, args.out)
+    name = args.name or ("iagan.json" if args.split == "test" else "iagan_validation.json")
+    _figures(records, cs_e, ct_e, args.out, stem=Path(name).stem)
     _print(cs_e, ct_e)
     for rec in records:
         rec.pop("truth", None)
@@ -225,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
               "psnr": cs_p["mean"], "ct_rel_err": ct_e["mean"], "ct_rel_err_worst": ct_e["worst"],
               "ct_rel_err_std": ct_e["std"], "ct_psnr": ct_p["mean"], "time_s": _times(records),
               "targets": _targets(cs_e, records) if cs_e["mean"] else None, "records": records}
-    name = args.name or ("iagan.json" if args.split == "test" else "iagan_validation.json")
     write_json(args.out / name, report)
     print(f"\nwrote {args.out / name} ({wall / 60:.1f} min)")
     return 0
