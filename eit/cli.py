@@ -63,8 +63,9 @@ def register(subparsers) -> None:
     p.add_argument("--noise", type=number(float, 0), default=0.01,
                    help="phantom: relative noise level (default: %(default)s)")
     p.add_argument("--uncertainty", action="store_true",
-                   help="neural: also write the per-cell predictive std (linearised Laplace): std_<method>.png, "
-                   "std_<method>.xdmf, and its calibration in metrics.json when the truth is known")
+                   help="neural: also write the per-cell predictive std (linearised Laplace; an ensemble's is the "
+                   "mixture of its members'): std_<method>.png, std_<method>.xdmf, and uncertainty.json (with "
+                   "the coverage within 1 and 2 std and the std-error correlation when the conductivity is known)")
     p.add_argument("--uncertainty-rank", type=number(int, 1), default=128,
                    help="rank of the Jacobian SVD for --uncertainty (default: %(default)s)")
     add_common_options(p, default_out="out/eit")
@@ -95,13 +96,16 @@ def _problem(args):
 
 def run_reconstruct(args) -> int:
     """Check the options, read the problem, then run and write each method in turn."""
-    from shared.cli import Runner
+    from shared.cli import InputError, Runner
 
     from eit.plot import save_comparison_png
     from eit.result import file_names, run_summary
-    from eit.uncertainty import conductivity_uncertainty, uncertainty_files
+    from eit.uncertainty import METRICS_FILE, uncertainty_files
 
     recs = _reconstructors(args)
+    if args.uncertainty and not any(rec.method.startswith("neural") for rec in recs):
+        raise InputError("--uncertainty needs a fitted network (--method neural); "
+                         f"got --method {' '.join(args.method)}")
     t0 = time.perf_counter()
     problem, inputs = _problem(args)
     setup_s = time.perf_counter() - t0
@@ -121,12 +125,8 @@ def run_reconstruct(args) -> int:
         results.append(result)
         runner.write(result, metrics_file=None)
         if args.uncertainty and result.fit is not None:
-            unc = conductivity_uncertainty(result, problem, rank=args.uncertainty_rank)
-            runner.write(unc, metrics_file=None)
-            uncertainty[result.method] = unc.metrics
-            cal = unc.metrics.get("calibration")
-            runner.say(f"{result.method}: mean predicted std {unc.metrics['mean_std']:.3g} S/m"
-                       + (f", {cal['fraction_within']:.1%} of cells within 2 std" if cal else ""))
+            uncertainty[result.method] = _uncertainty(runner, result, problem, args)
+            runner.write_json(METRICS_FILE, {"problem": problem.name, "level": problem.level, "methods": uncertainty})
         summary = run_summary(problem, results, setup_s)
         if uncertainty:
             summary["uncertainty"] = uncertainty
@@ -134,5 +134,20 @@ def run_reconstruct(args) -> int:
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.metrics.items() if k != "method"}
         runner.say(f"{result.method}: {shown}")
     save_comparison_png(problem, results, runner.out / "comparison.png", title=f"{problem.name}, level {problem.level}")
-    runner.say(f"wrote {runner.out}/comparison.png, sigma_*.png, sigma_*.xdmf, metrics.json")
+    extra = ", std_*.png, std_*.xdmf, uncertainty.json" if uncertainty else ""
+    runner.say(f"wrote {runner.out}/comparison.png, sigma_*.png, sigma_*.xdmf, metrics.json{extra}")
     return runner.finish()
+
+
+def _uncertainty(runner, result, problem, args) -> dict:
+    """Write the std maps of a neural result, report them; their metrics (for the JSON reports)."""
+    from eit.uncertainty import conductivity_uncertainty
+
+    runner.say(f"{result.method}: linearised Laplace uncertainty ({int(problem.mask.sum())} measurements)")
+    unc = conductivity_uncertainty(result, problem, rank=args.uncertainty_rank, progress=not args.quiet)
+    runner.write(unc, metrics_file=None)
+    cal = unc.metrics.get("calibration")
+    runner.say(f"{result.method}: mean predicted std {unc.metrics['mean_std']:.3g} S/m ({unc.metrics['time_s']:.1f} s)"
+               + (f"; {cal['within_1std']:.1%} / {cal['within_2std']:.1%} of cells within 1 / 2 std (nominal "
+                  f"68.3% / 95.4%), std-|error| correlation {cal['std_error_correlation']:.2f}" if cal else ""))
+    return unc.metrics

@@ -29,6 +29,17 @@ Stanford .conf scan set, reconstructs the surface and writes to DIR:
                        Chamfer-L1/L2, Hausdorff and F-score of the mesh, the dense cloud and
                        the input against the reference surface (lengths divided by its
                        bounding-box diagonal)
+
+With --uncertainty (linearised Laplace posterior of every chart, noise level from the
+charts' own matched-point residual):
+
+  dense_std.ply        the dense cloud with a float vertex property "std": the predicted
+                       std of each point along its normal (input units)
+  std.png              the dense cloud coloured by std (and, with --reference, by the
+                       distance to the reference along the normal, same scale)
+  uncertainty.json     per-chart noise level and prior precision, timings and, with
+                       --reference, the shares of points within 1 and 2 std of the
+                       reference and the correlation of std with that distance
 """
 
 #: flags that differ from ``--<parameter-name>``
@@ -48,6 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="point cloud file(s) or a .conf scan set")
     p.add_argument("--reference", type=Path, help="reference mesh to score against (PLY/OBJ/OFF/STL)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write the predicted std of every dense point along its normal (linearised Laplace "
+                   "posterior of every chart): dense_std.ply, std.png, uncertainty.json (with its calibration "
+                   "against --reference)")
     add_settings_options(p, DeepGeometricPrior, skip=COMMON)
     add_common_options(p, default_out="out/geoprior")
     p.set_defaults(func=run_reconstruct)
@@ -114,6 +129,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from geoprior.io import load_clouds, load_mesh
     from geoprior.metrics import evaluate_against_mesh
     from geoprior.reconstruct import MIN_POINTS
+    from geoprior.uncertainty import UNCERTAINTY_FILES
     from shared.cli import InputError, Runner
 
     try:
@@ -127,7 +143,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     if len(cloud) < MIN_POINTS:
         raise InputError(f"{cloud.source}: geoprior needs at least {MIN_POINTS} points to fit charts, got {len(cloud)}")
-    runner = Runner(args, inputs=[*args.inputs, args.reference], outputs=OUTPUTS)
+    outputs = [*OUTPUTS, *(UNCERTAINTY_FILES if args.uncertainty else ())]
+    runner = Runner(args, inputs=[*args.inputs, args.reference], outputs=outputs)
     runner.open()
     t0 = time.perf_counter()
     result = rec.reconstruct(cloud)
@@ -144,12 +161,32 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         result.info["reference"] = str(args.reference)
         result.metrics["scores"] = scores
     written = runner.write(result)
+    if args.uncertainty and not runner.interrupted:
+        written += _uncertainty(runner, result, reference, args)
     _report(runner, result, wall, written)
     if "mesh_error" in result.info:
         print(f"error: screened Poisson meshing failed ({result.info['mesh_error']}); the dense oriented cloud "
               f"was written to {runner.out / 'dense.ply'}", file=sys.stderr)
         return 1
     return runner.finish()
+
+
+def _uncertainty(runner, result, reference, args: argparse.Namespace) -> list[Path]:
+    """Write the std of the dense points (``--uncertainty``) and report it; the files written."""
+    from geoprior.uncertainty import UNCERTAINTY_FILES, reconstruction_uncertainty
+
+    runner.say(f"uncertainty: linearised Laplace posterior of {result.info['n_patches']} charts")
+    unc = reconstruction_uncertainty(result, reference, progress=not args.quiet)
+    written = runner.write(unc, metrics_file=UNCERTAINTY_FILES[-1])
+    m = unc.metrics
+    runner.say(f"uncertainty: mean std {m['mean_std']:.3e} along the normal, noise std (median over charts) "
+               f"{m['noise_std']['median']:.3e}, {unc.timings['total_s']:.1f} s")
+    cal = m.get("calibration")
+    if cal:
+        runner.say(f"uncertainty: {cal['within_1std']:.1%} / {cal['within_2std']:.1%} of the dense points within "
+                   f"1 / 2 std of the reference (nominal 68.3% / 95.4%), std-error correlation "
+                   f"{cal['std_error_correlation']:.2f}")
+    return written
 
 
 def _report(runner, result, wall: float, written: list[Path]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -176,9 +177,15 @@ def coordinate_dtype(points: np.ndarray, tolerance: float = 1e-6) -> str:
 
 
 def write_ply(path: str | Path, points: np.ndarray, normals: np.ndarray | None = None,
-              faces: np.ndarray | None = None, colors: np.ndarray | None = None) -> Path:
+              faces: np.ndarray | None = None, colors: np.ndarray | None = None,
+              scalars: Mapping[str, np.ndarray] | None = None) -> Path:
     """Write a binary little-endian PLY: vertices (float or double positions, float normals,
-    uchar colours) and optionally triangles."""
+    uchar colours, float scalar fields) and optionally triangles.
+
+    ``scalars`` maps a property name to one value per vertex ``(N,)``, written as a ``float``
+    vertex property after the others (a scalar field, read by name by readers that keep extra
+    vertex properties, e.g. ``open3d.t.io.read_point_cloud``).
+    """
     path = Path(path)
     pts = np.asarray(points, dtype=np.float64)
     kind = coordinate_dtype(pts)
@@ -187,7 +194,16 @@ def write_ply(path: str | Path, points: np.ndarray, normals: np.ndarray | None =
         fields += [(k, "<f4") for k in ("nx", "ny", "nz")]
     if colors is not None:
         fields += [(k, "u1") for k in ("red", "green", "blue")]
+    scalars = dict(scalars or {})
+    for name, values in scalars.items():
+        if not name.isidentifier() or name in {f for f, _ in fields}:
+            raise ValueError(f"scalar field name {name!r} must be a new identifier-like property name")
+        if np.shape(values) != (len(pts),):
+            raise ValueError(f"scalar field {name!r} has shape {np.shape(values)}, expected ({len(pts)},)")
+        fields.append((name, "<f4"))
     vertex = np.empty(len(pts), dtype=fields)
+    for name, values in scalars.items():
+        vertex[name] = np.asarray(values, dtype=np.float64)
     for i, k in enumerate("xyz"):
         vertex[k] = pts[:, i]
         if normals is not None:

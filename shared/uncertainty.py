@@ -86,6 +86,8 @@ __all__ = [
     "calibration",
     "snapshot",
     "batch_statistics",
+    "coverage",
+    "ensemble_statistics",
 ]
 
 
@@ -211,6 +213,30 @@ class JacobianOperator:
         th, out = self._vjp_fn
         (g,) = torch.autograd.grad(out, th, grad_outputs=u.to(out.dtype), retain_graph=True)
         return g
+
+    def vjp_y_many(self, us: Tensor, batch: int = 1) -> Tensor:
+        """``J_y^T [u_1 ... u_b]`` (``(p, b)``) for the columns of ``us`` (``(m, b)``).
+
+        ``batch > 1`` runs ``batch`` cotangents through one vectorised backward pass
+        (``is_grads_batched``: one pass of matrix products instead of ``batch`` passes of
+        vector products); a graph that cannot be vectorised (an ``autograd.Function``
+        without vmap support, e.g. a FEM adjoint) falls back to one VJP per column.
+        """
+        cols = us.shape[1]
+        if batch <= 1 or getattr(self, "_no_batched_vjp", False):
+            return torch.stack([self.vjp_y(us[:, j]) for j in range(cols)], dim=1)
+        self.vjp_y(us[:, 0])  # builds the retained graph
+        th, out = self._vjp_fn
+        parts = []
+        try:
+            for s in range(0, cols, batch):
+                block = us[:, s:s + batch].T.to(out.dtype).contiguous()
+                (g,) = torch.autograd.grad(out, th, grad_outputs=block, retain_graph=True, is_grads_batched=True)
+                parts.append(g.T)
+        except (RuntimeError, NotImplementedError):
+            self._no_batched_vjp = True
+            return torch.stack([self.vjp_y(us[:, j]) for j in range(cols)], dim=1)
+        return torch.cat(parts, dim=1)
 
 
 def _jvp(fn: Callable[[Tensor], Tensor], primal: Tensor, tangent: Tensor, owner: Any, flag: str) -> Tensor:
@@ -433,6 +459,7 @@ def linearised_laplace(
     seed: int = 0,
     keep_vectors: bool = False,
     progress: bool = False,
+    vjp_batch: int = 1,
 ) -> LinearisedUncertainty:
     """Linearised Laplace posterior of a fitted network and its pixelwise predictive std.
 
@@ -470,6 +497,9 @@ def linearised_laplace(
         Seed of the Gaussian probes.
     keep_vectors:
         Keep the left singular vectors ``U`` (measurement space) in the result.
+    vjp_batch:
+        ``method="exact"``: cotangents per vectorised backward pass when ``J_y^T`` is formed
+        (:meth:`JacobianOperator.vjp_y_many`; 1, the default, is one VJP per measurement).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -480,7 +510,7 @@ def linearised_laplace(
         raise ValueError(f"measurements have shape {tuple(y.shape)} but the model predicts {tuple(op.y_shape)}")
     if tail_model not in ("none", "isotropic"):
         raise ValueError(f"tail_model must be 'isotropic' or 'none', got {tail_model!r}")
-    sp = _spectrum(op, rank, oversample, power_iterations, method, seed, progress)
+    sp = _spectrum(op, rank, oversample, power_iterations, method, seed, progress, vjp_batch)
     timings["svd_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -543,7 +573,7 @@ class _Spectrum:
 
 
 def _spectrum(op: JacobianOperator, rank: int, oversample: int, power_iterations: int, method: str, seed: int,
-              progress: bool) -> _Spectrum:
+              progress: bool, vjp_batch: int = 1) -> _Spectrum:
     """The leading singular triplets of ``J_y``, exactly (``m`` VJPs) or by a randomized SVD."""
     dtype, device = op.theta.dtype, op.theta.device
     gen = torch.Generator().manual_seed(seed)
@@ -564,7 +594,7 @@ def _spectrum(op: JacobianOperator, rank: int, oversample: int, power_iterations
         # m is small: form J_y^T column by column with m vector-Jacobian products (no
         # forward-mode product through the forward model is needed, e.g. a FEM solve
         # whose autograd Function only has a backward).
-        Jy_T = torch.stack([op.vjp_y(e) for e in torch.eye(op.m, dtype=dtype, device=device)], dim=1)
+        Jy_T = op.vjp_y_many(torch.eye(op.m, dtype=dtype, device=device), batch=vjp_batch)
         V, S, Ut = torch.linalg.svd(Jy_T, full_matrices=False)
         U = Ut.T
         tail_exact = float(S[rank:].double().pow(2).sum()) / max(op.m - min(rank, S.numel()), 1)
@@ -723,3 +753,70 @@ def calibration(estimate: Tensor, std: Tensor, truth: Tensor, k: float = 2.0) ->
         "mean_std": float(s.mean()),
         "std_error_correlation": corr,
     }
+
+
+def coverage(abs_error: Tensor | np.ndarray, std: Tensor | np.ndarray, ks: tuple[float, ...] = (1.0, 2.0),
+             weights: Tensor | np.ndarray | None = None) -> dict[str, Any]:
+    """Coverage of absolute errors by predicted standard deviations, and their correlation.
+
+    For each ``k`` in ``ks``: ``within_<k>std = sum_i w_i [|e_i| <= k std_i] / sum_i w_i`` with
+    its Gaussian nominal value ``erf(k / sqrt 2)`` (0.683 for ``k = 1``, 0.954 for ``k = 2``);
+    ``weights`` ``w_i`` (e.g. cell areas, so that the share is one of the domain, not of
+    the cells) default to 1.  ``std_error_correlation``: weighted Pearson correlation of
+    ``std`` with ``|e|`` (does the std point at the larger errors?).  ``mean_std``,
+    ``mean_abs_error``, ``rmse`` (weighted means) and ``n``.  ``abs_error`` and ``std``
+    have the same number of entries (any shapes, flattened), in the same units.
+    """
+    e = np.abs(np.asarray(torch.as_tensor(abs_error).detach().double().cpu()).reshape(-1))
+    s = np.asarray(torch.as_tensor(std).detach().double().cpu()).reshape(-1)
+    if e.shape != s.shape:
+        raise ValueError(f"std has {s.size} entries but the errors {e.size}")
+    w = np.ones_like(e) if weights is None else np.asarray(torch.as_tensor(weights).double().cpu()).reshape(-1)
+    if w.shape != e.shape or not np.all(w >= 0) or not w.sum() > 0:
+        raise ValueError(f"weights must be {e.size} non-negative numbers with a positive sum")
+    if not (np.isfinite(e).all() and np.isfinite(s).all()):
+        raise ValueError("errors and std must be finite")
+    w = w / w.sum()
+    out: dict[str, Any] = {"n": int(e.size)}
+    for k in ks:
+        name = f"{k:g}std"
+        out[f"within_{name}"] = float(np.sum(w * (e <= k * s)))
+        out[f"nominal_{name}"] = math.erf(k / math.sqrt(2))
+    me, ms = float(np.sum(w * e)), float(np.sum(w * s))
+    cov = float(np.sum(w * (e - me) * (s - ms)))
+    sd = math.sqrt(float(np.sum(w * (e - me) ** 2)) * float(np.sum(w * (s - ms) ** 2)))
+    out["std_error_correlation"] = cov / sd if sd > 0 else 0.0
+    out.update(mean_std=ms, mean_abs_error=me, rmse=math.sqrt(float(np.sum(w * e ** 2))))
+    return out
+
+
+def ensemble_statistics(means: Tensor | np.ndarray, stds: Tensor | np.ndarray | None = None,
+                        centre: Tensor | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the equal mixture of ``K`` members' predictions.
+
+    ``means`` ``(K, ...)``: the members' predictions ``mu_k``; ``stds`` (same shape, or None
+    for point predictions): their own predictive std ``s_k`` (e.g. each member's linearised
+    Laplace std).  The mixture ``(1/K) sum_k N(mu_k, s_k^2)`` has, elementwise::
+
+        mean = (1/K) sum_k mu_k,    var = (1/K) sum_k s_k^2 + (1/K) sum_k (mu_k - mean)^2
+
+    (the members' own uncertainty plus their disagreement; the second term is the deep-ensemble
+    spread, with the population ``1/K``, not ``1/(K-1)``).  With ``centre`` ``c`` (same shape
+    as one member: a point estimate other than the mean, e.g. a geometric mean) the returned
+    std is the root mean square deviation of the mixture about it,
+    ``sqrt(var + (mean - c)^2)``.  Returns numpy ``(mean, std)`` of one member's shape.
+    """
+    mu = np.asarray(torch.as_tensor(means).detach().double().cpu())
+    if mu.ndim < 1 or mu.shape[0] < 1:
+        raise ValueError(f"means must have a leading member axis (K, ...), got shape {mu.shape}")
+    mean = mu.mean(axis=0)
+    var = ((mu - mean) ** 2).mean(axis=0)
+    if stds is not None:
+        s = np.asarray(torch.as_tensor(stds).detach().double().cpu())
+        if s.shape != mu.shape:
+            raise ValueError(f"stds have shape {s.shape} but the means {mu.shape}")
+        var = var + (s ** 2).mean(axis=0)
+    if centre is not None:
+        c = np.asarray(torch.as_tensor(centre).detach().double().cpu()).reshape(mean.shape)
+        var = var + (mean - c) ** 2
+    return mean, np.sqrt(var)
