@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from shared.fit import FitResult, Objective, Optimiser, Tracking, fit
+from shared.image.checkpoints import read_tagged, save_tagged
 from shared.image.phantoms import random_ellipses, shepp_logan
 from shared.networks import Hourglass, get_noise_input
 from shared.physics import Physics
@@ -143,25 +144,12 @@ def pretrain(setup: CTSetup | None = None, *, steps: int = 800, batch: int = 4, 
 
 def save_checkpoint(net: Hourglass, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Save the network's configuration, weights (BN statistics included) and ``meta``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "untrained-edip-1", "config": dict(net.config), "state_dict": net.state_dict(),
-                "meta": dict(meta or {})}, path)
-    return path
+    return save_tagged(path, "untrained-edip-1", net.config, net.state_dict(), meta)
 
 
 def load_checkpoint(path: str | Path) -> tuple[Hourglass, dict[str, Any]]:
     """Rebuild the network saved by :func:`save_checkpoint`; returns ``(net, meta)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"EDIP checkpoint {path} not found "
-                                f"(make it with: python -m shared.image.edip pretrain --out {path})")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupted file or not a torch file
-        raise ValueError(f"{path} is not a readable EDIP checkpoint: {exc}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "untrained-edip-1":
-        raise ValueError(f"{path} is not an EDIP checkpoint (missing format tag 'untrained-edip-1')")
+    ckpt = read_tagged(path, "untrained-edip-1", "EDIP", f"python -m shared.image.edip pretrain --out {path}")
     cfg = dict(ckpt["config"])
     in_ch, out_ch = cfg.pop("in_ch"), cfg.pop("out_ch")
     net = Hourglass(in_ch, out_ch, **cfg)

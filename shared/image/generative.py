@@ -219,7 +219,7 @@ class GenerativePrior(Reconstructor):
                         groups={"z": {"lr": self.adapt_latent_lr}, "generator.": {"lr": self.adapt_lr}})
         res = self._fit(model, problem, opt, "IAGAN", stopped=True)
         x = _no_worse_than_start(problem, res.output.cpu(), self._image(z))
-        if self._back_project(problem):
+        if self.back_projects(problem):
             op = problem.forward
             x = (x + op.A_dagger(problem.y - op.A(x))).clamp(0, 1)
         return x, res, model
@@ -238,7 +238,8 @@ class GenerativePrior(Reconstructor):
         with torch.no_grad():
             return self.generator(z.to(next(self.generator.parameters()).device)).cpu()
 
-    def _back_project(self, problem: Problem) -> bool:
+    def back_projects(self, problem: Problem) -> bool:
+        """Whether IAGAN back-projects onto ``{x : A x = y}`` for ``problem`` (``back_projection``)."""
         if self.back_projection == "auto":
             return not float(problem.info.get("noise_rel") or 0.0) > 0
         return bool(self.back_projection)
@@ -259,7 +260,7 @@ class GenerativePrior(Reconstructor):
         x, last = res1.final[misfits.argmin()][None].cpu(), res1
         if self.prior == "iagan":
             x, last, _ = self.adapt(problem, z)
-            stages["iagan"] = {**_stage(last), "back_projection": self._back_project(problem)}
+            stages["iagan"] = {**_stage(last), "back_projection": self.back_projects(problem)}
         elif self.prior == "latent":
             x, last = self.latent(problem, z)
             stages["latent"] = _stage(last)

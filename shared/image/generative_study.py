@@ -130,7 +130,7 @@ def _generative(case: Case, problem, generator, settings: dict[str, Any]) -> dic
     t = time.perf_counter()
     x, res2, _ = rec.adapt(problem, z)
     out["iagan"] = _scores(x, ref, t_csgm + time.perf_counter() - t, misfit=res2.history["data"][-1],
-                           back_projection=rec._back_project(problem), iterations=res2.stop_iteration,
+                           back_projection=rec.back_projects(problem), iterations=res2.stop_iteration,
                            selected_iteration=res2.selected_iteration)
     t = time.perf_counter()
     x, res3 = rec.latent(problem, z)

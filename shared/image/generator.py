@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from shared.fit import FitResult, Objective, Optimiser, fit
+from shared.image.checkpoints import read_tagged, save_tagged
 from shared.image.phantoms import FAMILIES, family_images
 from shared.networks.latent_generator import GENERATOR_CHANNELS, ConvEncoder, LatentGenerator
 from shared.result import to_json
@@ -118,11 +119,7 @@ def validate_generator(gen: LatentGenerator, enc: ConvEncoder, family: str, n: i
 
 def save_generator(gen: LatentGenerator, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Save the generator's configuration, weights and ``meta`` (family, training, validation)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": CHECKPOINT_FORMAT, "config": dict(gen.config), "state_dict": gen.state_dict(),
-                "meta": dict(meta or {})}, path)
-    return path
+    return save_tagged(path, CHECKPOINT_FORMAT, gen.config, gen.state_dict(), meta)
 
 
 def load_generator(path: str | Path) -> tuple[LatentGenerator, dict[str, Any]]:
@@ -132,16 +129,8 @@ def load_generator(path: str | Path) -> tuple[LatentGenerator, dict[str, Any]]:
     torch cannot read, a checkpoint of another kind, and weights that do not fit the
     stored configuration.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"generator checkpoint {path} not found (make it with: make generators, or "
-                                f"python -m shared.image.generator train --out {path})")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupted file or not a torch file at all
-        raise ValueError(f"{path} is not a readable generator checkpoint: {exc}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a generator checkpoint (missing format tag {CHECKPOINT_FORMAT!r})")
+    ckpt = read_tagged(path, CHECKPOINT_FORMAT, "generator",
+                       f"make generators, or python -m shared.image.generator train --out {path}")
     try:
         gen = LatentGenerator(**ckpt["config"])
         gen.load_state_dict(ckpt["state_dict"])
