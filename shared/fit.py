@@ -17,9 +17,12 @@ learning-rate schedule), the smoothing of the fit (:class:`Smoothing`: input
 perturbation ``z + sigma_p n`` with fresh ``n`` each step, an exponential moving average
 of the outputs), a stopping rule that needs no ground truth (:mod:`shared.stopping`),
 metric tracking (:class:`Tracking`), per-step callbacks, seeds, devices and progress
-bars.  Data terms and regularisers with a ``begin_step(step)`` method are told the step
-before it starts, so their schedules (re-matching, annealing) follow the optimiser's
-steps, also under L-BFGS, which evaluates the objective several times per step.
+bars.  A batched model (independent members along the leading axis of its parameters and
+output) can be stopped member by member (:class:`shared.stopping.MemberStoppingRule`):
+frozen members keep their parameters while the others train on.  Data terms and
+regularisers with a ``begin_step(step)`` method are told the step before it starts, so
+their schedules (re-matching, annealing) follow the optimiser's steps, also under L-BFGS,
+which evaluates the objective several times per step.
 
 Example::
 
@@ -42,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from shared.losses import mse_loss
-from shared.stopping import StepRecord, StoppingRule
+from shared.stopping import MemberStoppingRule, StepRecord, StoppingRule
 
 __all__ = ["fit", "FitResult", "Objective", "Optimiser", "Smoothing", "Tracking", "StepRecord"]
 
@@ -225,6 +228,13 @@ class FitResult:
         ``"interrupted"`` (SIGINT/SIGTERM: the fit stopped at the end of the step it was in).
     wall_time_s:
         Wall-clock time of the loop in seconds.
+    member_stop_iterations:
+        With a :class:`~shared.stopping.MemberStoppingRule`: the step ``(P,)`` at which each
+        member froze (``-1``: it ran to the end; ``history["frozen"]`` counts the frozen
+        members after each step); else None.
+    member_rule:
+        The :class:`~shared.stopping.MemberStoppingRule` of the fit (with what it records, e.g.
+        the residuals at which the members stopped), else None.
     model, z, objective, model_kwargs:
         The fitted network (parameters of the last finite iteration), its clean input, the
         objective (with the measurements as given, missing entries NaN) and the keyword
@@ -244,6 +254,8 @@ class FitResult:
     z: Any = None
     objective: Objective | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    member_stop_iterations: Tensor | None = None
+    member_rule: MemberStoppingRule | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -292,6 +304,16 @@ def fit(
     perturbation draws from the global generator); the network's initialisation is the
     caller's.  ``progress`` shows a tqdm bar (a string is its description).
 
+    Per-member stopping: with a :class:`shared.stopping.MemberStoppingRule` of ``P``
+    members, every trainable parameter whose leading dimension is ``P`` is a batched
+    parameter (row ``i`` belongs to member ``i``; other parameters train as usual).  When
+    the rule freezes member ``i`` after step ``t``, its rows are set back to the values they
+    had when step ``t``'s output was computed (before that step's update), so parameters
+    and selected output agree; from then on their gradients are zeroed before every
+    optimiser step and their values restored after it (an optimiser's momentum or weight
+    decay cannot move them).  The fit ends with ``stopped_by = "stopping"`` once the rule
+    says so (all members, or its ``stop_fraction``, frozen), else at ``iterations``.
+
     Interruption: a SIGINT (Ctrl-C) or SIGTERM during the loop ends the fit at the end of
     the current step with ``stopped_by = "interrupted"`` and the output selected as usual
     (by the stopping rule, else the average, else the last); a second signal raises
@@ -315,10 +337,14 @@ def fit(
     noise = None if seed is None else torch.Generator(device).manual_seed(seed)
     loop = _Loop(model, z, model_kwargs, objective, mask, heldout, opt, optimiser.name == "lbfgs", smoothing, noise)
     loop.given = given  # what the result keeps: the measurements as given (missing entries NaN)
+    if isinstance(stopping, MemberStoppingRule):
+        loop.hold = _MemberHold(params, stopping.n_members)
 
     if stopping is not None:
         stopping.reset()
     history = _new_history(heldout is not None, tracking)
+    if loop.hold is not None:
+        history["frozen"] = []
     bar = _progress_bar(optimiser.iterations, progress)
     start = time.perf_counter()
     stopped_by, it = _run(loop, scheduler, stopping, tracking, history, callbacks, bar, optimiser.iterations)
@@ -355,8 +381,13 @@ def _run(loop: _Loop, scheduler: Any, stopping: StoppingRule | None, tracking: T
             for cb in callbacks:
                 cb(record)
             _show(bar, record, history, tracking)
-            if stopping is not None and stopping.update(record):
-                return "stopping", it
+            if stopping is not None:
+                done = stopping.update(record)
+                if loop.hold is not None:
+                    loop.hold.freeze(stopping.frozen, loop.previous, loop.last_good)
+                    history["frozen"].append(int(loop.hold.frozen.sum()))
+                if done:
+                    return "stopping", it
             if interruption.requested:
                 return "interrupted", it
     return stopped_by, it
@@ -418,6 +449,8 @@ class _Loop:
         self.noise = noise  # generator of the input perturbation (None: torch's global one)
         self.averaged: Tensor | None = None
         self.last_good = _snapshot(model)
+        self.previous = self.last_good  # the state before the latest step (its output's parameters)
+        self.hold: _MemberHold | None = None  # frozen members of a per-member stopping rule
 
     def step(self, it: int) -> StepRecord | None:
         """Run step ``it``; its record, or None (parameters rolled back) when the loss is not finite."""
@@ -430,6 +463,8 @@ class _Loop:
             pred, d, r = self.objective.terms(out, self.mask)
             loss = d + r
             loss.backward()
+            if self.hold is not None:
+                self.hold.zero_grads()
             state.update(out=out.detach(), pred=pred.detach(), data=d.detach(), reg=r.detach(), loss=loss.detach())
             return loss
 
@@ -438,11 +473,13 @@ class _Loop:
         else:
             closure()
             self.opt.step()
+        if self.hold is not None:
+            self.hold.restore()
         loss = float(state["loss"])
         if not math.isfinite(loss):
             self.model.load_state_dict(self.last_good, strict=False)
             return None
-        self.last_good = _snapshot(self.model)
+        self.previous, self.last_good = self.last_good, _snapshot(self.model)
         out, beta = state["out"], self.smoothing.average
         if beta is not None:
             self.averaged = out.clone() if self.averaged is None else self.averaged.mul_(beta).add_(out, alpha=1 - beta)
@@ -453,6 +490,50 @@ class _Loop:
         return StepRecord(iteration=it, output=self.averaged if self.averaged is not None else out,
                           prediction=state["pred"], loss=loss, data=float(state["data"]), heldout=heldout,
                           raw_output=out, reg=float(state["reg"]))
+
+
+class _MemberHold:
+    """Holds the frozen members' rows of the batched parameters (leading dimension ``n``) fixed."""
+
+    def __init__(self, params: list[tuple[str, nn.Parameter]], n: int) -> None:
+        self.params = [(name, p) for name, p in params if p.ndim >= 1 and p.shape[0] == n]
+        if not self.params:
+            raise ValueError(f"a per-member stopping rule of {n} members needs trainable parameters whose leading "
+                             f"dimension is {n}; shapes: {[tuple(p.shape) for _, p in params[:8]]}")
+        device = self.params[0][1].device
+        self.frozen = torch.zeros(n, dtype=torch.bool, device=device)
+        self.rows = torch.zeros(0, dtype=torch.long, device=device)  # indices of the frozen members
+        self.held = {name: p.detach().clone() for name, p in self.params}  # their values (rows in ``rows``)
+
+    def zero_grads(self) -> None:
+        """Zero the frozen rows of every batched parameter's gradient."""
+        if len(self.rows):
+            for _, p in self.params:
+                if p.grad is not None:
+                    p.grad.index_fill_(0, self.rows, 0.0)
+
+    def restore(self) -> None:
+        """Set the frozen rows back to their held values (after an optimiser step)."""
+        if len(self.rows):
+            with torch.no_grad():
+                for name, p in self.params:
+                    p.index_copy_(0, self.rows, self.held[name].index_select(0, self.rows))
+
+    def freeze(self, frozen: Tensor, previous: dict[str, Tensor], last_good: dict[str, Tensor]) -> None:
+        """Freeze the members newly True in ``frozen`` at their values in ``previous`` (the state
+        the step's output was computed with); ``last_good`` (the rollback state) follows."""
+        frozen = frozen.to(self.frozen.device)
+        newly = (frozen & ~self.frozen).nonzero().squeeze(1)
+        if not len(newly):
+            return
+        self.frozen |= frozen
+        self.rows = self.frozen.nonzero().squeeze(1)
+        with torch.no_grad():
+            for name, p in self.params:
+                value = previous[name].index_select(0, newly)
+                self.held[name].index_copy_(0, newly, value)
+                p.index_copy_(0, newly, value)
+                last_good[name].index_copy_(0, newly, value)
 
 
 def _log(history: dict[str, list[float]], record: StepRecord, tracking: Tracking, it: int, iterations: int) -> None:
@@ -486,6 +567,7 @@ def _result(loop: _Loop, stopping: StoppingRule | None, history: dict[str, list[
     with torch.no_grad():
         final = _evaluate(model, loop.z, loop.model_kwargs).detach()
     n_run = it + 1 if stopped_by != "non-finite" else it
+    member = stopping if isinstance(stopping, MemberStoppingRule) else None
     if stopping is not None and stopping.best_output is not None:
         output, selected = stopping.best_output, stopping.best_iteration
     elif loop.averaged is not None:
@@ -496,7 +578,9 @@ def _result(loop: _Loop, stopping: StoppingRule | None, history: dict[str, list[
                      averaged=None if loop.averaged is None else loop.averaged.detach(), history=history,
                      selected_iteration=int(selected), stop_iteration=n_run, stopped_by=stopped_by,
                      wall_time_s=wall, model=model, z=loop.z, objective=loop.given,
-                     model_kwargs=loop.model_kwargs)
+                     model_kwargs=loop.model_kwargs,
+                     member_stop_iterations=None if member is None else member.stop_iterations.clone(),
+                     member_rule=member)
 
 
 def _evaluate(model: nn.Module, z: Any, kwargs: Mapping[str, Any]) -> Tensor:

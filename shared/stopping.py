@@ -21,16 +21,31 @@ Rules
   return the output at the smallest held-out loss.
 * :class:`Plateau` -- the relative decrease of the training loss over a window falls
   below ``tol`` (for fits with no noise to overfit, e.g. charts of clean data).
+
+Per-member rules
+----------------
+A batched model (``P`` independent networks whose parameters and output have a leading
+member axis, e.g. the charts of the geometric prior or an ensemble) can be stopped member
+by member: a :class:`MemberStoppingRule` keeps a boolean ``frozen`` ``(P,)``; the engine
+holds every frozen member's parameters at the values they had at its freeze step and ends
+the fit once a ``stop_fraction`` of the members is frozen.  The selected output is each
+member's output at its own freeze step (the latest output for members still running).
+
+* :class:`MemberDiscrepancy` -- Morozov's discrepancy principle per member with a
+  per-member noise level ``sigma_i`` and a caller-supplied residual ``r_i``: member ``i``
+  freezes at the first step ``t >= min_steps`` with ``r_i(t) <= tau sigma_i``.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["StepRecord", "StoppingRule", "ESWMV", "Discrepancy", "HeldOut", "Plateau", "make_rule"]
+__all__ = ["StepRecord", "StoppingRule", "ESWMV", "Discrepancy", "HeldOut", "Plateau", "MemberStoppingRule",
+           "MemberDiscrepancy", "make_rule"]
 
 
 @dataclass
@@ -224,6 +239,119 @@ class Plateau(StoppingRule):
             return False
         before = self.trace[-self.window - 1]
         return (before - record.loss) <= self.tol * abs(before)
+
+
+class MemberStoppingRule(StoppingRule):
+    """Base class of rules that stop the members of a batched model independently.
+
+    The member axis is the leading axis of the output and of the batched parameters
+    (``n_members`` = ``P``).  Subclasses implement :meth:`criterion`, a boolean ``(P,)`` of
+    the members that may stop at this record; :meth:`update` freezes those not frozen yet
+    (a member never thaws), records the step in ``stop_iterations`` (``-1``: still
+    running) and answers True once ``frozen.float().mean() >= stop_fraction``.
+
+    ``best_output`` is assembled per member: row ``i`` is the output of the step at which
+    member ``i`` froze, or the latest output while it runs.  ``best_iteration`` is the
+    latest step while a member runs, else the last freeze step.  ``trace`` holds the
+    fraction of frozen members after each step.  The engine (:func:`shared.fit.fit`) reads
+    ``frozen`` after every update and holds the frozen members' parameters fixed.
+    """
+
+    name = "member"
+
+    def __init__(self, n_members: int, stop_fraction: float = 1.0) -> None:
+        if n_members < 1:
+            raise ValueError(f"a member rule needs n_members >= 1, got {n_members}")
+        if not 0.0 < stop_fraction <= 1.0:
+            raise ValueError(f"stop_fraction must be in (0, 1], got {stop_fraction}")
+        self.n_members = int(n_members)
+        self.stop_fraction = float(stop_fraction)
+        super().__init__()
+
+    def reset(self) -> None:
+        super().reset()
+        self.frozen = torch.zeros(self.n_members, dtype=torch.bool)
+        self.stop_iterations = torch.full((self.n_members,), -1, dtype=torch.long)
+
+    def criterion(self, record: StepRecord) -> Tensor:  # pragma: no cover - abstract
+        """Boolean ``(P,)``: the members whose stopping condition holds at ``record``."""
+        raise NotImplementedError
+
+    def update(self, record: StepRecord) -> bool:
+        out = record.output.detach()
+        if out.shape[0] != self.n_members:
+            raise ValueError(f"{type(self).__name__} has {self.n_members} members but the output's leading "
+                             f"axis is {out.shape[0]}")
+        running = ~self.frozen
+        newly = self.criterion(record).detach().to(torch.bool).cpu() & running
+        self.frozen = self.frozen | newly
+        self.stop_iterations[newly] = record.iteration
+        if self.best_output is None:
+            self.best_output = out.clone()
+        elif bool(running.any()):
+            rows = running.nonzero().squeeze(1).to(out.device)
+            self.best_output[rows] = out[rows]
+        all_frozen = bool(self.frozen.all())
+        self.best_iteration = int(self.stop_iterations.max()) if all_frozen else record.iteration
+        fraction = float(self.frozen.float().mean())
+        self.trace.append(fraction)
+        return all_frozen or fraction >= self.stop_fraction
+
+
+class MemberDiscrepancy(MemberStoppingRule):
+    """Morozov's discrepancy principle per member of a batched fit.
+
+    With a per-member noise level ``sigma_i`` (the std of the noise in the units of the
+    residual) and a residual ``r_i(t)`` of member ``i`` at step ``t`` (e.g. the RMS misfit of
+    its prediction to its measurements; ``residual(record) -> (P,)``), member ``i`` freezes
+    at::
+
+        t_i = min { t >= min_steps :  r_i(t) <= tau sigma_i } .
+
+    An unbiased fit of the clean signal leaves a residual of about the noise level, so a
+    fit that goes on below it starts reproducing the noise (``tau`` > 1 stops earlier, with
+    more smoothing; < 1 later).  ``min_steps`` keeps the members running while the residual
+    is not yet meaningful (e.g. before a first re-matching).  A member with a non-finite
+    ``sigma_i`` never freezes.  ``every``: the residual is evaluated (and members may
+    freeze) only at steps ``min_steps + k every``, when a residual costs a sizeable part of
+    a step.  ``stop_fraction``: see :class:`MemberStoppingRule`.
+    Attributes: ``residuals`` (the latest ``r`` ``(P,)``), ``stop_residuals`` (``r_i(t_i)``;
+    NaN while running).
+    """
+
+    name = "member_discrepancy"
+
+    def __init__(self, sigma: Tensor, residual: Callable[[StepRecord], Tensor], tau: float = 1.0,
+                 min_steps: int = 0, stop_fraction: float = 1.0, every: int = 1) -> None:
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).detach().cpu()
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.every = int(every)
+        if sigma.ndim != 1:
+            raise ValueError(f"sigma must be one noise level per member (P,), got shape {tuple(sigma.shape)}")
+        if not (tau > 0 and min_steps >= 0):
+            raise ValueError(f"tau must be > 0 and min_steps >= 0, got {tau}, {min_steps}")
+        self.sigma, self.residual, self.tau, self.min_steps = sigma, residual, float(tau), int(min_steps)
+        super().__init__(len(sigma), stop_fraction)
+
+    def reset(self) -> None:
+        super().reset()
+        self.residuals = torch.full((self.n_members,), float("nan"), dtype=torch.float64)
+        self.stop_residuals = self.residuals.clone()
+
+    def criterion(self, record: StepRecord) -> Tensor:
+        if record.iteration < self.min_steps or (record.iteration - self.min_steps) % self.every:
+            return torch.zeros(self.n_members, dtype=torch.bool)
+        r = torch.as_tensor(self.residual(record)).detach().to(device="cpu", dtype=torch.float64)
+        if r.shape != (self.n_members,):
+            raise ValueError(f"the residual must be ({self.n_members},), got {tuple(r.shape)}")
+        self.residuals = r
+        below = (r <= self.tau * self.sigma) & torch.isfinite(self.sigma)
+        if record.iteration < self.min_steps:
+            below = torch.zeros_like(below)
+        newly = below & ~self.frozen
+        self.stop_residuals[newly] = r[newly]
+        return below
 
 
 RULES = {"eswmv": ESWMV, "heldout": HeldOut, "plateau": Plateau, "discrepancy": Discrepancy}

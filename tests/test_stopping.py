@@ -1,7 +1,8 @@
 """Stopping rules on synthetic curves, where the right answer is known."""
 import torch
 
-from shared.stopping import Discrepancy, ESWMV, HeldOut, Plateau, StepRecord, make_rule
+from shared.stopping import (Discrepancy, ESWMV, HeldOut, MemberDiscrepancy, MemberStoppingRule, Plateau, StepRecord,
+                             make_rule)
 import pytest
 
 
@@ -94,3 +95,99 @@ def test_fit_passes_the_raw_output_to_rules():
         callbacks=[seen.append])
     assert all(r.raw_output is not None and r.raw_output.shape == (16, 1) for r in seen)
     assert not torch.equal(seen[-1].raw_output, seen[-1].output)  # averaged differs from raw
+
+
+# Per-member stopping: members of a batched model stop independently.
+
+class _FreezeAt(MemberStoppingRule):
+    """Freezes member i at step ``at[i]`` (never when negative)."""
+
+    def __init__(self, at, stop_fraction=1.0):
+        self.at = at
+        super().__init__(len(at), stop_fraction)
+
+    def criterion(self, record):
+        return torch.tensor([0 <= a <= record.iteration for a in self.at])
+
+
+def _batched(P=3, seed=0):
+    from shared.networks import BatchedMLP
+
+    torch.manual_seed(seed)
+    z = torch.linspace(-1, 1, 16).view(1, 16, 1).repeat(P, 1, 1)
+    y = torch.sin(3 * z) * torch.arange(1, P + 1).view(P, 1, 1)
+    return BatchedMLP(P, 1, 1, (8, 8)), z, y
+
+
+def test_frozen_members_keep_their_parameters_exactly():
+    """Member 0 freezes at step 3: from then on its rows are the parameters step 3's output
+    was computed with (Adam's momentum cannot move them); member 1 trains on until step 10."""
+    from shared.fit import Objective, Optimiser, fit
+
+    net, z, y = _batched(P=2)
+    snaps, outs = [], []
+
+    def keep(record):  # called after step t's update: the parameters of step t + 1
+        snaps.append([p.detach().clone() for p in net.parameters()])
+        outs.append(record.output.clone())
+
+    res = fit(net, z, Objective(y), optimiser=Optimiser(lr=1e-2, iterations=50), stopping=_FreezeAt([3, 10]),
+              callbacks=[keep])
+    assert res.stopped_by == "stopping" and res.stop_iteration == 11
+    assert res.member_stop_iterations.tolist() == [3, 10] and res.selected_iteration == 10
+    assert res.history["frozen"] == [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2]
+    at3 = snaps[2]  # the parameters that produced step 3's output
+    for t in range(4, 11):
+        assert all(torch.equal(p[0], q[0]) for p, q in zip(snaps[t], at3)), t
+    assert any(not torch.equal(p[1], q[1]) for p, q in zip(snaps[5], snaps[4]))  # member 1 still trains
+    assert all(torch.equal(p[0], q[0]) for p, q in zip(net.parameters(), at3))
+    assert all(torch.equal(p[1], q[1]) for p, q in zip(net.parameters(), snaps[9]))
+    # The output: each member at its own freeze step, which is also what the fitted model gives.
+    assert torch.equal(res.output[0], outs[3][0]) and torch.equal(res.output[1], outs[10][1])
+    assert torch.equal(res.output, res.final)
+
+
+def test_member_rule_ends_at_a_fraction_and_iterations_stay_the_cap():
+    from shared.fit import Objective, Optimiser, fit
+
+    net, z, y = _batched(P=4)
+    outs = []
+    res = fit(net, z, Objective(y), optimiser=Optimiser(iterations=40), stopping=_FreezeAt([2, 5, -1, -1], 0.5),
+              callbacks=[lambda r: outs.append(r.output.clone())])
+    assert res.stopped_by == "stopping" and res.stop_iteration == 6 and res.selected_iteration == 5
+    assert res.member_stop_iterations.tolist() == [2, 5, -1, -1]
+    assert torch.equal(res.output[2:], outs[5][2:]) and torch.equal(res.output[0], outs[2][0])
+    net, z, y = _batched(P=2)
+    res = fit(net, z, Objective(y), optimiser=Optimiser(iterations=20), stopping=_FreezeAt([4, -1]))
+    assert res.stopped_by == "iterations" and res.stop_iteration == 20
+    assert res.member_stop_iterations.tolist() == [4, -1] and res.history["frozen"][-1] == 1
+
+
+def test_member_rule_needs_batched_parameters():
+    from shared.fit import Objective, Optimiser, fit
+    from shared.networks import MLP
+
+    z = torch.linspace(-1, 1, 16).unsqueeze(-1)
+    with pytest.raises(ValueError, match="leading dimension is 3"):
+        fit(MLP(1, 1, (8,)), z, Objective(torch.sin(z)), optimiser=Optimiser(iterations=2),
+            stopping=_FreezeAt([1, 1, 1]))
+
+
+def test_member_discrepancy_freezes_each_member_at_its_noise_level():
+    """Residuals 1/(t+1) per member: member i freezes at the first t >= min_steps with
+    1/(t+1) <= tau sigma_i; a non-finite sigma never freezes."""
+    sigma = torch.tensor([0.5, 0.1, 0.02, float("nan")])
+    rule = MemberDiscrepancy(sigma, lambda rec: torch.full((4,), 1.0 / (rec.iteration + 1)), tau=1.0, min_steps=3)
+    for t in range(100):
+        done = rule.update(_rec(t, out=torch.full((4, 2), float(t))))
+    assert not done
+    assert rule.stop_iterations.tolist() == [3, 9, 49, -1]  # 0.5 would be reached at t=1, but min_steps=3
+    assert rule.stop_residuals[:3].tolist() == pytest.approx([1 / 4, 1 / 10, 1 / 50])
+    assert rule.best_output[:, 0].tolist() == [3.0, 9.0, 49.0, 99.0]
+    rule = MemberDiscrepancy(sigma[:3], lambda rec: torch.full((3,), 1.0 / (rec.iteration + 1)), tau=2.0)
+    stops = [t for t in range(100) if rule.update(_rec(t, out=torch.zeros(3, 1)))]
+    assert stops[0] == 24 and rule.stop_iterations.tolist() == [0, 4, 24]  # 1/(t+1) <= 2 sigma
+    with pytest.raises(ValueError, match="per member"):
+        MemberDiscrepancy(torch.ones(2, 2), lambda rec: None)
+    with pytest.raises(ValueError, match="stop_fraction"):
+        MemberDiscrepancy(torch.ones(2), lambda rec: None, stop_fraction=0.0)
