@@ -33,6 +33,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
+from geoprior.emd import reduced
 from shared.threads import map_parallel
 
 __all__ = ["Cover", "build_cover", "build_folded_cover", "concat_covers", "poisson_disk_centres",
@@ -272,8 +273,12 @@ def _fold_free_order(job: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np
     u, planar = job
     lo, hi = planar.min(0), planar.max(0)
     planar01 = (planar - lo) / np.maximum(hi - lo, 1e-12)
-    cost = ((u[:, None, :] - planar01[None, :, :]) ** 2).sum(-1)
-    rows, cols = linear_sum_assignment(cost)
+    # ((u_i - p_j) ** 2).sum(-1), term by term without the (n, n, 2) temporary
+    d = np.subtract.outer(u[:, 0], planar01[:, 0])
+    cost = d * d
+    np.subtract.outer(u[:, 1], planar01[:, 1], out=d)
+    cost += d * d
+    rows, cols = linear_sum_assignment(reduced(cost))
     order = np.empty(len(u), dtype=np.int64)
     order[cols] = rows
     return u, order

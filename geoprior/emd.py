@@ -35,11 +35,12 @@ import time
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from shared.threads import map_parallel
 
-__all__ = ["exact_assignment", "ExactEMD", "SinkhornEMD", "emd_exact"]
+__all__ = ["exact_assignment", "reduced", "ExactEMD", "SinkhornEMD", "emd_exact"]
 
 
 def exact_assignment(pred: np.ndarray, target: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -50,17 +51,34 @@ def exact_assignment(pred: np.ndarray, target: np.ndarray, sizes: np.ndarray) ->
     """
     P, K, _ = pred.shape
     perm = np.tile(np.arange(K), (P, 1))
+    sq_pred, sq_target = (pred * pred).sum(-1), (target * target).sum(-1)
 
     def solve(i: int) -> np.ndarray:
         n = int(sizes[i])
-        a, b = pred[i, :n], target[i, :n]
-        cost = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-        rows, cols = linear_sum_assignment(cost)
-        return cols[np.argsort(rows)]
+        cost = sq_pred[i, :n, None] + sq_target[i, None, :n] - 2.0 * pred[i, :n] @ target[i, :n].T
+        rows, cols = linear_sum_assignment(reduced(cost))
+        return cols  # rows is arange(n) for a square problem
 
-    for i, cols in enumerate(map_parallel(solve, range(P))):
-        perm[i, :len(cols)] = cols
+    # One BLAS thread per solve: the threads already use the cores, and a multi-threaded
+    # BLAS inside each of them only adds waiting on a shared machine.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for i, cols in enumerate(map_parallel(solve, range(P))):
+            perm[i, :len(cols)] = cols
     return perm
+
+
+def reduced(cost: np.ndarray) -> np.ndarray:
+    """``cost`` less its row minima, then less its column minima (in place; returned).
+
+    Constants added to a row or a column do not change which permutation is optimal, but
+    they are the starting duals of Jonker-Volgenant: scipy's shortest-augmenting-path
+    solver, which starts from zero duals, then finds its augmenting paths sooner
+    (measured on the 60k-point torus's 697 patches of ~310 points at the first re-matching:
+    4.3 -> 2.0 ms per patch, the same permutation on all of 100 sampled patches).
+    """
+    cost -= cost.min(1, keepdims=True)
+    cost -= cost.min(0, keepdims=True)
+    return cost
 
 
 def emd_exact(pred: np.ndarray, target: np.ndarray) -> float:
@@ -103,6 +121,7 @@ class ExactEMD:
         self._matched_at: int | None = None
         self.matchings = 0
         self.match_time_s = 0.0
+        self._cache: tuple | None = None
 
     def begin_step(self, step: int) -> None:
         """The engine's step ``step`` begins (its first evaluation re-matches when scheduled)."""
@@ -132,12 +151,44 @@ class ExactEMD:
         w = self.mask.to(d2.dtype)
         return (d2 * w).sum(1) / w.sum(1).clamp_min(1)
 
+    def matched_weighted(self, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``y_{i sigma_i(j)}`` ``(P, K, 3)`` and the weights ``w_ij / n_i`` ``(P, K, 1)``, kept
+        until the matching or the target changes (they are the same for every step between
+        two matchings)."""
+        c = self._cache
+        if c is None or c[0] is not self.perm or c[1] != self.perm._version or c[2] is not target \
+                or c[3] != target._version:
+            w = self.mask.to(target.dtype)
+            w = (w / w.sum(1, keepdim=True).clamp_min(1))[..., None]
+            c = self._cache = (self.perm, self.perm._version, target, target._version,
+                               self.matched_target(target.detach()), w)
+        return c[4], c[5]
+
     def __call__(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         _no_entry_mask(mask)
         if self.scheduled(self.step) and self._matched_at != self.step:
             self.rematch(pred, target)
             self._matched_at = self.step
-        return self.per_patch(pred, target).sum()
+        if target.requires_grad:
+            return self.per_patch(pred, target).sum()
+        # The sum of per_patch in three passes over the data instead of about a dozen.
+        return _MatchedSquaredError.apply(pred, *self.matched_weighted(target))
+
+
+class _MatchedSquaredError(torch.autograd.Function):
+    """``sum_ij w_ij ||x_ij - y_ij||^2`` with its gradient ``2 w_ij (x_ij - y_ij)`` (``w`` ``(P, K, 1)``)."""
+
+    @staticmethod
+    def forward(ctx, pred: Tensor, matched: Tensor, weight: Tensor) -> Tensor:
+        diff = pred - matched
+        weighted = diff * weight
+        ctx.save_for_backward(weighted)
+        return (diff * weighted).sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (weighted,) = ctx.saved_tensors
+        return weighted * (2 * grad), None, None
 
 
 class SinkhornEMD:

@@ -4,7 +4,8 @@
   its parameter samples (Gaussian jitter of ``0.5 / sqrt(n_i)``, about half the sample
   spacing), so the dense set stays on the part of ``[0, 1]^2`` the patch data covers;
   charts extrapolate badly beyond it.
-* **Normals** ``n = d phi/du x d phi/dv / |.|`` by autograd (three backward passes), rotated
+* **Normals** ``n = d phi/du x d phi/dv / |.|`` (forward-mode Jacobians of the ReLU charts,
+  :func:`points_and_normals`; autograd for other models), rotated
   to world coordinates.
 * **Orientation.** A patch is small against the surface's curvature, so each sample's
   normal is first flipped to agree with its patch's PCA normal ``e3_i``.  The ``e3_i`` are then made consistent
@@ -27,10 +28,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
 from scipy.spatial import cKDTree
 
-from geoprior.charts import chart_jacobian_normals
+from geoprior.charts import ChartPrior, chart_jacobian_normals
 from geoprior.cover import Cover
 
-__all__ = ["dense_samples", "orient_patches", "sample_charts", "outward_sign", "orient_points_mst"]
+__all__ = ["dense_samples", "orient_patches", "points_and_normals", "sample_charts", "outward_sign",
+           "orient_points_mst"]
 
 
 def dense_samples(cover: Cover, density: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -81,47 +83,94 @@ def outward_sign(points: np.ndarray, normals: np.ndarray) -> float:
 
 
 def orient_points_mst(points: np.ndarray, normals: np.ndarray, k: int = 10) -> np.ndarray:
-    """Consistently orient unoriented point normals (open3d's consistent tangent plane), then outward.
+    """Consistently orient unoriented point normals along a minimum spanning tree, then outward.
 
-    open3d builds its graph with Qhull, which fails on flat or nearly collinear clouds; those
-    get the same propagation over a k-nearest-neighbour spanning tree (:func:`orient_knn_mst`).
+    The tree is that of the k-nearest-neighbour graph weighted by ``1 - |n_i . n_j|`` plus
+    the step along the normal ``|(p_j - p_i) . n_i| / h`` (``h`` the mean edge length), so
+    that the tree stays within a sheet instead of crossing a thin wall (Hoppe et al. 1992;
+    :func:`orient_knn_mst`).  Where that graph falls apart into several
+    pieces, open3d's consistent tangent plane orients the cloud instead: its graph adds
+    the Euclidean minimum spanning tree, which joins the pieces.  The two agree where the
+    k-NN graph holds the Euclidean tree's edges, as on densely sampled surfaces (measured:
+    all of 90k bunny points, all but 35 of 60k noisy torus points, both 99.88% correct
+    there), and the k-NN tree takes a third of the time (no Delaunay tetrahedralisation).
+    open3d builds its graph with Qhull, which fails on flat or nearly collinear clouds;
+    those get the k-NN propagation piece by piece.
     """
-    import open3d as o3d
+    n, pieces = _orient_knn(points, normals, k)
+    if pieces > 1:
+        import open3d as o3d
 
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    pcd.normals = o3d.utility.Vector3dVector(normals)
-    try:
-        pcd.orient_normals_consistent_tangent_plane(k)
-        n = np.asarray(pcd.normals).copy()
-    except RuntimeError:  # Qhull: coplanar or collinear input
-        n = orient_knn_mst(points, normals, k)
+        pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+        pcd.normals = o3d.utility.Vector3dVector(normals)
+        try:
+            pcd.orient_normals_consistent_tangent_plane(k)
+            n = np.asarray(pcd.normals).copy()
+        except RuntimeError:  # Qhull: coplanar or collinear input
+            pass
     return n * outward_sign(points, n)
 
 
 def orient_knn_mst(points: np.ndarray, normals: np.ndarray, k: int = 10) -> np.ndarray:
     """Flip normals to agree along a minimum spanning tree of the k-NN graph, weighted by
-    ``1 - |n_i . n_j|`` (Hoppe et al. 1992): neighbours with parallel normals are trusted first."""
-    from scipy.spatial import cKDTree
+    ``1 - |n_i . n_j|`` (Hoppe et al. 1992): neighbours with parallel normals are trusted first.
+    Each connected piece of the graph is propagated from its first point."""
+    return _orient_knn(points, normals, k)[0]
 
-    k = min(k + 1, len(points))
-    _, nn = cKDTree(points).query(points, k=k)
-    rows = np.repeat(np.arange(len(points)), k - 1)
+
+def _orient_knn(points: np.ndarray, normals: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """:func:`orient_knn_mst` and the number of connected pieces of the k-NN graph."""
+    from scipy.sparse.csgraph import connected_components
+
+    N = len(points)
+    k = min(k + 1, N)
+    _, nn = cKDTree(points).query(points, k=k, workers=-1)
+    rows = np.repeat(np.arange(N), k - 1)
     cols = nn[:, 1:].ravel()
-    w = 1.0 - np.abs((normals[rows] * normals[cols]).sum(1)) + 1e-6
-    graph = coo_matrix((w, (rows, cols)), shape=(len(points), len(points)))
-    mst = minimum_spanning_tree(graph)
-    mst = mst + mst.T
-    n = normals.copy()
-    visited = np.zeros(len(points), dtype=bool)
-    for root in range(len(points)):
-        if visited[root]:
-            continue
+    # Parallel normals alone are no reason to trust an edge: across a thin wall (a cup's
+    # side, the two faces of a plate) neighbours have parallel normals of opposite true
+    # sign.  Such an edge steps along the normal, an edge within the sheet across it, so
+    # the step along the normal (in units of the mean edge length) is added to the weight.
+    step = points[cols] - points[rows]
+    across = np.abs((step * normals[rows]).sum(1))
+    w = 1.0 - np.abs((normals[rows] * normals[cols]).sum(1)) + across / np.linalg.norm(step, axis=1).mean() + 1e-6
+    mst = minimum_spanning_tree(coo_matrix((w, (rows, cols)), shape=(N, N)))
+    mst = (mst + mst.T).tocsr()
+    pieces, label = connected_components(mst, directed=False)
+    roots = np.unique(label, return_index=True)[1]  # the first point of every piece
+    s = [1.0] * N
+    for root in roots.tolist():
         order, pred = breadth_first_order(mst, root, directed=False, return_predecessors=True)
-        for node in order:
-            visited[node] = True
-            if pred[node] >= 0 and n[node] @ n[pred[node]] < 0:
-                n[node] = -n[node]
-    return n
+        child = order[1:]
+        dot = (normals[child] * normals[pred[child]]).sum(1).tolist()
+        parents = pred.tolist()
+        # Parents come before their children in a breadth-first order: a node flips when
+        # it disagrees with its parent as already flipped.
+        for node, d in zip(child.tolist(), dot):
+            s[node] = -1.0 if s[parents[node]] * d < 0 else 1.0
+    return normals * np.asarray(s)[:, None], int(pieces)
+
+
+def points_and_normals(model: torch.nn.Module, uv: torch.Tensor,
+                       lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chart points ``phi(u)`` and unit normals ``d phi/du x d phi/dv`` ``(P, M, 3)`` (patch frames).
+
+    A :class:`~geoprior.charts.ChartPrior` of ReLU charts gets its Jacobian by forward-mode
+    propagation (:meth:`shared.networks.BatchedMLP.forward_jacobian`, plus the affine
+    part), skipping each patch's padding columns beyond ``lengths`` (their values are then
+    the affine part only); other models go through
+    :func:`geoprior.charts.chart_jacobian_normals` (autograd, three backward passes).
+    """
+    if not (isinstance(model, ChartPrior) and model.mlp.activation_name == "relu"):
+        return chart_jacobian_normals(model, uv)
+    with torch.no_grad():
+        c = uv - 0.5
+        out, jac = model.mlp.forward_jacobian(c, lengths)
+        out += torch.baddbmm(model.b, c, model.A)
+        jac += model.A.transpose(1, 2)[:, None]  # d (c A)_k / d u_j = A_jk
+        n = torch.linalg.cross(jac[..., 0], jac[..., 1], dim=-1)
+        n /= n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return out, n
 
 
 @torch.no_grad()
@@ -137,9 +186,11 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
     rng = np.random.default_rng(seed)
     uv, mask = dense_samples(cover, density, rng)
     device = next(model.parameters()).device
+    real = cover.mask.sum(1) * density  # the samples of patch i are its first real[i] columns
     pts, nrm = [], []
     for s in range(0, uv.shape[1], chunk):
-        p, n = chart_jacobian_normals(model, torch.as_tensor(uv[:, s:s + chunk], dtype=torch.float32, device=device))
+        u = torch.as_tensor(uv[:, s:s + chunk], dtype=torch.float32, device=device)
+        p, n = points_and_normals(model, u, torch.as_tensor(np.clip(real - s, 0, u.shape[1]), device=device))
         pts.append(p.cpu().numpy())
         nrm.append(n.cpu().numpy())
     local = np.concatenate(pts, 1).astype(np.float64)
@@ -147,8 +198,7 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
     # Patches are small against the surface's curvature, so every sample's normal lies
     # within 90 degrees of its patch normal e3: orient each sample by it (this also fixes
     # the orientation inside a chart that folded over itself).
-    sample_sign = np.where(nloc[..., 2] < 0, -1.0, 1.0)
-    nloc = nloc * sample_sign[..., None]
+    nloc[nloc[..., 2] < 0] *= -1.0
     signs = orient_patches(cover)
     world = cover.to_world(local)
     wnorm = cover.normals_to_world(nloc) * signs[:, None, None]
@@ -159,7 +209,7 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
     flip = outward_sign(world, wnorm)
     wnorm *= flip
     if trim and cover.n_patches > 1:
-        e3 = cover.rotation[:, :, 2] * (orient_patches(cover) * flip)[:, None]
+        e3 = cover.rotation[:, :, 2] * (signs * flip)[:, None]
         keep = np.zeros(len(world), dtype=bool)
         # Each fold's charts tile the surface on their own (the folds are independent
         # estimates of it, kept side by side for the mesher to average).
@@ -169,7 +219,7 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
             if len(ids) == 0 or len(rows) == 0:
                 continue
             k = min(4, len(ids))
-            _, near = cKDTree(cover.centres[ids]).query(world[rows], k=k)
+            _, near = cKDTree(cover.centres[ids]).query(world[rows], k=k, workers=-1)
             near = ids[near.reshape(len(rows), k)]
             agree = (e3[near] * wnorm[rows, None, :]).sum(-1) > 0
             # Nearest centre whose patch faces the same way (thin sheets keep both sides).
@@ -178,7 +228,7 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
         world, wnorm, pid = world[keep], wnorm[keep], pid[keep]
     if anchors is not None and len(anchors) > 2 and outlier_factor > 0:
         tree = cKDTree(anchors)
-        spacing = float(np.median(tree.query(anchors, k=2)[0][:, 1]))
-        keep = tree.query(world, k=1)[0] <= outlier_factor * spacing
+        spacing = float(np.median(tree.query(anchors, k=2, workers=-1)[0][:, 1]))
+        keep = tree.query(world, k=1, workers=-1)[0] <= outlier_factor * spacing
         world, wnorm, pid = world[keep], wnorm[keep], pid[keep]
     return world, wnorm, pid

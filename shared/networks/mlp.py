@@ -24,6 +24,10 @@ per second unblocked; ``benchmarks/results/geoprior_throughput_cuda.json``).
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import torch
@@ -95,6 +99,45 @@ class BatchedMLP(nn.Module):
         of similar length and trims each block to its longest member, so a padded batch
         costs about its real rows.
         """
+        lengths = self._check(x, lengths)
+        params = [*self.weights, *self.biases]
+        if self._blocked(x):
+            plan = _Plan.of(lengths, self.batch, self.block, x.shape[1])
+            if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+                return _BlockedMLP.apply(x, self.act, plan, *params)
+            with torch.no_grad():
+                return _blocked_forward(x, self.act, plan, params)
+        out = _mlp_forward(x, self.act, params)
+        if lengths is not None:
+            out = out * (torch.arange(x.shape[1], device=x.device) < lengths[:, None])[..., None]
+        return out
+
+    def forward_jacobian(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Outputs ``(B, N, d_out)`` and their Jacobians ``d out / d x`` ``(B, N, d_out, d_in)``.
+
+        Forward-mode propagation of the ``d_in`` input directions (one batched product per
+        layer for all of them), no autograd: about ``1 + d_in`` forward passes instead of
+        a forward and ``d_out`` backward passes.  ReLU networks only (the derivative of
+        ReLU is taken as 0 at 0, as autograd does); padding rows (``lengths``) get zeros.
+        """
+        if self._act_name != "relu":
+            raise ValueError(f"forward_jacobian supports ReLU networks only, got {self._act_name!r}")
+        lengths = self._check(x, lengths)
+        params = [p.detach() for p in (*self.weights, *self.biases)]
+        x = x.detach()
+        if self._blocked(x):
+            plan = _Plan.of(lengths, self.batch, self.block, x.shape[1])
+        else:
+            plan = _Plan.whole(lengths, self.batch, x.shape[1])
+        with torch.no_grad():
+            return _blocked_jacobian(x, plan, params)
+
+    @property
+    def activation_name(self) -> str:
+        """The name of the activation (as given to the constructor)."""
+        return self._act_name
+
+    def _check(self, x: Tensor, lengths: Tensor | None) -> Tensor | None:
         if x.ndim != 3 or x.shape[0] != self.batch or x.shape[2] != self.dims[0]:
             raise ValueError(f"BatchedMLP expects input (B={self.batch}, N, {self.dims[0]}), got {tuple(x.shape)}")
         if lengths is not None:
@@ -102,13 +145,10 @@ class BatchedMLP(nn.Module):
             if lengths.shape != (self.batch,) or bool((lengths < 0).any()) or bool((lengths > x.shape[1]).any()):
                 raise ValueError(f"lengths must be ({self.batch},) integers in [0, {x.shape[1]}], "
                                  f"got shape {tuple(lengths.shape)}")
-        params = [*self.weights, *self.biases]
-        if self.block and self.batch > self.block and x.device.type == "cpu" and torch.is_grad_enabled():
-            return _BlockedMLP.apply(x, self.act, _blocks(lengths, self.batch, self.block, x.shape[1]), *params)
-        out = _mlp_forward(x, self.act, params)
-        if lengths is not None:
-            out = out * (torch.arange(x.shape[1], device=x.device) < lengths[:, None])[..., None]
-        return out
+        return lengths
+
+    def _blocked(self, x: Tensor) -> bool:
+        return bool(self.block) and self.batch > self.block and x.device.type == "cpu"
 
     def member(self, b: int) -> MLP:
         """Member ``b`` as a stand-alone :class:`MLP` with copied weights."""
@@ -131,61 +171,355 @@ def _mlp_forward(x: Tensor, act: nn.Module, params: Sequence[Tensor]) -> Tensor:
     return x
 
 
-def _blocks(lengths: Tensor | None, batch: int, block: int, n: int) -> list[tuple[Tensor | slice, int, Tensor | None]]:
-    """Blocks of ``block`` members as (members, rows, real): consecutive members without
-    ``lengths``; else members sorted by length, each block trimmed to its longest, with
-    ``real`` ``(m, rows, 1)`` marking the rows below each member's length."""
-    if lengths is None:
-        return [(slice(s, s + block), n, None) for s in range(0, batch, block)]
-    order = torch.argsort(lengths.cpu(), stable=True).to(lengths.device)
-    blocks = []
-    for s in range(0, batch, block):
-        members = order[s:s + block]
-        rows = int(lengths[members].max())
-        real = (torch.arange(rows, device=lengths.device) < lengths[members, None])[..., None]
-        blocks.append((members, rows, real))
-    return blocks
+class _Block:
+    """Members ``idx`` (a slice, or an index tensor of members sorted by length) evaluated
+    on their leading ``rows`` rows; ``lengths`` ``(m,)`` their lengths (None: no padding)."""
+
+    __slots__ = ("idx", "rows", "lengths")
+
+    def __init__(self, idx: slice | Tensor, rows: int, lengths: Tensor | None) -> None:
+        self.idx, self.rows, self.lengths = idx, rows, lengths
+
+    @property
+    def size(self) -> int:
+        return self.idx.stop - self.idx.start if isinstance(self.idx, slice) else len(self.idx)
+
+    def take(self, t: Tensor) -> Tensor:
+        """The block's members of ``t`` (a view for a slice, else a copy)."""
+        return t[self.idx] if isinstance(self.idx, slice) else t.index_select(0, self.idx)
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """The block's evaluated rows of ``x`` ``(m, rows, d)`` (a view for a slice, else a copy)."""
+        return x[self.idx, :self.rows]
+
+    def put(self, dst: Tensor, src: Tensor) -> None:
+        """``dst[members] = src`` (``src`` covers the members' full extent)."""
+        if isinstance(self.idx, slice):
+            dst[self.idx] = src
+        else:
+            dst.index_copy_(0, self.idx, src)
+
+    def put_rows(self, dst: Tensor, src: Tensor) -> None:
+        """``dst[members, :rows] = src`` and zeros in the members' other rows."""
+        if src.shape[1] != dst.shape[1]:
+            full = src.new_zeros((src.shape[0], dst.shape[1], *src.shape[2:]))
+            full[:, :src.shape[1]] = src
+            src = full
+        self.put(dst, src)
+
+    def real(self) -> Tensor | None:
+        """``(m, rows, 1)`` mask of the real rows (None: all real)."""
+        if self.lengths is None or bool((self.lengths >= self.rows).all()):
+            return None
+        return (torch.arange(self.rows, device=self.lengths.device) < self.lengths[:, None])[..., None]
+
+
+class _Plan:
+    """The blocks of a blocked evaluation: ``block`` consecutive members without lengths,
+    else members sorted by length, each block trimmed to its longest member."""
+
+    def __init__(self, blocks: list[_Block]) -> None:
+        self.blocks = blocks
+
+    @classmethod
+    def of(cls, lengths: Tensor | None, batch: int, block: int, n: int) -> _Plan:
+        if lengths is None:
+            return cls([_Block(slice(s, min(s + block, batch)), n, None) for s in range(0, batch, block)])
+        order = torch.argsort(lengths.cpu(), stable=True).to(lengths.device)
+        sorted_lengths = lengths[order]
+        ends = sorted_lengths.cpu().tolist()
+        return cls([_Block(order[s:s + block], int(ends[min(s + block, batch) - 1]), sorted_lengths[s:s + block])
+                    for s in range(0, batch, block)])
+
+    @classmethod
+    def whole(cls, lengths: Tensor | None, batch: int, n: int) -> _Plan:
+        return cls([_Block(slice(0, batch), n, lengths)])
+
+    def run(self, func, kind: str, threads: bool = True) -> None:
+        """``func(block)`` for every block; in parallel threads when torch has several
+        and they are faster (each op then single-threaded, see :func:`_run_blocks`).
+        ``threads=False``: in the calling thread (autograd inside ``func``: the engine's
+        state is per thread, and backward passes from worker threads made the process
+        abort at exit now and then)."""
+        if threads:
+            _run_blocks(func, self.blocks, kind)
+        else:
+            for b in self.blocks:
+                func(b)
+
+
+_POOL: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (process id, threads) -> pool
+_POOL_LOCK = threading.Lock()
+
+
+class _Schedule:
+    """Serial or threaded blocks, whichever has been faster lately (per kind of call).
+
+    Threads win on idle cores (about 1.8x on two) but lose on a machine whose cores other
+    processes hold: a descheduled thread holding the GIL stalls the others (measured on 2
+    cores under load: 0.34 s per chart-fit step with two threads, 0.12 s serial).  Every
+    call is timed per evaluated row; the faster mode is used and the other one re-tried
+    every ``probe`` calls, so the choice follows the machine's load.  Results do not
+    depend on the choice.
+    """
+
+    def __init__(self, probe: int = 16, alpha: float = 0.3) -> None:
+        self.probe, self.alpha = probe, alpha
+        self.rate: dict[tuple[str, int], float] = {}
+        self.calls: dict[str, int] = {}
+
+    def pick(self, kind: str, threads: int) -> int:
+        if threads <= 1:
+            return 1
+        n = self.calls[kind] = self.calls.get(kind, 0) + 1
+        serial, threaded = self.rate.get((kind, 1)), self.rate.get((kind, threads))
+        if threaded is None:
+            return threads
+        if serial is None:
+            return 1
+        best, other = (1, threads) if serial < threaded else (threads, 1)
+        return other if n % self.probe == 0 else best
+
+    def record(self, kind: str, mode: int, seconds_per_row: float) -> None:
+        old = self.rate.get((kind, mode))
+        self.rate[(kind, mode)] = seconds_per_row if old is None else \
+            (1 - self.alpha) * old + self.alpha * seconds_per_row
+
+
+_SCHEDULE = _Schedule()
+
+
+def _run_blocks(func, blocks: list[_Block], kind: str = "forward") -> None:
+    """Run ``func(block)`` for every block on worker threads whose ops run on one intra-op
+    thread: all blocks on one worker, or shared among ``torch.get_num_threads()`` workers
+    (:class:`_Schedule` picks).
+
+    The blocks' products are small (a few hundred rows x 32 columns): split over OpenMP
+    threads, every op ends in a barrier, and on a shared machine where another process
+    holds a core the barrier waits for a descheduled thread (measured on 2 cores with one
+    busy: 2.2 s per chart-fit step with 2 intra-op threads, 0.13 s with one).  Whole
+    blocks per thread have no barrier inside; torch releases the GIL in its ops.  Results
+    do not depend on the thread count (each block writes its own slices).  With one
+    torch thread the blocks run in the calling thread.
+    """
+    threads = min(torch.get_num_threads(), _cores())
+    if threads <= 1 or len(blocks) < 2:
+        for b in blocks:
+            func(b)
+        return
+    pool = _pool(threads)
+    mode = _SCHEDULE.pick(kind, threads)
+    rows = sum(b.size * b.rows for b in blocks) or 1
+    t0 = time.perf_counter()
+    if mode == 1:
+        pool.submit(_no_grad_call, func, blocks).result()
+    else:
+        for f in [pool.submit(_no_grad_call, func, [b]) for b in blocks]:
+            f.result()
+    _SCHEDULE.record(kind, mode, (time.perf_counter() - t0) / rows)
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A pool of ``threads`` workers with one intra-op thread each.
+
+    torch's intra-op thread count is per thread (OpenMP's and MKL's settings of the calling
+    thread); a new thread takes the process-wide count when it first asks for it.  The
+    workers are started while that count is 1 and it is put back afterwards: changing the
+    count around every call instead costs about 13 ms a time (measured), more than a step.
+    """
+    key = (os.getpid(), threads)  # a forked child has none of its parent's threads
+    with _POOL_LOCK:
+        pool = _POOL.get(key)
+        if pool is None:
+            before = torch.get_num_threads()
+            ready = threading.Barrier(threads + 1)
+            torch.set_num_threads(1)
+            try:
+                pool = ThreadPoolExecutor(threads, thread_name_prefix="batched-mlp")
+                started = [pool.submit(_single_threaded, ready) for _ in range(threads)]
+                ready.wait()
+                for f in started:
+                    f.result()
+            finally:
+                torch.set_num_threads(before)
+            _POOL[key] = pool
+    return pool
+
+
+def _single_threaded(ready: threading.Barrier) -> None:
+    torch.get_num_threads()  # fixes this thread's intra-op count (now 1) for good
+    ready.wait()
+
+
+def _no_grad_call(func, blocks: list[_Block]) -> None:
+    # Grad mode is per thread: a worker starts with it on.
+    with torch.no_grad():
+        for b in blocks:
+            func(b)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _linear(h: Tensor, W: Tensor, c: Tensor | None = None) -> Tensor:
+    """``h W + c`` for a block: ``(m, rows, a) x (m, a, b)`` (+ ``(m, 1, b)``).
+
+    A narrow product (``b < 8``, the charts' last layer) runs as ``(W^T h^T)^T``: MKL's
+    batched product is 3-4x slower with 3 output columns than with 3 output rows
+    (measured: 230 vs 60 us for 16 x 330 x 32 x 3 on one core).  The result is then a
+    transposed view.
+    """
+    if W.shape[-1] < 8 <= h.shape[1]:
+        Wt, ht = W.transpose(1, 2), h.transpose(1, 2)
+        out = torch.bmm(Wt, ht) if c is None else torch.baddbmm(c.transpose(1, 2), Wt, ht)
+        return out.transpose(1, 2)
+    return torch.bmm(h, W) if c is None else torch.baddbmm(c, h, W)
+
+
+def _weight_grad(h: Tensor, g: Tensor) -> Tensor:
+    """``h^T g`` ``(m, a, b)``, a block's weight gradient; narrow ``g`` as ``(g^T h)^T`` (:func:`_linear`)."""
+    if g.shape[-1] < 8 <= h.shape[-1]:
+        return torch.bmm(g.transpose(1, 2), h).transpose(1, 2)
+    return torch.bmm(h.transpose(1, 2), g)
+
+
+def _blocked_forward(x: Tensor, act: nn.Module, plan: _Plan, params: Sequence[Tensor],
+                     keep: dict | None = None) -> Tensor:
+    """Outputs of all members, block by block (no autograd; padding rows zero).
+
+    Every block gathers its own members' parameters and writes its own members' outputs,
+    in the worker that runs it: the calling thread only allocates.  With ``keep`` (a
+    dict) every block leaves its gathered parameters and its layers' inputs there.
+    """
+    L = len(params) // 2
+    out = x.new_empty(x.shape[0], x.shape[1], params[L - 1].shape[-1])
+    relu = isinstance(act, nn.ReLU)
+
+    def block(b: _Block) -> None:
+        h = b.inputs(x)
+        ps = [b.take(p) for p in params]
+        hs = [h]
+        for i in range(L):
+            h = _linear(h, ps[i], ps[L + i])
+            if i < L - 1:
+                h = h.relu_() if relu else act(h)
+                hs.append(h)
+        if keep is not None:
+            keep[id(b)] = (ps, hs)
+        real = b.real()
+        b.put_rows(out, h if real is None else h * real)
+
+    plan.run(block, "forward")
+    return out
+
+
+def _blocked_jacobian(x: Tensor, plan: _Plan, params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Outputs and input Jacobians of a ReLU network by forward-mode propagation, block by block."""
+    L = len(params) // 2
+    B, N, d_in = x.shape
+    d_out = params[L - 1].shape[-1]
+    out = x.new_empty(B, N, d_out)
+    jac = x.new_empty(B, N, d_out, d_in)
+
+    def block(b: _Block) -> None:
+        m, rows = b.size, b.rows
+        W = [b.take(p) for p in params[:L]]
+        h = _linear(b.inputs(x), W[0], b.take(params[L]))
+        # tangents t[:, k] = d h / d x_k, (m, d_in, rows, width): row k of W_1 through the ReLUs
+        t = W[0][:, :, None, :] * (h > 0)[:, None] if L > 1 else W[0][:, :, None, :].expand(m, d_in, rows, -1)
+        for i in range(1, L):
+            h = _linear(h.relu_(), W[i], b.take(params[L + i]))
+            t = _linear(t.reshape(m, d_in * rows, t.shape[-1]), W[i]).reshape(m, d_in, rows, W[i].shape[-1])
+            if i < L - 1:
+                t = t * (h > 0)[:, None]
+        real = b.real()
+        t = t.permute(0, 2, 3, 1)  # (m, rows, d_out, d_in)
+        b.put_rows(out, h if real is None else h * real)
+        b.put_rows(jac, t if real is None else t * real[..., None])
+
+    plan.run(block, "jacobian")
+    return out, jac
+
+
+#: ReLU blocks keep their activations for the backward pass up to this many bytes in all
+#: (else the backward pass recomputes them: measured 5-10% slower per chart-fit step).
+KEEP_BYTES = 512 * 2 ** 20
+
+
+def _recompute(x: Tensor, b: _Block, act: nn.Module, params: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """A block's gathered parameters and its layers' inputs, recomputed."""
+    L = len(params) // 2
+    ps = [b.take(p) for p in params]
+    hs = [b.inputs(x)]
+    for i in range(L - 1):
+        hs.append(act(_linear(hs[-1], ps[i], ps[L + i])))
+    return ps, hs
 
 
 class _BlockedMLP(torch.autograd.Function):
-    """:func:`_mlp_forward` over blocks of members, recomputing each block in the backward pass.
+    """The network over blocks of members (:class:`_Plan`).
 
-    ``blocks`` is a list of (members, rows, real): an index or slice of members, the number
-    of leading rows evaluated for them, and None or a mask of their real rows (padding
-    rows: zero output, no gradient).
+    ReLU networks get explicit gradients (two batched products per layer, no autograd
+    graph) from the activations each block kept in the forward pass (recomputed instead
+    beyond :data:`KEEP_BYTES`); other activations differentiate each block, recomputed,
+    with autograd.  Padding rows (beyond a member's length) have zero output and no
+    gradient.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, act: nn.Module, blocks: list, *params: Tensor) -> Tensor:
-        ctx.act, ctx.blocks = act, blocks
+    def forward(ctx, x: Tensor, act: nn.Module, plan: _Plan, *params: Tensor) -> Tensor:
+        ctx.act, ctx.plan = act, plan
         ctx.save_for_backward(x, *params)
-        out = x.new_zeros(x.shape[0], x.shape[1], params[len(params) // 2 - 1].shape[-1])
-        with torch.no_grad():
-            for members, rows, real in blocks:
-                y = _mlp_forward(x[members, :rows], act, [p[members] for p in params])
-                out[members, :rows] = y if real is None else y * real
-        return out
+        kept = sum(b.size * b.rows for b in plan.blocks) * sum(p.shape[-1] for p in params[:len(params) // 2 - 1])
+        ctx.kept = {} if isinstance(act, nn.ReLU) and kept * x.element_size() <= KEEP_BYTES else None
+        return _blocked_forward(x, act, plan, params, ctx.kept)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, *params = ctx.saved_tensors
+        plan, act = ctx.plan, ctx.act
         need_x = ctx.needs_input_grad[0]
         need_p = any(ctx.needs_input_grad[3:])
-        grad_x = torch.zeros_like(x) if need_x else None
-        grad_p = [torch.zeros_like(p) for p in params] if need_p else None
-        for members, rows, real in ctx.blocks:
-            with torch.enable_grad():
-                xb = x[members, :rows].detach().requires_grad_(need_x)
-                pb = [p[members].detach().requires_grad_(need_p) for p in params]
-                out = _mlp_forward(xb, ctx.act, pb)
-                wrt = ([xb] if need_x else []) + (pb if need_p else [])
-                g_out = grad_out[members, :rows]
-                grads = torch.autograd.grad(out, wrt, g_out if real is None else g_out * real)
+        L = len(params) // 2
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_p = [torch.empty_like(p) for p in params] if need_p else None
+        relu = isinstance(act, nn.ReLU)
+        kept = ctx.kept
+
+        def block(b: _Block) -> None:
+            real = b.real()
+            g = b.inputs(grad_out)
+            g = g if real is None else g * real
+            if relu:
+                ps, hs = kept[id(b)] if kept is not None else _recompute(x, b, act, params)
+                grads: list[Tensor | None] = [None] * (2 * L)
+                for i in reversed(range(L)):
+                    if need_p:
+                        grads[i] = _weight_grad(hs[i], g)
+                        grads[L + i] = g.sum(1, keepdim=True)
+                    if i > 0 or need_x:
+                        g = torch.bmm(g, ps[i].transpose(1, 2))
+                        if i > 0:
+                            g = torch.ops.aten.threshold_backward(g, hs[i], 0)
+                gx = g
+            else:
+                ps, h0 = [b.take(p) for p in params], b.inputs(x)
+                with torch.enable_grad():
+                    xb = h0.detach().requires_grad_(need_x)
+                    pb = [p.detach().requires_grad_(need_p) for p in ps]
+                    out = _mlp_forward(xb, act, pb)
+                    wrt = ([xb] if need_x else []) + (pb if need_p else [])
+                    got = list(torch.autograd.grad(out, wrt, g))
+                gx = got.pop(0) if need_x else None
+                grads = got
             if need_x:
-                grad_x[members, :rows] = grads[0]
+                b.put_rows(grad_x, gx)
             if need_p:
-                for g, gb in zip(grad_p, grads[1:] if need_x else grads):
-                    g[members] = gb
+                for dst, src in zip(grad_p, grads):
+                    b.put(dst, src)
+
+        plan.run(block, "backward", threads=relu)
         return (grad_x, None, None, *(grad_p if need_p else [None] * len(params)))
 
 
