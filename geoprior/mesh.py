@@ -8,12 +8,14 @@ over holes (the bunny's open bottom).
 
 The baseline is the same meshing of the raw input, with normals estimated from its 30
 nearest neighbours (PCA) and oriented by open3d's consistent tangent plane propagation.
+:func:`ball_pivoting` is the other classical mesher of a cloud (Bernardini et al. 1999):
+it interpolates the points themselves (no smoothing), rolling balls of the given radii.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["poisson_mesh", "estimate_normals", "baseline_poisson"]
+__all__ = ["poisson_mesh", "estimate_normals", "baseline_poisson", "ball_pivoting", "mean_spacing"]
 
 
 def _cloud(points: np.ndarray, normals: np.ndarray | None = None):
@@ -60,3 +62,28 @@ def baseline_poisson(points: np.ndarray, depth: int = 8, k: int = 30, trim_quant
     normals = estimate_normals(points, k)
     v, f = poisson_mesh(points, normals, depth=depth, trim_quantile=trim_quantile, threads=threads)
     return v, f, normals
+
+
+def mean_spacing(points: np.ndarray, sample: int = 20_000, seed: int = 0) -> float:
+    """Mean distance of (up to ``sample``) points to their nearest neighbour."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    probe = points if len(points) <= sample else points[rng.choice(len(points), sample, replace=False)]
+    return float(cKDTree(points).query(probe, k=2)[0][:, 1].mean())
+
+
+def ball_pivoting(points: np.ndarray, normals: np.ndarray, radii: tuple[float, ...] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """open3d ball pivoting of an oriented cloud: ``(vertices, faces)``.
+
+    ``radii`` are absolute ball radii; default ``(1, 2, 4) x`` the mean nearest-neighbour
+    spacing (each pass fills the gaps the smaller balls left)."""
+    import open3d as o3d
+
+    if radii is None:
+        s = mean_spacing(points)
+        radii = (s, 2 * s, 4 * s)
+    mesh = o3d.geometry.TriangleMesh.create_from_point_cloud_ball_pivoting(
+        _cloud(points, normals), o3d.utility.DoubleVector([float(r) for r in radii]))
+    return np.asarray(mesh.vertices).copy(), np.asarray(mesh.triangles).astype(np.int64).copy()

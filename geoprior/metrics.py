@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = [
     "point_metrics", "nearest_kdtree", "nearest_pytorch3d", "have_pytorch3d", "MeshDistance",
-    "sample_mesh", "evaluate_against_mesh", "bbox_diagonal",
+    "sample_mesh", "evaluate_against_mesh", "bbox_diagonal", "mesh_normal_consistency",
 ]
 
 
@@ -166,3 +166,39 @@ def evaluate_against_mesh(
         d_ba = nearest_kdtree(ref_samples, pts)[0]
     d_ab = MeshDistance(ref_v, ref_f)(out_samples)
     return _summary(d_ab, d_ba, diag, tau)
+
+
+def _sample_with_normals(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` area-uniform points on a mesh and the unit normals of the faces they lie on."""
+    import trimesh
+
+    mesh = trimesh.Trimesh(np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64), process=False)
+    pts, face = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    return np.asarray(pts), np.asarray(mesh.face_normals)[face]
+
+
+def _closest_normals(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Unit normals of the faces of a mesh closest to ``points`` (open3d ``compute_closest_points``)."""
+    import open3d as o3d
+    import trimesh
+
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(np.asarray(vertices, dtype=np.float32)),
+                        o3d.core.Tensor(np.asarray(faces, dtype=np.uint32)))
+    ids = scene.compute_closest_points(o3d.core.Tensor(np.asarray(points, dtype=np.float32)))["primitive_ids"]
+    normals = trimesh.Trimesh(vertices, faces, process=False).face_normals
+    return np.asarray(normals)[ids.numpy().astype(np.int64)]
+
+
+def mesh_normal_consistency(reference: tuple[np.ndarray, np.ndarray], mesh: tuple[np.ndarray, np.ndarray],
+                            n: int = 100_000, seed: int = 0) -> float:
+    """Mean ``|n_out . n_ref|`` of face normals at closest-point pairs, both ways (1: aligned).
+
+    ``n`` points sampled on each surface take the normal of their face, paired with the
+    normal of the closest face of the other surface (unsigned: a mesher's orientation
+    convention does not count)."""
+    a, na = _sample_with_normals(*mesh, n, seed)
+    b, nb = _sample_with_normals(*reference, n, seed + 1)
+    c_ab = np.abs((na * _closest_normals(*reference, a)).sum(1)).mean()
+    c_ba = np.abs((nb * _closest_normals(*mesh, b)).sum(1)).mean()
+    return float((c_ab + c_ba) / 2)
