@@ -19,7 +19,9 @@ stages are library functions of this module that it calls in order:
    points ``(P, K, 3)`` and ``D`` an EMD data term (:mod:`geoprior.emd`: exact assignment
    re-matched on a schedule of the optimiser's steps, or annealed Sinkhorn).  An optional
    stopping rule of :mod:`shared.stopping` (e.g. ES-WMV on the chart outputs) stops it
-   without any clean surface.
+   without any clean surface; ``stopping="discrepancy"`` stops every chart on its own,
+   once its residual along the normal reaches its patch's noise level
+   (:mod:`geoprior.noise`, :class:`shared.stopping.MemberDiscrepancy`).
 4. **Consistency** (:func:`refit_consistency`, :mod:`geoprior.consistency`): average the
    charts' predictions of each point and refit all charts to that consensus ``ybar``
    (a second ``fit``, fixed matching).
@@ -46,16 +48,17 @@ from geoprior.cover import Cover, build_folded_cover
 from geoprior.emd import ExactEMD, SinkhornEMD, exact_assignment
 from geoprior.io import Cloud, validate_cloud
 from geoprior.mesh import estimate_normals, poisson_mesh
+from geoprior.noise import NormalResidual, cloud_noise, patch_noise
 from geoprior.sampling import orient_points_mst, sample_charts
 from shared.fit import FitResult, Objective, Optimiser, Tracking, fit
 from shared.physics import IdentityPhysics
 from shared.reconstructor import Reconstructor
 from shared.result import Result
-from shared.stopping import StoppingRule, make_rule
+from shared.stopping import MemberDiscrepancy, StepRecord, StoppingRule, make_rule
 
 __all__ = ["DeepGeometricPrior", "fit_points", "n_folds", "orient_normals", "median_patch_cap", "make_cover",
-           "make_data_term", "stopping_rule", "fit_charts", "refit_consistency", "matching", "dense_output",
-           "output_files"]
+           "make_data_term", "stopping_rule", "discrepancy_rule", "fit_charts", "refit_consistency", "matching",
+           "dense_output", "output_files"]
 
 MIN_POINTS = 16
 
@@ -65,8 +68,13 @@ class DeepGeometricPrior(Reconstructor):
 
     Parameters
     ----------
-    radius : float
-        covering radius r as a fraction of the bbox diagonal
+    radius : float or None
+        covering radius r as a fraction of the bbox diagonal (None: chosen so that a median patch holds
+        patch_points points)
+    patch_points : int
+        when radius is None: points of a median patch (of radius c r) for a fold of 20,000 points
+        with noise of 1 % of the diagonal, scaled as (fold points / 20,000)^(2/3) (noise / 1 %)^(2/3)
+        for others (the bias-variance balance, see patch_radius; the noise is estimated from the cloud)
     overlap : float
         patch radius c in units of r
     centres : str
@@ -102,11 +110,18 @@ class DeepGeometricPrior(Reconstructor):
     scaling : float
         epsilon-scaling ratio of each Sinkhorn evaluation
     stopping : str
-        early stopping rule
+        early stopping rule: none (run all iterations), eswmv, plateau, or discrepancy (each chart stops
+        on its own once its RMS residual along the normal is <= discrepancy_tau x its patch's noise
+        level, estimated from the points; iterations stays the cap; needs loss exact)
     stopping_window : int
         window of the stopping rule (ES-WMV variance, plateau)
     stopping_patience : int
         steps without improvement after which ES-WMV stops
+    discrepancy_tau : float
+        discrepancy stopping: a chart stops at residual <= tau x noise level (larger: earlier and smoother)
+    discrepancy_fraction : float
+        discrepancy stopping: the chart fit ends once this share of the charts has stopped (the rest keep
+        their current state: charts whose residual levels off above the noise, e.g. across sharp edges)
     consistency_iterations : int
         refit iterations towards the charts' consensus
     density : int
@@ -134,24 +149,28 @@ class DeepGeometricPrior(Reconstructor):
     method = "geoprior"
     #: the allowed values of the settings that name a choice
     choices = {"centres": ("poisson", "fps"), "parameters": ("grid", "lloyd"), "lr_schedule": ("constant", "cosine"),
-               "loss": ("exact", "sinkhorn"), "stopping": ("none", "eswmv", "plateau")}
+               "loss": ("exact", "sinkhorn"), "stopping": ("none", "eswmv", "plateau", "discrepancy")}
 
-    def __init__(self, radius: float = 0.03, overlap: float = 1.3, centres: str = "poisson", parameters: str = "grid",
+    def __init__(self, radius: float | None = None, patch_points: int = 300, overlap: float = 1.3,
+                 centres: str = "poisson", parameters: str = "grid",
                  fold_points: int = 90_000, max_folds: int = 4, max_patch_points: int | None = None,
                  patch_normals: bool = True, hidden: tuple[int, ...] = (32, 32, 32), plane_init: bool = True,
                  iterations: int = 300, lr: float = 3e-3, lr_schedule: str = "constant", loss: str = "exact",
                  rematch_every: int = 50, rematch_start: int = 50, blur: float = 0.01, scaling: float = 0.7,
-                 stopping: str = "none", stopping_window: int = 20, stopping_patience: int = 60,
+                 stopping: str = "discrepancy", stopping_window: int = 20, stopping_patience: int = 60,
+                 discrepancy_tau: float = 1.0, discrepancy_fraction: float = 0.95,
                  consistency_iterations: int = 40, density: int = 4, trim_overlaps: bool = True,
                  outlier_factor: float = 3.0, isolated_factor: float = 10.0, depth: int = 8,
                  trim_quantile: float = 0.01, mesh: bool = True, seed: int = 0, device: str = "cpu",
                  progress: bool = False) -> None:
-        self.radius, self.overlap, self.centres, self.parameters = radius, overlap, centres, parameters
+        self.radius, self.patch_points, self.overlap = radius, patch_points, overlap
+        self.centres, self.parameters = centres, parameters
         self.fold_points, self.max_folds, self.max_patch_points = fold_points, max_folds, max_patch_points
         self.patch_normals, self.hidden, self.plane_init = patch_normals, tuple(hidden), plane_init
         self.iterations, self.lr, self.lr_schedule, self.loss = iterations, lr, lr_schedule, loss
         self.rematch_every, self.rematch_start, self.blur, self.scaling = rematch_every, rematch_start, blur, scaling
         self.stopping, self.stopping_window, self.stopping_patience = stopping, stopping_window, stopping_patience
+        self.discrepancy_tau, self.discrepancy_fraction = discrepancy_tau, discrepancy_fraction
         self.consistency_iterations, self.density, self.trim_overlaps = consistency_iterations, density, trim_overlaps
         self.outlier_factor, self.isolated_factor = outlier_factor, isolated_factor
         self.depth, self.trim_quantile, self.mesh = depth, trim_quantile, mesh
@@ -163,7 +182,9 @@ class DeepGeometricPrior(Reconstructor):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         rules = [
-            ("radius", 0 < self.radius < 1, "a fraction of the bounding-box diagonal in (0, 1)"),
+            ("radius", self.radius is None or 0 < self.radius < 1,
+             "None or a fraction of the bounding-box diagonal in (0, 1)"),
+            ("patch_points", self.patch_points >= MIN_POINTS, f">= {MIN_POINTS}"),
             ("overlap", self.overlap >= 1, ">= 1 (patches of radius c*r)"),
             ("iterations", self.iterations >= 1, ">= 1"),
             ("consistency_iterations", self.consistency_iterations >= 0, ">= 0"),
@@ -174,6 +195,10 @@ class DeepGeometricPrior(Reconstructor):
             ("outlier_factor", self.outlier_factor >= 0, ">= 0"),
             ("isolated_factor", self.isolated_factor >= 0, ">= 0"),
             ("lr", self.lr > 0, "> 0"),
+            ("discrepancy_tau", self.discrepancy_tau > 0, "> 0"),
+            ("discrepancy_fraction", 0 < self.discrepancy_fraction <= 1, "in (0, 1]"),
+            ("stopping", self.stopping != "discrepancy" or self.loss == "exact",
+             "none, eswmv or plateau with loss sinkhorn (discrepancy reads the exact matching)"),
             ("density", self.density >= 1, ">= 1"),
             ("hidden", len(self.hidden) > 0 and min(self.hidden) >= 1, "one or more layer widths >= 1"),
         ]
@@ -252,13 +277,15 @@ class DeepGeometricPrior(Reconstructor):
         cover, result, data = state["cover"], state["fit"], state["data"]
         info = {
             "n_input": len(cloud), "n_isolated_removed": state["n_isolated"], "n_fit": state["n_fit"],
-            "folds": state["folds"], "n_patches": cover.n_patches, "max_patch": int(cover.mask.shape[1]),
+            "folds": state["folds"], "n_patches": cover.n_patches, "radius": float(cover.radius),
+            "max_patch": int(cover.mask.shape[1]),
             "mean_patch": float(cover.sizes.mean()), "n_dense": len(dense), "iterations_run": result.stop_iteration,
             "stopped_by": result.stopped_by, "selected_iteration": result.selected_iteration,
             "frame": {"centre": state["frame"].centre.tolist(), "scale": state["frame"].scale},
         }
         if state["mesh_error"]:
             info["mesh_error"] = state["mesh_error"]
+        info.update(_chart_stops(result))
         if isinstance(data, ExactEMD):
             info["matchings"] = data.matchings
             info["matching_time_s"] = data.match_time_s
@@ -289,6 +316,21 @@ class Frame:
 
     def outward(self, points: np.ndarray) -> np.ndarray:
         return np.asarray(points, dtype=np.float64) * self.scale + self.centre
+
+
+def _chart_stops(result: FitResult) -> dict[str, Any]:
+    """Per-chart stopping in the info: how many charts stopped, and their stop steps' quantiles."""
+    if result.member_stop_iterations is None:
+        return {}
+    stops = result.member_stop_iterations.numpy()
+    done = stops[stops >= 0]
+    q = {f"q{p}": int(np.percentile(done, p)) for p in (0, 10, 50, 90, 100)} if len(done) else {}
+    info: dict[str, Any] = {"charts_stopped": int(len(done)), "chart_stop_iterations": q}
+    rule = result.member_rule
+    if isinstance(rule, MemberDiscrepancy) and len(done):  # the residual at the stop over the noise level
+        ratio = (rule.stop_residuals / rule.sigma)[result.member_stop_iterations >= 0]
+        info["chart_stop_residual_over_noise"] = float(ratio.median())
+    return info
 
 
 def output_files(cloud: Cloud, dense: np.ndarray, normals: np.ndarray, verts: np.ndarray | None,
@@ -371,21 +413,57 @@ def orient_normals(points: np.ndarray, normals: np.ndarray, max_points: int, rng
     return out
 
 
-def median_patch_cap(points: np.ndarray, settings: DeepGeometricPrior, n_probe: int = 200) -> int:
-    """1.25 x the median number of points within ``c r`` of random probe points (bounds the padding)."""
+def _median_count(points: np.ndarray, radius: float, seed: int, n_probe: int = 300) -> float:
+    """Median number of ``points`` within ``radius`` (absolute) of random probe points among them."""
     from scipy.spatial import cKDTree
 
-    rng = np.random.default_rng(settings.seed + 1)
-    diag = float(np.linalg.norm(points.max(0) - points.min(0)))
+    rng = np.random.default_rng(seed)
     probe = points[rng.choice(len(points), min(n_probe, len(points)), replace=False)]
-    counts = cKDTree(points).query_ball_point(probe, settings.overlap * settings.radius * diag, return_length=True)
-    return max(16, int(1.25 * np.median(counts)))
+    return float(np.median(cKDTree(points).query_ball_point(probe, radius, return_length=True)))
+
+
+def patch_radius(points: np.ndarray, settings: DeepGeometricPrior) -> float:
+    """The covering radius ``r`` (a fraction of the diagonal) of one fold's ``points``.
+
+    ``settings.radius`` when given; else the ``r`` whose patches of radius ``c r`` hold
+    ``K = patch_points (N / 20000)^(2/3) (sigma / 0.01)^(2/3)`` of the fold's ``N`` points
+    at the median, ``sigma`` the cloud's noise along the normal as a fraction of the
+    diagonal (:func:`geoprior.noise.cloud_noise`, clipped to 0.2-3 %).
+
+    Why those powers: a chart fitted to the ``K ~ rho r^2`` points of its patch (``rho``
+    points per unit area) has a variance ``~ sigma^2 / (rho r^2)`` from the noise and a bias
+    ``~ kappa r^2`` from the shape it cannot follow (curvature ``kappa``, edges); their sum
+    is smallest at ``r^6 ~ sigma^2 / (rho kappa^2)``, so ``r ~ rho^(-1/6) sigma^(1/3)`` and
+    ``K ~ (rho sigma)^(2/3)``.  Measured on the validation suite: at 1 % noise about 60
+    points per patch are best at 2k input points and 300-600 at 20k-100k; at 20k points
+    300 beats 450 at 0.25 % noise (docs/geoprior.md).  The count grows as ``r^2`` on a
+    surface, so ``r <- r sqrt(K / count)`` from ``r = 0.03``, three times, with the count
+    measured at 300 probe points (curvature and boundaries are accounted for).
+    """
+    if settings.radius is not None:
+        return settings.radius
+    diag = float(np.linalg.norm(points.max(0) - points.min(0))) or 1.0
+    sigma = float(np.clip(cloud_noise(points, seed=settings.seed) / diag, 0.002, 0.03))
+    target = max(MIN_POINTS, settings.patch_points * (len(points) / 20_000 * sigma / 0.01) ** (2 / 3))
+    r = 0.03
+    for _ in range(3):
+        count = _median_count(points, settings.overlap * r * diag, settings.seed + 2)
+        r = min(0.5, r * np.sqrt(target / max(count, 1.0)))
+    return float(r)
+
+
+def median_patch_cap(points: np.ndarray, settings: DeepGeometricPrior, radius: float | None = None) -> int:
+    """1.25 x the median number of points within ``c r`` of random probe points (bounds the padding)."""
+    radius = patch_radius(points, settings) if radius is None else radius
+    diag = float(np.linalg.norm(points.max(0) - points.min(0)))
+    return max(16, int(1.25 * _median_count(points, settings.overlap * radius * diag, settings.seed + 1, 200)))
 
 
 def make_cover(points: np.ndarray, normals: np.ndarray | None, folds: int, settings: DeepGeometricPrior) -> Cover:
     """The folded patch cover of the fit points (:func:`geoprior.cover.build_folded_cover`)."""
-    cap = settings.max_patch_points or median_patch_cap(points[::folds], settings)
-    return build_folded_cover(points, normals, folds=folds, radius=settings.radius, overlap=settings.overlap,
+    radius = patch_radius(points[::folds], settings)
+    cap = settings.max_patch_points or median_patch_cap(points[::folds], settings, radius)
+    return build_folded_cover(points, normals, folds=folds, radius=radius, overlap=settings.overlap,
                               method=settings.centres, parameters=settings.parameters, seed=settings.seed,
                               max_points=cap)
 
@@ -399,11 +477,40 @@ def make_data_term(name: str, mask: torch.Tensor, settings: DeepGeometricPrior) 
     raise ValueError(f"unknown loss {name!r}; choose 'exact' or 'sinkhorn'")
 
 
-def stopping_rule(settings: DeepGeometricPrior) -> StoppingRule | None:
-    """The chart fit's stopping rule (``settings.stopping``) through :func:`shared.stopping.make_rule`."""
+def stopping_rule(settings: DeepGeometricPrior, cover: Cover | None = None,
+                  data: ExactEMD | SinkhornEMD | None = None) -> StoppingRule | None:
+    """The chart fit's stopping rule (``settings.stopping``): :func:`discrepancy_rule` for
+    ``"discrepancy"`` (which needs the ``cover`` and the exact ``data`` term), else through
+    :func:`shared.stopping.make_rule`."""
+    if settings.stopping == "discrepancy":
+        if cover is None or not isinstance(data, ExactEMD):
+            raise ValueError("stopping 'discrepancy' needs the cover and the exact EMD data term (loss 'exact')")
+        return discrepancy_rule(cover, data, settings)
     kwargs = {"eswmv": dict(window=settings.stopping_window, patience=settings.stopping_patience),
               "plateau": dict(window=settings.stopping_window, tol=1e-3)}.get(settings.stopping, {})
     return make_rule(settings.stopping, **kwargs)
+
+
+def discrepancy_rule(cover: Cover, data: ExactEMD, settings: DeepGeometricPrior) -> MemberDiscrepancy:
+    """Per-chart discrepancy stopping: chart ``i`` stops at the first step ``t = rematch_start +
+    5 k`` (from the first exact matching on, every 5 steps) with ``r_i(t) <= discrepancy_tau sigma_i``.
+
+    ``sigma_i``: the patch's noise level along the normal (:func:`geoprior.noise.patch_noise`,
+    patch units); ``r_i``: the RMS residual along the normal of the chart's samples to their
+    matched points, relative to the patch's height field (:class:`geoprior.noise.NormalResidual`
+    at ``data.perm``).
+    """
+    noise = patch_noise(cover)
+    device = data.mask.device
+    target = torch.as_tensor(cover.local, dtype=torch.float32, device=device)
+    residuals = NormalResidual(target, data.mask, torch.as_tensor(noise.coef, device=device), noise.degree)
+
+    def residual(record: StepRecord) -> torch.Tensor:
+        return residuals(record.prediction.detach(), data.perm)
+
+    start = settings.rematch_start if settings.rematch_every else 0
+    return MemberDiscrepancy(torch.as_tensor(noise.sigma), residual, tau=settings.discrepancy_tau, min_steps=start,
+                             stop_fraction=settings.discrepancy_fraction, every=5)
 
 
 def fit_charts(cover: Cover, settings: DeepGeometricPrior, reference: np.ndarray | None = None,
@@ -434,7 +541,8 @@ def fit_charts(cover: Cover, settings: DeepGeometricPrior, reference: np.ndarray
         tracking = Tracking({"chamfer": world_metric}, every=metric_every)
     result = fit(model, uv, Objective(target, physics=IdentityPhysics(), data=data),
                  optimiser=Optimiser(lr=settings.lr, iterations=settings.iterations, schedule=settings.lr_schedule),
-                 stopping=stopping_rule(settings), tracking=tracking, callbacks=callbacks, seed=settings.seed,
+                 stopping=stopping_rule(settings, cover, data), tracking=tracking, callbacks=callbacks,
+                 seed=settings.seed,
                  device=settings.device, progress="charts" if settings.progress else False,
                  model_kwargs={"lengths": torch.as_tensor(cover.sizes)})
     return model, result, data

@@ -52,7 +52,9 @@ def test_cli_options_are_the_reconstructors_settings(capsys):
                  "--isolated", "--no-mesh", "--rematch-every", "--blur"):
         assert flag in text, flag
     assert "``" not in text and ":mod:" not in text and ":class:" not in text
-    assert "covering radius r as a fraction of the bbox diagonal (default: 0.03)" in " ".join(text.split())
+    assert "covering radius r as a fraction of the bbox diagonal (None: chosen so that a median patch holds" \
+        in " ".join(text.split())
+    assert "--patch-points" in text and "--discrepancy-fraction" in text
     from shared.cli import build_parser
 
     args = build_parser().parse_args(["geoprior", "reconstruct", "x.xyz"])

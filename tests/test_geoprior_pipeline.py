@@ -88,7 +88,7 @@ def test_reconstructor_params_and_result_files(tmp_path):
 
     rec = DeepGeometricPrior(radius=0.3, iterations=5, consistency_iterations=3, hidden=(8,), depth=4, density=1)
     params = rec.get_params()
-    assert params["radius"] == 0.3 and params["hidden"] == (8,) and params["stopping"] == "none"
+    assert params["radius"] == 0.3 and params["hidden"] == (8,) and params["stopping"] == "discrepancy"
     assert DeepGeometricPrior().get_params()["iterations"] == 300  # the defaults of the old config
     res = rec.reconstruct(_sphere(300, seed=2))
     written = res.write(tmp_path)
