@@ -61,10 +61,12 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("isolated", "normals", "cover", "fit", "consistency", "sampling", "mesh")
 SWEEP: list[dict[str, Any]] = [
     {},
+    {"stopping": "none"},
     {"iterations": 200},
     {"iterations": 150},
     {"hidden": (32, 32)},
     {"hidden": (24, 24, 24)},
+    {"patch_points": 200},
     {"radius": 0.04},
     {"density": 3},
     {"rematch_every": 100},

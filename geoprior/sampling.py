@@ -193,17 +193,23 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
         p, n = points_and_normals(model, u, torch.as_tensor(np.clip(real - s, 0, u.shape[1]), device=device))
         pts.append(p.cpu().numpy())
         nrm.append(n.cpu().numpy())
+    del uv
+    # (the padded (P, density K, 3) arrays are dropped as soon as their samples are taken:
+    # on a million-point input they are 160 MB each)
     local = np.concatenate(pts, 1).astype(np.float64)
+    del pts
+    world = cover.to_world(local)[mask]
+    del local
     nloc = np.concatenate(nrm, 1).astype(np.float64)
+    del nrm
     # Patches are small against the surface's curvature, so every sample's normal lies
     # within 90 degrees of its patch normal e3: orient each sample by it (this also fixes
     # the orientation inside a chart that folded over itself).
     nloc[nloc[..., 2] < 0] *= -1.0
     signs = orient_patches(cover)
-    world = cover.to_world(local)
-    wnorm = cover.normals_to_world(nloc) * signs[:, None, None]
-    pid = np.broadcast_to(np.arange(cover.n_patches)[:, None], mask.shape)
-    world, wnorm, pid = world[mask], wnorm[mask], pid[mask]
+    wnorm = (cover.normals_to_world(nloc) * signs[:, None, None])[mask]
+    del nloc
+    pid = np.broadcast_to(np.arange(cover.n_patches)[:, None], mask.shape)[mask]
     ok = np.isfinite(world).all(1) & np.isfinite(wnorm).all(1)
     world, wnorm, pid = world[ok], wnorm[ok], pid[ok]
     flip = outward_sign(world, wnorm)
@@ -221,7 +227,9 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
             k = min(4, len(ids))
             _, near = cKDTree(cover.centres[ids]).query(world[rows], k=k, workers=-1)
             near = ids[near.reshape(len(rows), k)]
-            agree = (e3[near] * wnorm[rows, None, :]).sum(-1) > 0
+            normals_g = wnorm[rows]
+            # (one neighbour at a time: e3[near] at once is a (rows, k, 3) temporary)
+            agree = np.stack([(e3[near[:, j]] * normals_g).sum(-1) > 0 for j in range(k)], axis=1)
             # Nearest centre whose patch faces the same way (thin sheets keep both sides).
             first = np.where(agree.any(1), near[np.arange(len(rows)), agree.argmax(1)], near[:, 0])
             keep[rows] = first == pid[rows]
