@@ -152,7 +152,7 @@ class Optimiser:
             raise ValueError("optimiser groups are supported with Adam only")
         params = self.param_groups(params) if self.groups else [p[1] for p in params] if named else params
         if self.name == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=self.lr)
+            opt: torch.optim.Optimizer = _adam(params, self.lr)
         elif self.name == "lbfgs":
             opt = torch.optim.LBFGS(params, lr=self.lr, max_iter=1, history_size=50, line_search_fn="strong_wolfe")
         else:
@@ -581,6 +581,22 @@ def _result(loop: _Loop, stopping: StoppingRule | None, history: dict[str, list[
                      model_kwargs=loop.model_kwargs,
                      member_stop_iterations=None if member is None else member.stop_iterations.clone(),
                      member_rule=member)
+
+
+def _adam(params: list, lr: float) -> torch.optim.Optimizer:
+    """Adam, fused (one kernel over all parameters) where torch offers it for these tensors.
+
+    The unfused step loops over the parameters with a handful of elementwise ops each; on a
+    busy 2-core CPU those ops cost far more than the arithmetic (measured on 650 geoprior
+    charts: 129 ms a step unfused, 0.45 ms fused, same update up to rounding)."""
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    devices = {p.device for p in tensors}
+    if len(devices) == 1 and all(p.is_floating_point() for p in tensors):
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # a device or dtype without a fused kernel
+            pass
+    return torch.optim.Adam(params, lr=lr)
 
 
 def _evaluate(model: nn.Module, z: Any, kwargs: Mapping[str, Any]) -> Tensor:
