@@ -15,6 +15,7 @@ from geoprior.cover import _fold_free_order, build_cover
 from geoprior.emd import ExactEMD, exact_assignment, reduced
 from geoprior.sampling import orient_knn_mst, orient_points_mst, outward_sign, points_and_normals
 from shared.networks import BatchedMLP
+from test_mlp import assert_blocked_matches_plain  # tests/ is on the path (pytest rootdir imports)
 
 
 def _pair(batch=37, hidden=(16, 8), block=4, act="relu"):
@@ -32,17 +33,7 @@ def test_blocked_gradients_with_kept_or_recomputed_activations(monkeypatch, keep
         monkeypatch.setattr(mlp, "KEEP_BYTES", 0)
     plain, net = _pair(act=act)
     lengths = torch.randint(0, 20, (37,), generator=torch.Generator().manual_seed(1))
-    real = (torch.arange(20) < lengths[:, None])[..., None]
-    x = torch.rand(37, 20, 2, requires_grad=True)
-    xb = x.detach().clone().requires_grad_(True)
-    w = torch.randn(37, 20, 3)
-    (plain(x) * real * w).sum().backward()
-    out = net(xb, lengths)
-    (out * w).sum().backward()
-    assert torch.allclose(out, plain(x) * real, atol=1e-6)
-    assert torch.allclose(xb.grad, x.grad, atol=1e-6)
-    for p, q in zip(plain.parameters(), net.parameters()):
-        assert torch.allclose(p.grad, q.grad, atol=1e-5)
+    assert_blocked_matches_plain(plain, net, lengths, 20)
 
 
 def test_kept_activations_survive_repeated_backward_passes():

@@ -58,11 +58,16 @@ def test_lengths_skip_padding_rows_with_the_gradients_of_the_real_rows(block):
     plain = BatchedMLP(7, 2, 3, hidden=(16, 8))
     net = BatchedMLP(7, 2, 3, hidden=(16, 8), block=block)
     net.load_state_dict(plain.state_dict())
-    lengths = torch.tensor([11, 2, 7, 0, 5, 11, 3])
-    real = (torch.arange(11) < lengths[:, None])[..., None]
-    x = torch.rand(7, 11, 2, requires_grad=True)
+    assert_blocked_matches_plain(plain, net, torch.tensor([11, 2, 7, 0, 5, 11, 3]), 11)
+
+
+def assert_blocked_matches_plain(plain, net, lengths, k):
+    """``net(x, lengths)`` equals ``plain(x)`` on the real rows, and so do the gradients of
+    a weighted sum w.r.t. the input and every parameter (``x`` ``(len(lengths), k, 2)``)."""
+    real = (torch.arange(k) < lengths[:, None])[..., None]
+    x = torch.rand(len(lengths), k, 2, requires_grad=True)
     xb = x.detach().clone().requires_grad_(True)
-    w = torch.randn(7, 11, 3)
+    w = torch.randn(len(lengths), k, 3)
     (plain(x) * real * w).sum().backward()
     out = net(xb, lengths)
     (out * w).sum().backward()
