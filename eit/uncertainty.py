@@ -121,8 +121,12 @@ def _calibration(sigma: np.ndarray, std: np.ndarray, truth: np.ndarray, areas: n
     return cal
 
 
-def conductivity_uncertainty(result: Result, problem, rank: int = 128, progress: bool = False) -> Result:
+def conductivity_uncertainty(result: Result, problem, rank: int = 128, progress: bool = False,
+                             **posterior: Any) -> Result:
     """Per-cell std (S/m) of a neural reconstruction ``result`` of ``problem`` (module docstring).
+
+    ``posterior``: further options of :func:`shared.uncertainty.linearised_laplace` (e.g.
+    ``prior_groups="layer"`` for per-layer prior precisions).
 
     Returns a :class:`shared.result.Result` with ``arrays["std"]`` ``(n_cells,)``, the
     metrics (alpha per member, rank, mean/max std, time, and ``calibration`` when
@@ -140,7 +144,7 @@ def conductivity_uncertainty(result: Result, problem, rank: int = 128, progress:
     for f in _progress(fits, progress):
         # 32 cotangents per vectorised backward pass: ~25% faster than one VJP at a time.
         parts.append(linearised_uncertainty(_tangent_fit(f, problem), rank=rank, noise_std=noise, method="exact",
-                                            prior_mean="zero", vjp_batch=32))
+                                            prior_mean="zero", vjp_batch=32, **posterior))
     sigma = np.asarray(result.arrays["sigma"], dtype=np.float64).reshape(-1)
     means = np.stack([p.mean.detach().double().cpu().numpy().reshape(-1) for p in parts])
     stds = np.stack([p.std.detach().double().cpu().numpy().reshape(-1) for p in parts])
@@ -159,7 +163,7 @@ def conductivity_uncertainty(result: Result, problem, rank: int = 128, progress:
                                                                 label="std (S/m)", cmap="magma"),
              f"std_{m}.xdmf": lambda path: save_xdmf(problem, std, path, name="std")}
     return Result(f"{m}-uncertainty", arrays={"std": std}, metrics=metrics, timings={"total_s": elapsed},
-                  config={"rank": rank, "prior_mean": "zero", "noise": "problem's noise model (whitened)",
+                  config={"rank": rank, "prior_mean": "zero", **posterior, "noise": "problem's noise model (whitened)",
                           "forward": "tangent model (FEM Jacobian)" if hasattr(problem.model, "jacobian")
                           else "FEM adjoint"},
                   files=files)

@@ -191,3 +191,41 @@ def test_deep_ensemble_coverage_on_a_toy_problem(seed):
     # same data are erratic (14-95%), so nothing is claimed for them.
     mean, spread = ensemble_statistics(test[K:])
     assert 0.7 < coverage(mean - clean, spread)["within_2std"] <= 1.0
+
+
+def test_per_layer_precisions_are_the_exact_type_ii_optimum_and_posterior():
+    """Weights and bias drawn with precisions 200x apart: the per-tensor evidence of
+    ``prior_groups="tensor"`` (full rank: the SVD subspace holds all of J's range) must equal
+    the exact ``log N(y; 0, J A^-1 J^T + I / beta)`` at its optimum, the std must be that of
+    the exact posterior with ``A = diag(alpha_w, alpha_b)``, and the evidence must beat the
+    one-precision model's."""
+    z, A, Jx, g = _linear_problem(seed=3, rows=8, m=60)
+    n_out, n_in = 3, z.shape[1]
+    net = nn.Linear(n_in, n_out).double()
+    pw = n_out * n_in
+    alphas = torch.tensor([4.0] * pw + [0.02] * n_out, dtype=torch.float64)
+    theta = torch.randn(pw + n_out, generator=g, dtype=torch.float64) / alphas.sqrt()
+    Jy = A @ Jx
+    y = Jy @ theta + torch.randn(A.shape[0], generator=g, dtype=torch.float64) / math.sqrt(BETA)
+    fwd = lambda x: x.reshape(-1) @ A.T  # noqa: E731
+    u = linearised_laplace(net, z, y, forward=fwd, rank=pw + n_out, prior_mean="zero", method="exact",
+                           beta=BETA, prior_groups="tensor")
+
+    def neg(v):
+        a = torch.tensor([math.exp(v[0])] * pw + [math.exp(v[1])] * n_out, dtype=torch.float64)
+        C = Jy @ (Jy / a).T + torch.eye(len(y), dtype=y.dtype) / BETA
+        return float(0.5 * (torch.logdet(C) + y @ torch.linalg.solve(C, y)))
+
+    best = minimize(neg, np.log([1.0, 1.0]), method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-12})
+    a_w, a_b = math.exp(best.x[0]), math.exp(best.x[1])
+    assert u.group_alphas["weight"] == pytest.approx(a_w, rel=2e-3)
+    assert u.group_alphas["bias"] == pytest.approx(a_b, rel=2e-3)
+    assert u.log_evidence == pytest.approx(-best.fun - 0.5 * len(y) * math.log(2 * math.pi), abs=1e-4)
+    a = torch.tensor([a_w] * pw + [a_b] * n_out, dtype=torch.float64)
+    Sigma = torch.linalg.inv(BETA * Jy.T @ Jy + torch.diag(a))
+    exact_std = torch.diagonal(Jx @ Sigma @ Jx.T).sqrt()
+    assert torch.allclose(u.std.reshape(-1), exact_std, rtol=2e-3)
+    one = linearised_laplace(net, z, y, forward=fwd, rank=pw + n_out, prior_mean="zero", method="exact", beta=BETA)
+    assert u.log_evidence > one.log_evidence + 1.0
+    with pytest.raises(ValueError, match="prior_groups"):
+        linearised_laplace(net, z, y, forward=fwd, rank=4, prior_groups="module")
