@@ -90,6 +90,7 @@ __all__ = [
     "batch_statistics",
     "coverage",
     "ensemble_statistics",
+    "condition_factor",
 ]
 
 
@@ -428,6 +429,20 @@ class LinearisedUncertainty:
     timings: dict[str, float] = field(default_factory=dict)
     left_singular_vectors: Tensor | None = None
     group_alphas: dict[str, float] | None = None
+    covariance_factor: Tensor | None = None
+
+    def functional_variance(self, apply: Callable[[Tensor], Tensor], factor: Tensor | None = None) -> Tensor:
+        """``diag(L Cov(x) L^T)`` for a linear map ``L`` of the reconstruction (needs ``keep_factor``).
+
+        ``apply`` maps a batch of ``r`` outputs ``(r, *shape[1:])`` (``shape``: that of
+        ``mean``, batch of one) to ``(r, ...)``; the result has the shape of one mapped output.
+        ``factor``: a factor other than this posterior's (e.g. :func:`condition_factor`'s).
+        """
+        F = self.covariance_factor if factor is None else factor
+        if F is None:
+            raise ValueError("functional_variance needs the covariance factor: pass keep_factor=True")
+        G = apply(F.T.reshape(F.shape[1], *self.mean.shape[1:]).to(self.mean.dtype))
+        return G.double().pow(2).sum(dim=0)
 
     @property
     def noise_std(self) -> float:
@@ -467,6 +482,7 @@ def linearised_laplace(
     method: str = "auto",
     seed: int = 0,
     keep_vectors: bool = False,
+    keep_factor: bool = False,
     progress: bool = False,
     vjp_batch: int = 1,
     prior_groups: str = "none",
@@ -509,6 +525,13 @@ def linearised_laplace(
         Seed of the Gaussian probes.
     keep_vectors:
         Keep the left singular vectors ``U`` (measurement space) in the result.
+    keep_factor:
+        Keep ``covariance_factor`` ``F`` ``(n, k + ell)`` with ``Cov(x) ~ F F^T``: the columns
+        ``J_x v_j / (beta s_j^2 + alpha)^1/2`` of the observed subspace and the projected probe
+        products ``J_x (I - V V^T) w_j / (alpha ell)^1/2`` of the rest (the same estimate as
+        ``std``, whose square is its row norms), for the variance of any linear functional
+        (:meth:`LinearisedUncertainty.functional_variance`) and for conditioning on new
+        measurements (:func:`condition_factor`).
     prior_groups, group_bound:
         ``"none"`` (default): one prior precision ``alpha``.  ``"layer"`` / ``"tensor"``: one
         precision per module / per parameter tensor, by type-II maximum likelihood in the
@@ -560,7 +583,8 @@ def linearised_laplace(
     a, b, logev, VtW, tail = ev.alpha, ev.beta, ev.log_evidence, ev.VtW, ev.tail
 
     t2 = time.perf_counter()
-    var_obs, var_un = _predictive_variance(op, sp, VtW, a, b, tail, forward is None, extra_probes, seed)
+    var_obs, var_un, factor = _predictive_variance(op, sp, VtW, a, b, tail, forward is None, extra_probes, seed,
+                                                   keep_factor)
     timings["variance_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
 
@@ -583,6 +607,7 @@ def linearised_laplace(
         timings=timings,
         left_singular_vectors=sp.U.detach().cpu() if keep_vectors else None,
         group_alphas=groups,
+        covariance_factor=factor,
     )
 
 
@@ -725,8 +750,10 @@ def _tail(sp: _Spectrum, op: JacobianOperator, VtW: Tensor, tail_model: str) -> 
 
 
 def _predictive_variance(op: JacobianOperator, sp: _Spectrum, VtW: Tensor, a: float, b: float, tail: float,
-                         identity: bool, extra_probes: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Variance of ``x`` in the observed subspace (exact, rank k) and beyond it (Hutchinson)."""
+                         identity: bool, extra_probes: int, seed: int,
+                         keep_factor: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Variance of ``x`` in the observed subspace (exact, rank k) and beyond it (Hutchinson),
+    and the covariance factor of the first-pass probes when asked for."""
     dtype, device, S, V = op.theta.dtype, op.theta.device, sp.S, sp.V
     if identity and op.mask is None:
         JxV = sp.U * S  # J_x V = J_y V = U S
@@ -734,18 +761,37 @@ def _predictive_variance(op: JacobianOperator, sp: _Spectrum, VtW: Tensor, a: fl
         JxV = torch.stack([op.jvp_x(V[:, j]) for j in range(S.numel())], dim=1)
     var_obs = (JxV.pow(2) / (b * S.pow(2) + a)).sum(dim=1)
     # Hutchinson: J_x (I - V V^T) w = J_x w - (J_x V)(V^T w), with the first-pass probes.
-    acc = (sp.first_jx - JxV @ VtW).double().pow(2).sum(dim=1)
+    projected = sp.first_jx - JxV @ VtW
+    acc = projected.double().pow(2).sum(dim=1)
     g2 = torch.Generator().manual_seed(seed + 104729)
     for _ in range(extra_probes):
         w = torch.randn(op.p, generator=g2, dtype=dtype).to(device)
         w = w - V @ (V.T @ w)
         acc += op.jvp_x(w).double().pow(2)
     var_un = (acc / (sp.ell + extra_probes)).to(dtype) / a
+    shrink = 1.0
     if identity and op.mask is None:
         # Denoising: the tail directions are measured too; their posterior variance is the
         # prior's times the isotropic-tail shrinkage (1/beta) / (t/alpha + 1/beta).
-        var_un = var_un * ((1.0 / b) / (tail / a + 1.0 / b))
-    return var_obs, var_un
+        shrink = (1.0 / b) / (tail / a + 1.0 / b)
+        var_un = var_un * shrink
+    factor = None
+    if keep_factor:
+        factor = torch.cat([JxV / (b * S.pow(2) + a).sqrt(), projected * math.sqrt(shrink / (a * sp.ell))], dim=1)
+    return var_obs, var_un, factor
+
+
+def condition_factor(factor: Tensor, G: Tensor, noise_var: float) -> Tensor:
+    """The covariance factor after observing ``y_L = L x + e``, ``e ~ N(0, noise_var I)``.
+
+    ``factor`` ``F`` ``(n, r)`` with ``Cov(x) = F F^T``; ``G = L F`` ``(q, r)`` (flattened rows).
+    The Gaussian update ``Cov' = Cov - Cov L^T (L Cov L^T + s I)^-1 L Cov`` is, in factored
+    form, ``F' = F (I + G^T G / s)^-1/2`` (an ``r x r`` eigendecomposition).
+    """
+    M = torch.eye(G.shape[1], dtype=torch.float64) + G.double().T @ G.double() / noise_var
+    evals, Q = torch.linalg.eigh(M)
+    root = (Q / evals.sqrt()) @ Q.T
+    return (factor.double() @ root).to(factor.dtype)
 
 
 @contextmanager
