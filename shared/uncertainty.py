@@ -532,13 +532,15 @@ def linearised_laplace(
         ``std``, whose square is its row norms), for the variance of any linear functional
         (:meth:`LinearisedUncertainty.functional_variance`) and for conditioning on new
         measurements (:func:`condition_factor`).
-    prior_groups, group_bound:
-        ``"none"`` (default): one prior precision ``alpha``.  ``"layer"`` / ``"tensor"``: one
-        precision per module / per parameter tensor, by type-II maximum likelihood in the
-        basis of a first SVD (:mod:`shared.layer_precisions`; each within a factor
-        ``group_bound`` of the one-precision value), then the SVD of the whitened Jacobian
-        ``J_y diag(alpha_g)^-1/2`` is recomputed (twice the SVD cost) and the posterior is
-        that of the per-group prior (``group_alphas`` in the result).
+    prior_groups, group_precisions, group_bound:
+        ``prior_groups="none"`` (default): one prior precision ``alpha``.  ``"layer"`` /
+        ``"tensor"``: one precision per module / per parameter tensor (:mod:`shared.layer_precisions`),
+        ``group_precisions="evidence"``: by type-II maximum likelihood in the basis of a first
+        SVD (each within a factor ``group_bound`` of the one-precision value); ``"rms"``:
+        ``alpha_g`` proportional to ``1 / mean(theta*_g^2)`` with the level by marginal
+        likelihood.  The SVD of the whitened Jacobian ``J_y diag(alpha_g)^-1/2`` is then
+        recomputed (twice the SVD cost) and the posterior is that of the per-group prior
+        (``group_alphas`` in the result).
     vjp_batch:
         ``method="exact"``: cotangents per vectorised backward pass when ``J_y^T`` is formed
         (:meth:`JacobianOperator.vjp_y_many`; 1, the default, is one VJP per measurement).
@@ -567,18 +569,9 @@ def linearised_laplace(
         if alpha is not None:
             raise ValueError("a fixed alpha and per-group prior precisions exclude each other")
         t1 = time.perf_counter()
-        if group_precisions == "evidence":
-            alpha_g, _, _ = fit_group_precisions(sp.S, sp.V, index, len(names), ev.d_proj, ev.d_perp2, op.m,
-                                                 ev.alpha, ev.beta, fit_beta=beta is None, bound=group_bound)
-        else:  # "rms": alpha_g proportional to 1 / mean(theta*_g^2), the layer's own weight scale
-            alpha_g = group_rms_precisions(op.theta, index, len(names), ev.alpha)
-        # Whitened coordinates theta = theta* + s w with s_g = (alpha / alpha_g)^1/2: the SVD is
-        # recomputed for J diag(s), so the rank-k subspace is that of the per-group prior.
-        op.scale = torch.as_tensor(np.sqrt(ev.alpha / alpha_g), dtype=op.theta.dtype)[index].to(op.theta.device)
-        alpha_ref = ev.alpha
-        sp = _spectrum(op, rank, oversample, power_iterations, method, seed, progress, vjp_batch)
-        ev = _evidence(op, sp, d, seed, tail_model, None, beta)
-        groups = {n: float(ev.alpha * ag / alpha_ref) for n, ag in zip(names, alpha_g)}
+        sp, ev, groups = _group_posterior(op, sp, ev, d, names, index, group_precisions, group_bound, beta,
+                                          (rank, oversample, power_iterations, method, seed, progress, vjp_batch),
+                                          tail_model)
         timings["groups_s"] = time.perf_counter() - t1
     a, b, logev, VtW, tail = ev.alpha, ev.beta, ev.log_evidence, ev.VtW, ev.tail
 
@@ -636,6 +629,25 @@ def _evidence(op: JacobianOperator, sp: _Spectrum, d: Tensor, seed: int, tail_mo
     tail = _tail(sp, op, VtW, tail_model)
     a, b, logev = fit_precisions(sp.S, d_proj, d_perp2, op.m, alpha=alpha, beta=beta, tail=tail)
     return _Evidence(a, b, logev, d_proj, d_perp2, VtW, tail)
+
+
+def _group_posterior(op: JacobianOperator, sp: _Spectrum, ev: _Evidence, d: Tensor, names: list[str],
+                     index: Tensor, how: str, bound: float, beta: float | None, svd_args: tuple,
+                     tail_model: str) -> tuple[_Spectrum, _Evidence, dict[str, float]]:
+    """Per-group precisions (``how``: ``"evidence"`` or ``"rms"``), then the SVD and evidence
+    of the whitened Jacobian ``J diag(s)``, ``s_g = (alpha / alpha_g)^1/2``."""
+    if how == "evidence":
+        alpha_g, _, _ = fit_group_precisions(sp.S, sp.V, index, len(names), ev.d_proj, ev.d_perp2, op.m,
+                                             ev.alpha, ev.beta, fit_beta=beta is None, bound=bound)
+    else:  # "rms": alpha_g proportional to 1 / mean(theta*_g^2), the layer's own weight scale
+        alpha_g = group_rms_precisions(op.theta, index, len(names), ev.alpha)
+    # The rank-k subspace is recomputed for the whitened Jacobian: that of the per-group prior.
+    op.scale = torch.as_tensor(np.sqrt(ev.alpha / alpha_g), dtype=op.theta.dtype)[index].to(op.theta.device)
+    alpha_ref = ev.alpha
+    rank, oversample, power_iterations, method, seed, progress, vjp_batch = svd_args
+    sp = _spectrum(op, rank, oversample, power_iterations, method, seed, progress, vjp_batch)
+    ev = _evidence(op, sp, d, seed, tail_model, None, beta)
+    return sp, ev, {n: float(ev.alpha * ag / alpha_ref) for n, ag in zip(names, alpha_g)}
 
 
 _PROBE_OFFSET = 7919  # seed offset of the first-pass Gaussian probes
