@@ -25,12 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from shared.provenance import run_record
+from shared.result import write_json
 
-from shared.provenance import run_record  # noqa: E402
-from shared.result import write_json  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
 CANDIDATES = np.arange(180) * np.pi / 180

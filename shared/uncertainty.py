@@ -555,9 +555,7 @@ def linearised_laplace(
     if tail_model not in ("none", "isotropic"):
         raise ValueError(f"tail_model must be 'isotropic' or 'none', got {tail_model!r}")
     names, index = parameter_groups(op.names, op.numels, prior_groups)  # validates prior_groups
-    if group_precisions not in ("evidence", "rms"):
-        raise ValueError(f"group_precisions must be 'evidence' or 'rms', got {group_precisions!r}")
-    groups = None
+    _check_group_options(prior_groups, group_precisions, alpha)
     sp = _spectrum(op, rank, oversample, power_iterations, method, seed, progress, vjp_batch)
     timings["svd_s"] = time.perf_counter() - t0
 
@@ -565,9 +563,8 @@ def linearised_laplace(
     d = _linearised_residual(op, y, finite, prior_mean, sp.jy_apply)
     ev = _evidence(op, sp, d, seed, tail_model, alpha, beta)
     timings["evidence_s"] = time.perf_counter() - t1
+    groups = None
     if prior_groups != "none" and len(names) > 1:
-        if alpha is not None:
-            raise ValueError("a fixed alpha and per-group prior precisions exclude each other")
         t1 = time.perf_counter()
         sp, ev, groups = _group_posterior(op, sp, ev, d, names, index, group_precisions, group_bound, beta,
                                           (rank, oversample, power_iterations, method, seed, progress, vjp_batch),
@@ -629,6 +626,13 @@ def _evidence(op: JacobianOperator, sp: _Spectrum, d: Tensor, seed: int, tail_mo
     tail = _tail(sp, op, VtW, tail_model)
     a, b, logev = fit_precisions(sp.S, d_proj, d_perp2, op.m, alpha=alpha, beta=beta, tail=tail)
     return _Evidence(a, b, logev, d_proj, d_perp2, VtW, tail)
+
+
+def _check_group_options(prior_groups: str, group_precisions: str, alpha: float | None) -> None:
+    if group_precisions not in ("evidence", "rms"):
+        raise ValueError(f"group_precisions must be 'evidence' or 'rms', got {group_precisions!r}")
+    if alpha is not None and prior_groups != "none":
+        raise ValueError("a fixed alpha and per-group prior precisions exclude each other")
 
 
 def _group_posterior(op: JacobianOperator, sp: _Spectrum, ev: _Evidence, d: Tensor, names: list[str],
