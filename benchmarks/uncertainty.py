@@ -341,6 +341,9 @@ def summarise(records: list[dict], task: str, split: str) -> dict:
                   "within_1std_mean": float(np.mean([x["within"]["1"] for x in rows])),
                   "within_k_mean": {f"{k:g}": float(np.mean([x["within"][f"{k:g}"] for x in rows])) for k in KS},
                   "test_log_likelihood_mean": float(ll.mean()),
+                  # the median: one pixel whose std collapses to ~0 drags an instance's mean to -1e19
+                  "test_log_likelihood_median": float(np.median(ll)),
+                  "constant_log_likelihood_median": float(np.median([x["constant_log_likelihood"] for x in rows])),
                   "constant_log_likelihood_mean": float(np.mean([x["constant_log_likelihood"] for x in rows])),
                   "share_above_constant": float(np.mean([x["test_log_likelihood"] > x["constant_log_likelihood"]
                                                          for x in rows])),
@@ -357,7 +360,9 @@ def targets(summary: dict, method: str) -> dict:
             "no_instance_below_0.85": s["within_2std_min"] >= 0.85,
             "log_likelihood_above_constant_every_instance": s["share_above_constant"] == 1.0,
             "log_likelihood_at_least_equal_time_ensemble": None if ens is None else
-            s["test_log_likelihood_mean"] >= ens["test_log_likelihood_mean"]}
+            s["test_log_likelihood_mean"] >= ens["test_log_likelihood_mean"],
+            "median_log_likelihood_at_least_equal_time_ensemble": None if ens is None else
+            s["test_log_likelihood_median"] >= ens["test_log_likelihood_median"]}
 
 
 def reliability_figure(result: dict, path: Path) -> None:
@@ -384,46 +389,76 @@ def reliability_figure(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def summaries(records: list[dict], chosen: dict, tasks: list[str]) -> dict:
+    """Per task: validation and test summaries, the chosen variant and the targets."""
+    out = {}
+    for t in tasks:
+        summary = {"validation": summarise(records, t, "validation"), "test": summarise(records, t, "test"),
+                   "chosen": chosen[t]}
+        summary["targets"] = targets(summary["test"], chosen[t]) if summary["test"] else None
+        out[t] = summary
+    return out
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{'task':9s} {'method':20s} {'2std mean':>9s} {'min':>6s} {'1std':>6s} {'LL':>8s} {'LL med':>7s} "
+          f"{'const LL':>8s} {'corr':>5s} {'time s':>7s}   (test instances)")
+    for t, s in result["tasks"].items():
+        for m, row in s["test"].items():
+            print(f"{t:9s} {m + (' *' if m == s['chosen'] else ''):20s} {row['within_2std_mean']:9.3f} "
+                  f"{row['within_2std_min']:6.3f} {row['within_1std_mean']:6.3f} "
+                  f"{row['test_log_likelihood_mean']:8.3g} {row['test_log_likelihood_median']:7.3f} "
+                  f"{row['constant_log_likelihood_mean']:8.3f} {row['std_error_correlation_mean']:5.2f} "
+                  f"{row['time_s_mean']:7.1f}")
+
+
+def resummarise(path: Path) -> dict:
+    """The summaries of an earlier run recomputed from its per-instance records (its provenance kept)."""
+    import json
+
+    result = json.loads(path.read_text())
+    chosen = {t: s["chosen"] for t, s in result["tasks"].items()}
+    result["tasks"] = summaries(result["records"], chosen, list(chosen))
+    result["resummarised"] = {k: v for k, v in run_record("cpu").items() if k in ("commit", "commit_dirty",
+                                                                                   "finished")}
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["geoprior", "eit", "ct", "denoise"],
                     choices=["denoise", "ct", "eit", "geoprior"])
     ap.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
     ap.add_argument("--quick", action="store_true", help="one validation and two test instances per task")
+    ap.add_argument("--resummarise", action="store_true",
+                    help="recompute the summaries of --out from its stored per-instance records (no fits)")
     ap.add_argument("--out", type=Path, default=RESULTS / "uncertainty.json")
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    all_jobs = jobs(args.tasks, args.quick)
-    # Validation first: the chosen variant per task is fixed before any test instance runs.
-    val = run_all([j for j in all_jobs if j[2] == "validation"], {}, args.workers)
-    chosen = {t: ("chart-posterior" if t == "geoprior" else choose(val, t)) for t in args.tasks}
-    print(f"chosen on validation: {chosen}", flush=True)
-    test = run_all([j for j in all_jobs if j[2] == "test"], chosen, args.workers)
-    records = val + test
-    result = {"tasks": {}, "variants": VARIANTS, "reference_variant": REFERENCE, "members": MEMBERS,
-              "selection": "highest mean Gaussian test log-likelihood on the validation instances", "ks": KS}
-    for t in args.tasks:
-        summary = {"validation": summarise(records, t, "validation"), "test": summarise(records, t, "test"),
-                   "chosen": chosen[t]}
-        summary["targets"] = targets(summary["test"], chosen[t]) if summary["test"] else None
-        result["tasks"][t] = summary
-    errors = [f"{r['task']} {r['instance']}: {r['error']}" for r in records if "error" in r]
-    result.update(records=records, errors=errors, total_s=time.perf_counter() - t0, workers=args.workers,
-                  quick=args.quick,
-                  **run_record("cpu"), machine="2-core machine shared with other jobs")
-    if not args.quick:
+    if args.resummarise:
+        if not args.out.is_file():
+            print(f"error: {args.out} does not exist; run the benchmark first", file=sys.stderr)
+            return 2
+        result = resummarise(args.out)
+    else:
+        t0 = time.perf_counter()
+        all_jobs = jobs(args.tasks, args.quick)
+        # Validation first: the chosen variant per task is fixed before any test instance runs.
+        val = run_all([j for j in all_jobs if j[2] == "validation"], {}, args.workers)
+        chosen = {t: ("chart-posterior" if t == "geoprior" else choose(val, t)) for t in args.tasks}
+        print(f"chosen on validation: {chosen}", flush=True)
+        records = val + run_all([j for j in all_jobs if j[2] == "test"], chosen, args.workers)
+        result = {"tasks": summaries(records, chosen, args.tasks), "variants": VARIANTS,
+                  "reference_variant": REFERENCE, "members": MEMBERS, "ks": KS,
+                  "selection": "highest mean Gaussian test log-likelihood on the validation instances",
+                  "records": records, "errors": [f"{r['task']} {r['instance']}: {r['error']}" for r in records
+                                                 if "error" in r],
+                  "total_s": time.perf_counter() - t0, "workers": args.workers, "quick": args.quick,
+                  **run_record("cpu"), "machine": "2-core machine shared with other jobs"}
+    if not result.get("quick"):
         reliability_figure(result, args.out.with_name("uncertainty_reliability.png"))
     write_json(args.out, result)
-    print(f"\n{'task':9s} {'method':20s} {'2std mean':>9s} {'min':>6s} {'1std':>6s} {'LL':>8s} {'const LL':>8s} "
-          f"{'corr':>5s} {'time s':>7s}   (test instances)")
-    for t, s in result["tasks"].items():
-        for m, row in s["test"].items():
-            print(f"{t:9s} {m + (' *' if m == s['chosen'] else ''):20s} {row['within_2std_mean']:9.3f} "
-                  f"{row['within_2std_min']:6.3f} {row['within_1std_mean']:6.3f} "
-                  f"{row['test_log_likelihood_mean']:8.3f} "
-                  f"{row['constant_log_likelihood_mean']:8.3f} {row['std_error_correlation_mean']:5.2f} "
-                  f"{row['time_s_mean']:7.1f}")
+    print_table(result)
     print(f"wrote {args.out}")
     return 0
 
