@@ -108,6 +108,23 @@ def _tangent_fit(fit: FitResult, problem) -> FitResult:
     return replace(fit, objective=Objective(fit.objective.y, physics=tangent, data=fit.objective.data))
 
 
+def _cell_jacobian(fit: FitResult) -> Tensor | None:
+    """``J_x`` by per-sample gradients when the network is a coordinate MLP (one conductivity
+    per centroid, each from its own coordinates), else None (the products go through the net)."""
+    from eit.conductivity import MLPConductivity
+    from shared.uncertainty import pointwise_jacobian
+
+    model = fit.model
+    if not isinstance(model, MLPConductivity) or model.members != 1 or not isinstance(fit.z, Tensor):
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        return pointwise_jacobian(model, fit.z).to(torch.float64)
+    finally:
+        model.train(was_training)
+
+
 def _calibration(sigma: np.ndarray, std: np.ndarray, truth: np.ndarray, areas: np.ndarray | None) -> dict[str, Any]:
     """Coverage per cell and per area, correlation and test log-likelihood of ``N(sigma, std^2)``."""
     err = np.abs(sigma - truth)
@@ -149,7 +166,8 @@ def conductivity_uncertainty(result: Result, problem, rank: int = 128, progress:
     for f in _progress(fits, progress):
         # 32 cotangents per vectorised backward pass: ~25% faster than one VJP at a time.
         parts.append(linearised_uncertainty(_tangent_fit(f, problem), rank=rank, noise_std=noise, method="exact",
-                                            prior_mean="zero", vjp_batch=32, **posterior))
+                                            prior_mean="zero", vjp_batch=32,
+                                            output_jacobian=_cell_jacobian(f), **posterior))
     sigma = np.asarray(result.arrays["sigma"], dtype=np.float64).reshape(-1)
     means = np.stack([p.mean.detach().double().cpu().numpy().reshape(-1) for p in parts])
     stds = np.stack([p.std.detach().double().cpu().numpy().reshape(-1) for p in parts])

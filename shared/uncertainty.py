@@ -91,6 +91,7 @@ __all__ = [
     "coverage",
     "ensemble_statistics",
     "condition_factor",
+    "pointwise_jacobian",
 ]
 
 
@@ -121,7 +122,7 @@ class JacobianOperator:
     """
 
     def __init__(self, model: nn.Module, z: Any = None, forward: Callable[[Tensor], Tensor] | None = None,
-                 mask: Tensor | None = None) -> None:
+                 mask: Tensor | None = None, jx: Tensor | None = None) -> None:
         self.model = model
         self.z = z
         self.forward = forward
@@ -157,6 +158,11 @@ class JacobianOperator:
         #: per-parameter scale ``s`` (None: 1): products are then those of ``J diag(s)``, the
         #: Jacobian in whitened coordinates ``theta = theta* + s * w`` (per-layer priors)
         self.scale: Tensor | None = None
+        #: the explicit output Jacobian ``J_x`` ``(n, p)`` when the caller formed it (e.g. by
+        #: per-sample gradients of a pointwise network); products then use it directly
+        self.jx = None if jx is None else jx.to(self.theta.dtype)
+        if self.jx is not None and tuple(self.jx.shape) != (self.n, self.p):
+            raise ValueError(f"output Jacobian has shape {tuple(jx.shape)}, expected ({self.n}, {self.p})")
 
     # -- helpers
     def _unflatten(self, flat: Tensor) -> dict[str, Tensor]:
@@ -196,6 +202,8 @@ class JacobianOperator:
         """``J_x v`` (flat output) for a flat parameter direction ``v``."""
         if self.scale is not None:
             v = v * self.scale
+        if self.jx is not None:
+            return self.jx @ v.to(self.jx.dtype)
         return _jvp(self._model_flat, self.theta, v, self, "_fwd_mode_x")
 
     def apply_forward(self, dx: Tensor) -> Tensor:
@@ -211,6 +219,8 @@ class JacobianOperator:
 
     def vjp_y(self, u: Tensor) -> Tensor:
         """``J_y^T u`` for a flat measurement-space vector ``u`` (length ``m``)."""
+        if self.jx is not None:
+            return self._explicit_vjp(u[:, None])[:, 0]
         # Plain reverse mode on a retained graph: works with any autograd.Function
         # (torch.func transforms need Functions written with setup_context).
         if self._vjp_fn is None:
@@ -231,6 +241,8 @@ class JacobianOperator:
         without vmap support, e.g. a FEM adjoint) falls back to one VJP per column.
         """
         cols = us.shape[1]
+        if self.jx is not None:
+            return torch.cat([self._explicit_vjp(us[:, s:s + 256]) for s in range(0, cols, 256)], dim=1)
         if batch <= 1 or getattr(self, "_no_batched_vjp", False):
             return torch.stack([self.vjp_y(us[:, j]) for j in range(cols)], dim=1)
         self.vjp_y(us[:, 0])  # builds the retained graph
@@ -245,6 +257,27 @@ class JacobianOperator:
             self._no_batched_vjp = True
             return torch.stack([self.vjp_y(us[:, j]) for j in range(cols)], dim=1)
         return torch.cat(parts, dim=1)
+
+
+    def _explicit_vjp(self, us: Tensor) -> Tensor:
+        """``J_x^T F'(x*)^T U`` for columns ``U`` ``(m, b)`` with the explicit ``J_x``."""
+        if self.forward is None:
+            gx = us if self.mask is None else torch.zeros(self.n, us.shape[1], dtype=us.dtype,
+                                                          device=us.device).index_copy_(
+                0, torch.nonzero(self.mask).reshape(-1), us)
+        else:
+            with torch.enable_grad():
+                x = self.x.reshape(-1).detach().requires_grad_(True)
+                out = self._forward_flat(x)
+            try:  # one vectorised backward pass through the forward model
+                (gx,) = torch.autograd.grad(out, x, grad_outputs=us.T.to(out.dtype).contiguous(), retain_graph=True,
+                                            is_grads_batched=True)
+                gx = gx.T
+            except (RuntimeError, NotImplementedError):
+                gx = torch.stack([torch.autograd.grad(out, x, grad_outputs=us[:, j].to(out.dtype),
+                                                      retain_graph=True)[0] for j in range(us.shape[1])], dim=1)
+        g = self.jx.T @ gx.to(self.jx.dtype)
+        return g if self.scale is None else g * self.scale[:, None]
 
 
 def _jvp(fn: Callable[[Tensor], Tensor], primal: Tensor, tangent: Tensor, owner: Any, flag: str) -> Tensor:
@@ -262,6 +295,31 @@ def _jvp(fn: Callable[[Tensor], Tensor], primal: Tensor, tangent: Tensor, owner:
         (g,) = torch.autograd.grad(out, x, grad_outputs=u, create_graph=True)
         (jv,) = torch.autograd.grad(g, u, grad_outputs=tangent)
     return jv.detach()
+
+
+def pointwise_jacobian(model: nn.Module, z: Tensor, chunk: int = 256) -> Tensor:
+    """``J_x`` ``(n, p)`` of a network that maps each row of ``z`` ``(n, d)`` to one output on its own.
+
+    The rows are per-sample gradients (``torch.func.vmap`` of ``grad`` over the rows, ``chunk``
+    rows at a time), in the order of the trainable parameters (as :class:`JacobianOperator`
+    flattens them).  Far cheaper than ``m`` vector-Jacobian products when ``m`` is large: one
+    batched backward pass instead of one per measurement.  The caller guarantees that row
+    ``i`` of the output depends on row ``i`` of ``z`` only (checked on two rows).
+    """
+    params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+
+    def one(p: dict, zi: Tensor) -> Tensor:
+        return torch.func.functional_call(model, p, (zi[None],)).reshape(())
+
+    with torch.no_grad():
+        full = model(z).reshape(-1)
+        if full.numel() != z.shape[0]:
+            raise ValueError(f"pointwise_jacobian needs one output per input row, got {full.numel()} for {z.shape[0]}")
+        single = torch.func.functional_call(model, params, (z[:2],)).reshape(-1)
+        if not torch.allclose(single, full[:2], rtol=1e-5, atol=1e-7):
+            raise ValueError("the network's outputs depend on other rows: it is not pointwise")
+    grads = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0), chunk_size=chunk)(params, z)
+    return torch.cat([grads[k].reshape(z.shape[0], -1) for k in params], dim=1)
 
 
 # --------------------------------------------------------------------------- randomized SVD
@@ -488,6 +546,7 @@ def linearised_laplace(
     prior_groups: str = "none",
     group_precisions: str = "evidence",
     group_bound: float = 1e4,
+    output_jacobian: Tensor | None = None,
 ) -> LinearisedUncertainty:
     """Linearised Laplace posterior of a fitted network and its pixelwise predictive std.
 
@@ -544,12 +603,16 @@ def linearised_laplace(
     vjp_batch:
         ``method="exact"``: cotangents per vectorised backward pass when ``J_y^T`` is formed
         (:meth:`JacobianOperator.vjp_y_many`; 1, the default, is one VJP per measurement).
+    output_jacobian:
+        ``J_x`` ``(n, p)`` formed by the caller (e.g. per-sample gradients of a network applied
+        point by point, :func:`pointwise_jacobian`); the network is then never differentiated
+        again, and ``J_y^T`` is one matrix product with ``F'(x*)^T``.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     y = y.detach()
     finite = torch.isfinite(y)
-    op = JacobianOperator(model, z, forward, mask=finite)
+    op = JacobianOperator(model, z, forward, mask=finite, jx=output_jacobian)
     if tuple(y.shape) != tuple(op.y_shape):
         raise ValueError(f"measurements have shape {tuple(y.shape)} but the model predicts {tuple(op.y_shape)}")
     if tail_model not in ("none", "isotropic"):
@@ -695,7 +758,13 @@ def _spectrum(op: JacobianOperator, rank: int, oversample: int, power_iterations
         # m is small: form J_y^T column by column with m vector-Jacobian products (no
         # forward-mode product through the forward model is needed, e.g. a FEM solve
         # whose autograd Function only has a backward).
-        Jy_T = op.vjp_y_many(torch.eye(op.m, dtype=dtype, device=device), batch=vjp_batch)
+        # J_y^T of the unscaled network, kept on the operator: a whitened second pass
+        # (per-layer precisions) only rescales its rows.
+        if getattr(op, "_jy_t", None) is None:
+            saved, op.scale = op.scale, None
+            op._jy_t = op.vjp_y_many(torch.eye(op.m, dtype=dtype, device=device), batch=vjp_batch)
+            op.scale = saved
+        Jy_T = op._jy_t if op.scale is None else op._jy_t * op.scale[:, None]
         U, S, V = _thin_svd(Jy_T)
         tail_exact = float(S[rank:].double().pow(2).sum()) / max(op.m - min(rank, S.numel()), 1)
         U, S, V = U[:, :rank].contiguous(), S[:rank].contiguous(), V[:, :rank].contiguous()

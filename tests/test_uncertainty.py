@@ -219,3 +219,34 @@ def test_batch_statistics_reproduce_the_training_function_without_touching_buffe
         out = net(z)
     assert torch.allclose(out, train_out) and torch.equal(net[1].running_mean, mean)
     assert not torch.allclose(net(z), train_out)  # eval mode (running stats) differs
+
+
+def test_explicit_pointwise_jacobian_gives_the_same_posterior():
+    """Per-sample gradients of a coordinate MLP (``pointwise_jacobian``) as ``output_jacobian``:
+    the same exact posterior as the m vector-Jacobian products, with a masked linear forward."""
+    from shared.uncertainty import pointwise_jacobian
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.rand(40, 2, generator=g, dtype=torch.float64)
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+    A = torch.randn(25, 40, generator=g, dtype=torch.float64)
+    y = A @ net(z).detach().reshape(-1) + 0.01 * torch.randn(25, generator=g, dtype=torch.float64)
+    y[3] = float("nan")  # a missing measurement
+    fwd = lambda x: A @ x.reshape(-1)  # noqa: E731
+    jx = pointwise_jacobian(net, z)
+    assert jx.shape == (40, sum(p.numel() for p in net.parameters()))
+    kw = dict(forward=fwd, rank=20, prior_mean="zero", method="exact", beta=1e4)
+    ref = linearised_laplace(net, z, y, **kw)
+    fast = linearised_laplace(net, z, y, output_jacobian=jx, **kw)
+    assert torch.allclose(fast.std, ref.std, rtol=1e-6, atol=1e-10)
+    assert fast.alpha == pytest.approx(ref.alpha, rel=1e-6)
+    class Mixing(nn.Module):  # every output also sees the mean of all rows
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 1).double()
+
+        def forward(self, x):
+            return self.lin(x).squeeze(-1) + self.lin(x).mean()
+
+    with pytest.raises(ValueError, match="not pointwise"):
+        pointwise_jacobian(Mixing(), z)
