@@ -91,11 +91,16 @@ def score(error: np.ndarray, std: np.ndarray, seconds: float, **extra) -> dict:
             "time_s": seconds, **extra}
 
 
+def equal_time_members(linearised_s: float, member_s: float, cap: int) -> int:
+    """Members that fit in the linearised posterior's wall time, at least 2 and at most ``cap``."""
+    return int(min(cap, max(2, math.floor(linearised_s / member_s))))
+
+
 def ensemble_rows(means: list[np.ndarray], truth: np.ndarray, fit_times: list[float], linearised_s: float) -> dict:
     """The K = 5 ensemble and the ensemble of as many members as fit in ``linearised_s`` (>= 2)."""
     from shared.uncertainty import ensemble_statistics
 
-    k_eq = int(min(len(means), max(2, math.floor(linearised_s / float(np.mean(fit_times))))))
+    k_eq = equal_time_members(linearised_s, float(np.mean(fit_times)), len(means))
     rows = {}
     for name, k in ((f"ensemble{len(means)}", len(means)), ("ensemble_equal_time", k_eq)):
         mean, std = ensemble_statistics(np.stack(means[:k]))
@@ -163,8 +168,8 @@ def image_instance(task: str, key, variants: list[str]) -> dict:
         u = linearised_uncertainty(fits[0], beta=1.0 / sigma ** 2, prior_mean="zero", **VARIANTS[name])
         rows[name] = score(u.mean.clamp(0, 1).double().numpy() - truth, u.std.double().numpy(),
                            times[0] + time.perf_counter() - t0, alpha=u.alpha)
-    lin_s = max(rows[v]["time_s"] for v in variants if v != REFERENCE) if len(variants) > 1 else rows[variants[0]][
-        "time_s"]
+    # the linearised posterior's time: of the chosen variant (the reference only when it is the only one)
+    lin_s = max(rows[v]["time_s"] for v in variants if v != REFERENCE or len(variants) == 1)
     rows.update(ensemble_rows(means, truth, times, lin_s))
     return {"task": task, "instance": str(key), "fit_s": times, "rows": rows,
             "psnr": float(-10 * np.log10(np.mean((means[0] - truth) ** 2)))}
@@ -200,7 +205,7 @@ def eit_instance(key: tuple[int, int], variants: list[str]) -> dict:
     t0 = time.perf_counter()
     ens = make_reconstructor("neural", members=MEMBERS).reconstruct(problem)
     t5 = time.perf_counter() - t0
-    k_eq = int(max(2, min(16, math.floor(MEMBERS * lin_s / t5))))
+    k_eq = equal_time_members(lin_s, t5 / MEMBERS, 16)
     t0 = time.perf_counter()
     eq = make_reconstructor("neural", members=k_eq).reconstruct(problem)
     t_eq = time.perf_counter() - t0
@@ -241,7 +246,7 @@ def geoprior_instance(shape: str) -> dict:
         _, j = cKDTree(r.arrays["points"]).query(p)
         offsets.append(np.einsum("ij,ij->i", r.arrays["points"][j] - p, n))
     offsets = np.stack(offsets)
-    k_eq = int(min(MEMBERS, max(2, math.floor(lin_s / float(np.mean(times))))))
+    k_eq = equal_time_members(lin_s, float(np.mean(times)), MEMBERS)
     for name, k in ((f"ensemble{MEMBERS}", MEMBERS), ("ensemble_equal_time", k_eq)):
         mean, std = offsets[:k].mean(0), offsets[:k].std(0)
         err, _ = normal_distances(p + mean[:, None] * n, n, *ref)

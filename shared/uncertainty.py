@@ -91,6 +91,7 @@ __all__ = [
     "coverage",
     "ensemble_statistics",
     "condition_factor",
+    "conditioning_root",
     "pointwise_jacobian",
 ]
 
@@ -161,6 +162,7 @@ class JacobianOperator:
         #: the explicit output Jacobian ``J_x`` ``(n, p)`` when the caller formed it (e.g. by
         #: per-sample gradients of a pointwise network); products then use it directly
         self.jx = None if jx is None else jx.to(self.theta.dtype)
+        self._jy_t: Tensor | None = None  # J_y^T of the unscaled network (exact mode), once formed
         if self.jx is not None and tuple(self.jx.shape) != (self.n, self.p):
             raise ValueError(f"output Jacobian has shape {tuple(jx.shape)}, expected ({self.n}, {self.p})")
 
@@ -760,7 +762,7 @@ def _spectrum(op: JacobianOperator, rank: int, oversample: int, power_iterations
         # whose autograd Function only has a backward).
         # J_y^T of the unscaled network, kept on the operator: a whitened second pass
         # (per-layer precisions) only rescales its rows.
-        if getattr(op, "_jy_t", None) is None:
+        if op._jy_t is None:
             saved, op.scale = op.scale, None
             op._jy_t = op.vjp_y_many(torch.eye(op.m, dtype=dtype, device=device), batch=vjp_batch)
             op.scale = saved
@@ -875,10 +877,15 @@ def condition_factor(factor: Tensor, G: Tensor, noise_var: float) -> Tensor:
     The Gaussian update ``Cov' = Cov - Cov L^T (L Cov L^T + s I)^-1 L Cov`` is, in factored
     form, ``F' = F (I + G^T G / s)^-1/2`` (an ``r x r`` eigendecomposition).
     """
+    return (factor.double() @ conditioning_root(G, noise_var)).to(factor.dtype)
+
+
+def conditioning_root(G: Tensor, noise_var: float) -> Tensor:
+    """``(I + G^T G / s)^-1/2`` ``(r, r)`` (float64): the right factor of :func:`condition_factor`,
+    for updating ``F`` or any products ``L' F`` with it."""
     M = torch.eye(G.shape[1], dtype=torch.float64) + G.double().T @ G.double() / noise_var
     evals, Q = torch.linalg.eigh(M)
-    root = (Q / evals.sqrt()) @ Q.T
-    return (factor.double() @ root).to(factor.dtype)
+    return (Q / evals.sqrt()) @ Q.T
 
 
 @contextmanager

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from shared.uncertainty import conditioning_root
+
 __all__ = ["information_gain", "select_angles", "simulate_sinogram", "fit_angles", "adaptive_ct",
            "equidistant_indices", "AdaptiveRun"]
 
@@ -60,10 +62,7 @@ def select_angles(G: Tensor, noise_var: float, count: int, exclude: list[int] | 
         c = int(torch.argmax(gain))
         chosen.append(c)
         banned.add(c)
-        Gc = G[:, c, :]  # (r, d): G_c^T
-        M = torch.eye(G.shape[0], dtype=torch.float64) + Gc @ Gc.T / noise_var
-        evals, Q = torch.linalg.eigh(M)
-        root = (Q / evals.sqrt()) @ Q.T  # (I + G_c^T G_c / s^2)^-1/2
+        root = conditioning_root(G[:, c, :].T, noise_var)  # (I + G_c^T G_c / s^2)^-1/2
         G = torch.einsum("rs,rcd->scd", root, G)
     return chosen
 
