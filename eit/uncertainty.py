@@ -5,8 +5,9 @@ theta*)``, with a zero-centred Gaussian prior ``theta ~ N(0, diag(alpha_g)^-1)``
 for fits from scratch; per-layer precisions ``alpha_g`` proportional to ``1 / mean(theta*_g^2)``,
 see :func:`conductivity_uncertainty`) and the problem's noise model: the misfit is whitened by
 the per-datum standard deviations ``s_i``, so the noise precision is 1 and only the level of
-``alpha_g`` is fitted, by marginal likelihood.  The linearised Laplace posterior only sees the forward model through
-its value and Jacobian at ``sigma*``, so ``F`` is replaced by its tangent model::
+``alpha_g`` is fitted, by marginal likelihood.  The linearised Laplace posterior only sees the
+forward model through its value and Jacobian at ``sigma*``, so ``F`` is replaced by its tangent
+model::
 
     F(sigma) ~ F(sigma*) + J_F (sigma - sigma*),     J_F = dF/dsigma (sigma*)   (n_data x n_cells)
 
