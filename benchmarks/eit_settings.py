@@ -34,6 +34,10 @@ VARIANTS = {
     "neural-absolute": ("neural", {"data": "absolute"}),
     "neural-conv": ("neural", {"net": "conv", "lr": 1e-2}),
     "neural-ens3": ("neural", {"members": 3}),
+    "neural-phase2": ("neural", {"net_options": {"head": "phase", "phase_contrast": 2.0}}),
+    "neural-phase5": ("neural", {"net_options": {"head": "phase", "phase_contrast": 5.0}}),
+    "neural-phase8": ("neural", {"net_options": {"head": "phase", "phase_contrast": 8.0}}),
+    "neural-phase6-smax6": ("neural", {"net_options": {"head": "phase", "phase_contrast": 6.0, "s_max": 6.0}}),
     "onestep": ("onestep", {}),
 }
 

@@ -14,6 +14,12 @@ so ``s = log(sigma / sigma_bg)`` is the log-contrast the network produces and ``
   :func:`shared.fit.fit`).  With ``members = K > 1`` it is an ensemble of ``K`` such networks,
   each with its own features and weights (:class:`shared.networks.BatchedMLP`), evaluated in
   one pass: output ``(K, C)``, fitted together (the data term and TV average over members).
+  ``head="phase"`` makes it a soft three-phase image instead (water, resistive, conductive):
+  the MLP gives three logits ``a(x)``, ``p = softmax(a)`` and
+  ``s(x) = p_res(x) v_res + p_con(x) v_con`` with fitted phase values ``v_res = -exp(r_res) < 0``
+  and ``v_con = exp(r_con) > 0`` (one pair per member).  A piecewise-constant conductivity
+  with fitted contrasts is then what the network produces most easily; the water logit starts
+  ``water_bias`` above the others and ``|v_res| = |v_con|``, so ``s = 0`` at initialisation.
 * :class:`GridConductivity`: a convolutional generator on a pixel grid covering the tank
   (the deep decoder of :mod:`shared.networks.deep_decoder`, fixed random input), sampled at
   the cell centroids by bilinear interpolation (``grid_sample``); the grid's row 0 is the
@@ -29,7 +35,10 @@ from torch import Tensor, nn
 
 from shared.networks import MLP, BatchedMLP, DeepDecoder, FourierFeatures
 
-__all__ = ["MLPConductivity", "GridConductivity", "make_prior"]
+__all__ = ["MLPConductivity", "GridConductivity", "make_prior", "HEADS"]
+
+#: output heads of :class:`MLPConductivity`
+HEADS = ("log", "phase")
 
 
 class _Positive(nn.Module):
@@ -56,35 +65,66 @@ class MLPConductivity(_Positive):
     n_features, scale: Fourier features (``scale`` in cycles per radius).
     hidden, act: the MLP.
     s_max: bound of the log-contrast (``sigma`` within ``sigma_bg e^{+-s_max}``).
+    head: ``"log"`` (the MLP's output is the log-contrast) or ``"phase"`` (three soft phases
+        with fitted values, module docstring); ``phase_contrast`` is ``|v|`` at the start and
+        ``water_bias`` the water logit's head start.
     """
 
     def __init__(self, sigma_bg: float, radius: float, n_features: int = 64, scale: float = 1.5,
                  hidden=(128, 128, 128), act: str = "relu", s_max: float = 4.0, seed: int = 0,
-                 members: int = 1) -> None:
+                 members: int = 1, head: str = "log", phase_contrast: float = 2.0, water_bias: float = 2.0) -> None:
         super().__init__(sigma_bg, s_max)
         if int(members) != members or members < 1:
             raise ValueError(f"members must be an integer >= 1, got {members}")
+        if head not in HEADS:
+            raise ValueError(f"unknown output head {head!r}; choose from {', '.join(HEADS)}")
+        if not phase_contrast > 0:
+            raise ValueError(f"phase_contrast must be positive, got {phase_contrast}")
         g = torch.Generator().manual_seed(seed)
         self.radius = float(radius)
         self.members = int(members)
+        self.head = head
+        out = 3 if head == "phase" else 1
         if self.members == 1:
             self.features = FourierFeatures(2, n_features, scale, generator=g)
-            self.mlp = MLP(self.features.out_dim, 1, hidden, act)
+            self.mlp = MLP(self.features.out_dim, out, hidden, act)
             last = [self.mlp.net[-1].weight, self.mlp.net[-1].bias]
         else:
             # One Fourier matrix per member (K, 2, F): members differ in features and weights.
             self.register_buffer("B", torch.randn(self.members, 2, n_features, generator=g) * scale)
-            self.mlp = BatchedMLP(self.members, 2 * n_features, 1, hidden, act)
+            self.mlp = BatchedMLP(self.members, 2 * n_features, out, hidden, act)
             last = [self.mlp.weights[-1], self.mlp.biases[-1]]
         for w in last:  # the last layer starts at zero: every member starts from water
             nn.init.zeros_(w)
+        if head == "phase":
+            shape = (2,) if self.members == 1 else (self.members, 1, 2)
+            # log |v| of the resistive and conductive phases, fitted with the weights
+            self.phase_log_values = nn.Parameter(torch.full(shape, float(np.log(phase_contrast))))
+            self.register_buffer("phase_bias", torch.tensor([float(water_bias), 0.0, 0.0]))
+
+    def _head(self, a: Tensor) -> Tensor:
+        """The log-contrast from the MLP's last layer ``a (..., C, 1 or 3)``."""
+        if self.head == "log":
+            return a.squeeze(-1)
+        p = torch.softmax(a + self.phase_bias, dim=-1)
+        v = torch.exp(self.phase_log_values)
+        return p[..., 2] * v[..., 1] - p[..., 1] * v[..., 0]
+
+    def phase_values(self) -> Tensor:
+        """The log-contrasts ``(v_res, v_con)`` of the pure phases as ``sigma`` shows them (after
+        the smooth clamp), ``(2,)`` or ``(K, 2)`` for an ensemble; for ``head="phase"``."""
+        if self.head != "phase":
+            raise ValueError("phase_values() is for head='phase'")
+        v = torch.exp(self.phase_log_values.detach()).reshape(-1, 2) * torch.tensor([-1.0, 1.0])
+        v = self.s_max * torch.tanh(v / self.s_max)
+        return v[0] if self.members == 1 else v
 
     def log_contrast(self, x: Tensor) -> Tensor:
         """``s (C,)``, or ``(K, C)`` for an ensemble, at the points ``x (C, 2)`` (m)."""
         if self.members == 1:
-            return self.mlp(self.features(x / self.radius)).squeeze(-1)
+            return self._head(self.mlp(self.features(x / self.radius)))
         proj = 2 * torch.pi * torch.einsum("cd,kdf->kcf", x / self.radius, self.B)
-        return self.mlp(torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1)).squeeze(-1)
+        return self._head(self.mlp(torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.to_sigma(self.log_contrast(x))
@@ -94,9 +134,12 @@ class MLPConductivity(_Positive):
         if self.members == 1:
             raise ValueError("member() is for an ensemble (members > 1)")
         net = MLPConductivity(self.sigma_bg, self.radius, self.B.shape[2], 1.0, tuple(self.mlp.dims[1:-1]),
-                              self.mlp._act_name, self.s_max)
+                              self.mlp._act_name, self.s_max, head=self.head)
         with torch.no_grad():
             net.features.B.copy_(self.B[k])
+            if self.head == "phase":
+                net.phase_log_values.copy_(self.phase_log_values[k].reshape(2))
+                net.phase_bias.copy_(self.phase_bias)
         net.mlp = self.mlp.member(k).to(self.B.device)
         return net
 

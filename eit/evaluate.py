@@ -104,7 +104,9 @@ def _run_case(job) -> list[dict]:
         result = make_reconstructor(name, **settings).reconstruct(problem)
         r = record(problem, label, result, keep=False)
         if name == "neural":  # the segmentation rule, studied on the same fit
-            r["seg_scores"] = segmentation_scores(problem, result.arrays["sigma"])
+            net = getattr(result.fit, "model", None)
+            phases = net.phase_values().numpy() if getattr(net, "head", None) == "phase" else None
+            r["seg_scores"] = segmentation_scores(problem, result.arrays["sigma"], phase_values=phases)
         out.append({**r, "n_objects": len(case.phantom.inclusions)})
     return out
 

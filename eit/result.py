@@ -55,13 +55,24 @@ def conductivity_metrics(problem, sigma: np.ndarray, contrast: str = "log") -> t
     return image, seg, metrics
 
 
-def segmentation_scores(problem, sigma: np.ndarray, min_contrasts=(0.0, 0.1, 0.2, 0.3)) -> dict[str, float]:
+def segmentation_scores(problem, sigma: np.ndarray, min_contrasts=(0.0, 0.1, 0.2, 0.3),
+                        phase_values: np.ndarray | None = None) -> dict[str, float]:
     """KTC score of the log-contrast segmented with each ``min_contrast`` of
-    :func:`eit.score.segment` (0: plain Otsu); a study of the segmentation rule."""
+    :func:`eit.score.segment` (0: plain Otsu); a study of the segmentation rule.
+
+    ``phase_values`` (``(2,)`` or ``(K, 2)``: the fitted log-contrasts of the resistive and
+    conductive phases of a phase head) adds ``"phase"``: resistive below half the resistive
+    value, conductive above half the conductive one (the members' values averaged).
+    """
     grid = problem.grid
     c = grid(np.log(np.clip(np.asarray(sigma, dtype=np.float64), 1e-12, None) / problem.sigma_bg))
-    return {f"{t:g}": float(ktc_score(problem.truth, segment(c, mask=grid.inside, min_contrast=t)))
-            for t in min_contrasts}
+    out = {f"{t:g}": float(ktc_score(problem.truth, segment(c, mask=grid.inside, min_contrast=t)))
+           for t in min_contrasts}
+    if phase_values is not None:
+        v_res, v_con = np.asarray(phase_values, dtype=np.float64).reshape(-1, 2).mean(axis=0)
+        seg = np.where(c < 0.5 * v_res, 1, np.where(c > 0.5 * v_con, 2, 0)).astype(np.uint8)
+        out["phase"] = float(ktc_score(problem.truth, np.where(grid.inside, seg, 0)))
+    return out
 
 
 def file_names(method: str) -> list[str]:

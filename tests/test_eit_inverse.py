@@ -68,6 +68,30 @@ def test_an_ensemble_fits_its_members_together(phantom_problem):
         NeuralEIT(members=2, net="conv").validate()
 
 
+def test_phase_head_starts_from_water_and_yields_its_phase_values(phantom_problem):
+    from eit import NeuralEIT
+    from eit.conductivity import MLPConductivity
+
+    p = phantom_problem
+    x = torch.as_tensor(p.centroids, dtype=torch.float32)
+    net = MLPConductivity(p.sigma_bg, p.radius, members=2, seed=3, head="phase", phase_contrast=5.0)
+    np.testing.assert_allclose(net(x).detach().numpy(), p.sigma_bg)  # |v_res| = |v_con|: water
+    with torch.no_grad():  # a strongly resistive logit everywhere: the pure resistive phase
+        net.mlp.biases[-1][:, :, 1] = 50.0
+    v = net.phase_values()
+    assert v.shape == (2, 2) and bool((v[:, 0] < 0).all() and (v[:, 1] > 0).all())
+    np.testing.assert_allclose(np.log(net(x).detach().numpy() / p.sigma_bg), v[:, :1].numpy().repeat(p.n_cells, 1),
+                               rtol=1e-5)
+    with torch.no_grad():
+        net.mlp.weights[-1].normal_()
+        net.phase_log_values[1] += 0.3
+    np.testing.assert_allclose(net.member(1)(x).detach().numpy(), net(x)[1].detach().numpy(), rtol=1e-5)
+    rec = NeuralEIT(iterations=15, members=1, net_options={"head": "phase"}).reconstruct(p)
+    assert rec.metrics["chi2"] < conductivity_chi2_of_water(p)
+    with pytest.raises(ValueError, match="output head"):
+        MLPConductivity(p.sigma_bg, p.radius, head="levelset")
+
+
 def conductivity_chi2_of_water(p) -> float:
     return p.chi2(np.full(p.n_cells, p.sigma_bg))
 
