@@ -38,6 +38,9 @@ VARIANTS = {
     "neural-phase5": ("neural", {"net_options": {"head": "phase", "phase_contrast": 5.0}}),
     "neural-phase8": ("neural", {"net_options": {"head": "phase", "phase_contrast": 8.0}}),
     "neural-phase6-smax6": ("neural", {"net_options": {"head": "phase", "phase_contrast": 6.0, "s_max": 6.0}}),
+    "neural-phase5-lr0.03": ("neural", {"net_options": {"head": "phase", "phase_contrast": 5.0}, "phase_lr": 3e-2}),
+    "neural-phase2-lr0.03": ("neural", {"net_options": {"head": "phase", "phase_contrast": 2.0}, "phase_lr": 3e-2}),
+    "neural-phase5-ens5": ("neural", {"net_options": {"head": "phase", "phase_contrast": 5.0}, "members": 5}),
     "onestep": ("onestep", {}),
 }
 

@@ -46,6 +46,9 @@ def register(subparsers) -> None:
                    "dbar (D-bar on the difference data); "
                    "default: neural")
     p.add_argument("--net", choices=NETS, default="mlp", help="neural: prior network (default: %(default)s)")
+    p.add_argument("--head", choices=("log", "phase"), default=None,
+                   help="neural (mlp): output head, the log-contrast or three soft phases with fitted values "
+                   "(default: the tuned one)")
     p.add_argument("--iterations", type=number(int, 1), default=None,
                    help="neural: optimiser steps (default: the tuned setting)")
     p.add_argument("--lr", type=number(float, 0, low_open=True), default=None,
@@ -78,7 +81,7 @@ def _reconstructors(args) -> list:
 
     # Numbers were checked by their argparse types (finite, in range).
     neural = dict(net=args.net, iterations=args.iterations, lr=args.lr, tv_weight=args.tv, members=args.members,
-                  stop=args.stop,
+                  head=args.head, stop=args.stop,
                   seed=args.seed, device=args.device, progress=False if args.quiet else "neural")
     return [make_reconstructor(m, **(neural if m == "neural" else {})) for m in dict.fromkeys(args.method)]
 

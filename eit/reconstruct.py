@@ -41,12 +41,12 @@ from shared.result import Result
 from shared.stopping import RULES, make_rule
 from shared.threads import thread_limits
 
-from eit.conductivity import make_prior
+from eit.conductivity import HEADS, make_prior
 from eit.physics import EITPhysics
 from eit.result import conductivity_result
 from eit.tv import LogContrastTV, MeshTV
 
-__all__ = ["NeuralEIT", "NEURAL_DEFAULTS", "TUNED_LR", "DEFAULT_MEMBERS", "NETS"]
+__all__ = ["NeuralEIT", "NEURAL_DEFAULTS", "TUNED_LR", "DEFAULT_MEMBERS", "DEFAULT_HEAD", "NETS"]
 
 #: the neural priors
 NETS = ("mlp", "conv")
@@ -54,6 +54,8 @@ NETS = ("mlp", "conv")
 TUNED_LR = {"mlp": 3e-3, "conv": 1e-2}
 #: ensemble size per prior when ``members`` is not given (see :class:`NeuralEIT`)
 DEFAULT_MEMBERS = {"mlp": 3, "conv": 1}
+#: output head per prior when ``head`` is not given (see :class:`NeuralEIT`)
+DEFAULT_HEAD = {"mlp": "log", "conv": "log"}
 
 
 def _rel_l2(sigma: Tensor, reference: Tensor) -> float:
@@ -73,6 +75,11 @@ class NeuralEIT(Reconstructor):
         ``None``: :data:`DEFAULT_MEMBERS` of the network (3 for ``mlp``: on the simulated
         tuning split, 35 cases at levels 1-7, the mean KTC score rose from 0.585 to 0.612 and
         rose at every level, for 2.6x the time; ``benchmarks/results/eit_settings_ensemble.json``).
+    head: the MLP's output head (:class:`eit.conductivity.MLPConductivity`): ``"log"`` (the
+        output is the log-contrast) or ``"phase"`` (three soft phases, water, resistive and
+        conductive, with fitted values; ``phase_contrast`` in ``net_options`` is their start);
+        ``None``: :data:`DEFAULT_HEAD` of the network.  ``phase_lr``: the Adam step of the
+        phase values (``None``: ``lr``).
     iterations, lr: Adam steps and step size.
     tv_weight, tv_eps: weight and smoothing of the TV of the log-contrast (0: no TV).
     stop: stopping rule; ``tau`` (discrepancy), ``plateau_window``, ``plateau_tol`` (plateau).
@@ -87,7 +94,7 @@ class NeuralEIT(Reconstructor):
                  tv_eps: float = 1e-2, stop: str = "plateau", tau: float = 1.0, plateau_window: int = 50,
                  plateau_tol: float = 0.02, seed: int = 0, device: str | None = None,
                  progress: bool | str = False, net_options: dict | None = None, blas_threads: int | None = 1,
-                 members: int | None = None) -> None:
+                 members: int | None = None, head: str | None = None, phase_lr: float | None = None) -> None:
         self.net = net
         self.iterations = iterations
         self.lr = lr
@@ -103,6 +110,8 @@ class NeuralEIT(Reconstructor):
         self.net_options = net_options
         self.blas_threads = blas_threads
         self.members = members
+        self.head = head
+        self.phase_lr = phase_lr
 
     @property
     def method(self) -> str:
@@ -125,6 +134,13 @@ class NeuralEIT(Reconstructor):
             raise ValueError(f"members must be an integer >= 1, got {self.members}")
         if k > 1 and self.net != "mlp":
             raise ValueError(f"an ensemble (members > 1) needs net='mlp', got net={self.net!r}")
+        head = self._head()
+        if head not in HEADS:
+            raise ValueError(f"unknown output head {head!r}; choose from {', '.join(HEADS)}")
+        if head != "log" and self.net != "mlp":
+            raise ValueError(f"the {head!r} head needs net='mlp', got net={self.net!r}")
+        if self.phase_lr is not None and not (np.isfinite(self.phase_lr) and self.phase_lr > 0):
+            raise ValueError(f"phase_lr must be a positive finite number or None, got {self.phase_lr}")
         if self.stop not in (None, "none", *RULES):
             raise ValueError(f"unknown stopping rule {self.stop!r}; choose from none, {', '.join(RULES)}")
         return self
@@ -132,16 +148,27 @@ class NeuralEIT(Reconstructor):
     def _members(self) -> int:
         return DEFAULT_MEMBERS.get(self.net, 1) if self.members is None else self.members
 
+    def _head(self) -> str:
+        return DEFAULT_HEAD.get(self.net, "log") if self.head is None else self.head
+
     def _rule(self, y: Tensor, noise: Tensor):
         settings = {"plateau": dict(window=self.plateau_window, tol=self.plateau_tol),
                     "discrepancy": dict(y=y, noise_std=noise, tau=self.tau)}
         return make_rule(self.stop, **settings.get(self.stop, {}))
+
+    def _optimiser(self, net) -> Optimiser:
+        groups = {}
+        if self.phase_lr is not None and getattr(net, "head", "log") == "phase":
+            groups = {"phase_log_values": {"lr": float(self.phase_lr)}}
+        return Optimiser(lr=self.lr, iterations=self.iterations, groups=groups)
 
     def reconstruct(self, problem) -> Result:
         """Fit the network to ``problem`` (an :class:`eit.problem.EITProblem`)."""
         self.validate()
         k = self._members()
         options = dict(self.net_options or {}, **({"members": k} if k > 1 else {}))
+        if self.net == "mlp":
+            options.setdefault("head", self._head())
         net, z = make_prior(self.net, problem, seed=self.seed, **options)
         y = torch.as_tensor(problem.y, dtype=torch.float64)  # NaN where not used
         noise = torch.as_tensor(problem.noise, dtype=torch.float64)
@@ -153,7 +180,7 @@ class NeuralEIT(Reconstructor):
         if problem.sigma_true is not None:
             tracking = Tracking({"rel_l2": _rel_l2}, torch.as_tensor(problem.sigma_true, dtype=torch.float64), every=10)
         with thread_limits(blas=self.blas_threads):
-            result = fit(net, z, objective, optimiser=Optimiser(lr=self.lr, iterations=self.iterations),
+            result = fit(net, z, objective, optimiser=self._optimiser(net),
                          stopping=self._rule(y, noise), tracking=tracking, seed=self.seed, device=self.device,
                          progress=self.progress)
         sigma = result.output.detach().cpu().numpy().astype(np.float64)
