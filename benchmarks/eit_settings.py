@@ -41,6 +41,10 @@ VARIANTS = {
     "neural-phase5-lr0.03": ("neural", {"net_options": {"head": "phase", "phase_contrast": 5.0}, "phase_lr": 3e-2}),
     "neural-phase2-lr0.03": ("neural", {"net_options": {"head": "phase", "phase_contrast": 2.0}, "phase_lr": 3e-2}),
     "neural-phase5-ens5": ("neural", {"net_options": {"head": "phase", "phase_contrast": 5.0}, "members": 5}),
+    "neural-seed1": ("neural", {"head": "log", "seed": 1}),
+    "neural-seed2": ("neural", {"head": "log", "seed": 2}),
+    "neural-phase5-seed1": ("neural", {"net_options": {"head": "phase", "phase_contrast": 5.0}, "seed": 1}),
+    "neural-phase5-seed2": ("neural", {"net_options": {"head": "phase", "phase_contrast": 5.0}, "seed": 2}),
     "onestep": ("onestep", {}),
 }
 

@@ -86,10 +86,17 @@ def test_phase_head_starts_from_water_and_yields_its_phase_values(phantom_proble
         net.mlp.weights[-1].normal_()
         net.phase_log_values[1] += 0.3
     np.testing.assert_allclose(net.member(1)(x).detach().numpy(), net(x)[1].detach().numpy(), rtol=1e-5)
-    rec = NeuralEIT(iterations=15, members=1, net_options={"head": "phase"}).reconstruct(p)
+    rec = NeuralEIT(iterations=15, members=1, head="phase", lr=3e-3, phase_lr=0.05,
+                    net_options={"phase_contrast": 2.0}).reconstruct(p)
     assert rec.metrics["chi2"] < conductivity_chi2_of_water(p)
+    moved = (rec.fit.model.phase_log_values.detach() - np.log(2.0)).abs().max()
+    assert moved > 15 * 3e-3  # the values took their own, larger Adam step
     with pytest.raises(ValueError, match="output head"):
         MLPConductivity(p.sigma_bg, p.radius, head="levelset")
+    with pytest.raises(ValueError, match="needs net='mlp'"):
+        NeuralEIT(net="conv", head="phase").validate()
+    with pytest.raises(ValueError, match="phase_lr"):
+        NeuralEIT(phase_lr=-1.0).validate()
 
 
 def conductivity_chi2_of_water(p) -> float:
