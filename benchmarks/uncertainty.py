@@ -69,6 +69,10 @@ DENOISE_TEST = ("chelsea", "rocket", "coins", "F16", "barbara", "zebra", "snail"
 CT_VALIDATION = tuple(range(1000, 1005))
 CT_TEST = tuple(range(2000, 2020)) + ("shepp",)
 EIT_SEED = 777
+#: the output head of the EIT fits: the log-contrast head the recorded results were measured
+#: with (the three-phase head became the CLI's default afterwards; its calibration is not
+#: measured by this benchmark)
+EIT_HEAD = "log"
 EIT_VALIDATION = ((1, 0), (4, 0), (7, 0))
 EIT_TEST = tuple((lv, i) for lv in range(1, 8) for i in (1, 2, 3))[:20]
 GEO_VALIDATION = ("blob", "block_with_bore")
@@ -194,7 +198,7 @@ def eit_instance(key: tuple[int, int], variants: list[str]) -> dict:
     truth = np.asarray(problem.sigma_true, dtype=np.float64).reshape(-1)
     areas = np.asarray(problem.model.cell_areas, dtype=np.float64)
     t0 = time.perf_counter()
-    result = make_reconstructor("neural", members=1).reconstruct(problem)
+    result = make_reconstructor("neural", members=1, head=EIT_HEAD).reconstruct(problem)
     fit_s = time.perf_counter() - t0
     sigma = np.asarray(result.arrays["sigma"], dtype=np.float64).reshape(-1)
     rows = {}
@@ -204,11 +208,11 @@ def eit_instance(key: tuple[int, int], variants: list[str]) -> dict:
         rows[name] = score(sigma - truth, u.arrays["std"], fit_s + time.perf_counter() - t0, weights_note="cells")
     lin_s = max(r["time_s"] for r in rows.values())
     t0 = time.perf_counter()
-    ens = make_reconstructor("neural", members=MEMBERS).reconstruct(problem)
+    ens = make_reconstructor("neural", members=MEMBERS, head=EIT_HEAD).reconstruct(problem)
     t5 = time.perf_counter() - t0
     k_eq = equal_time_members(lin_s, t5 / MEMBERS, 16)
     t0 = time.perf_counter()
-    eq = make_reconstructor("neural", members=k_eq).reconstruct(problem)
+    eq = make_reconstructor("neural", members=k_eq, head=EIT_HEAD).reconstruct(problem)
     t_eq = time.perf_counter() - t0
     for name, res, secs, k in ((f"ensemble{MEMBERS}", ens, t5, MEMBERS), ("ensemble_equal_time", eq, t_eq, k_eq)):
         members = res.fit.output.detach().double().cpu().numpy().reshape(k, -1)
@@ -455,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chosen on validation: {chosen}", flush=True)
         records = val + run_all([j for j in all_jobs if j[2] == "test"], chosen, args.workers)
         result = {"tasks": summaries(records, chosen, args.tasks), "variants": VARIANTS,
-                  "reference_variant": REFERENCE, "members": MEMBERS, "ks": KS,
+                  "reference_variant": REFERENCE, "members": MEMBERS, "ks": KS, "eit_head": EIT_HEAD,
                   "selection": "highest mean Gaussian test log-likelihood on the validation instances",
                   "records": records, "errors": [f"{r['task']} {r['instance']}: {r['error']}" for r in records
                                                  if "error" in r],
