@@ -45,6 +45,7 @@ VARIANTS = {
     "neural-seed2": ("neural", {"head": "log", "seed": 2}),
     "neural-phase5-seed1": ("neural", {"net_options": {"head": "phase", "phase_contrast": 5.0}, "seed": 1}),
     "neural-phase5-seed2": ("neural", {"net_options": {"head": "phase", "phase_contrast": 5.0}, "seed": 2}),
+    "neural-true-contact": ("neural", {"contact": "true"}),
     "onestep": ("onestep", {}),
 }
 

@@ -88,6 +88,21 @@ def _init_worker(inj, mpat, mesh_size: str, single_thread: bool = False) -> None
     _WORKER["sim"] = SetSimulator(inj, mpat)
 
 
+def _case_problem(case, data: str, contact: str):
+    """The case on the worker's inversion model; ``contact="true"`` puts the case's own contact
+    impedances into that model (an oracle: the most a joint estimation of them could give)."""
+    model = _WORKER["model"]
+    if contact == "assumed":
+        return _WORKER["sim"].problem(case, model, data=data)
+    if contact != "true":
+        raise ValueError(f"contact must be 'assumed' or 'true', got {contact!r}")
+    from eit.forward import CEM
+
+    # A model of its own: the shared one keeps the assumed impedances for the other variants.
+    oracle = CEM(model.eit_mesh, currents=model.currents, patterns=model.patterns, z=np.asarray(case.z))
+    return _WORKER["sim"].problem(case, oracle, data=data)
+
+
 def _run_case(job) -> list[dict]:
     case, variants = job
     from eit.methods import make_reconstructor
@@ -98,9 +113,10 @@ def _run_case(job) -> list[dict]:
     for label, name, settings in variants:
         settings = dict(settings)
         data = settings.pop("data", "difference")
-        if data not in problems:
-            problems[data] = _WORKER["sim"].problem(case, _WORKER["model"], data=data)
-        problem = problems[data]
+        contact = settings.pop("contact", "assumed")
+        if (data, contact) not in problems:
+            problems[data, contact] = _case_problem(case, data, contact)
+        problem = problems[data, contact]
         result = make_reconstructor(name, **settings).reconstruct(problem)
         r = record(problem, label, result, keep=False)
         if name == "neural":  # the segmentation rule, studied on the same fit
@@ -115,7 +131,8 @@ def evaluate_simulated(cases, methods: Sequence = ("neural", "onestep", "gn", "g
                        mesh_size: str = "1500", workers: int = 1, log=print) -> list[dict]:
     """Records (as :func:`evaluate_ktc`, ``target`` = the case name) of every method on every
     case of :func:`eit.simulated_set.simulated_set`; ``methods``: names or ``(label, name,
-    settings)`` triples (``settings["data"]``: ``"absolute"`` fits the absolute data);
+    settings)`` triples (``settings["data"]``: ``"absolute"`` fits the absolute data;
+    ``settings["contact"]``: ``"true"`` inverts with the case's true contact impedances);
     ``inj``/``mpat``: the patterns (default :func:`eit.patterns.synthetic_patterns`).
     With ``workers > 1`` the cases run on that many processes, each with one BLAS thread."""
     from eit.patterns import synthetic_patterns
