@@ -100,3 +100,15 @@ def test_a_simulated_case_becomes_a_ktc_like_problem():
     shift = np.abs(tank.eit_mesh.electrode_arcs.mean(1) - arcs.mean(1))
     assert 1e-4 < shift.max() < 0.03  # rad: moved, by about the stated 0.005 rad
     assert tank.n_sigma > 2 * model.n_sigma  # simulated on a finer mesh
+    # the contact-impedance oracle of the setting study: the case's own z in a model of its own
+    from eit import evaluate
+
+    evaluate._WORKER.update(model=model, sim=sim)
+    try:
+        oracle = evaluate._case_problem(case, "difference", "true")
+        np.testing.assert_allclose(oracle.model.z, case.z)
+        assert np.all(model.z == 1e-6) and not np.allclose(oracle.y[p.mask], p.y[p.mask])
+        with pytest.raises(ValueError, match="contact must be"):
+            evaluate._case_problem(case, "difference", "measured")
+    finally:
+        evaluate._WORKER.clear()
