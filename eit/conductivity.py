@@ -49,10 +49,12 @@ class _Positive(nn.Module):
         self.sigma_bg = float(sigma_bg)
         self.s_max = float(s_max)
 
+    def clamp(self, s: Tensor) -> Tensor:
+        """The log-contrast within ``+-s_max``: a smooth clamp (tanh) keeps gradients alive near the bound."""
+        return self.s_max * torch.tanh(s / self.s_max)
+
     def to_sigma(self, s: Tensor) -> Tensor:
-        # A smooth clamp (tanh) keeps gradients alive near the bound.
-        s = self.s_max * torch.tanh(s / self.s_max)
-        return self.sigma_bg * torch.exp(s.to(torch.float64))
+        return self.sigma_bg * torch.exp(self.clamp(s).to(torch.float64))
 
 
 class MLPConductivity(_Positive):
@@ -118,8 +120,7 @@ class MLPConductivity(_Positive):
         the smooth clamp), ``(2,)`` or ``(K, 2)`` for an ensemble; for ``head="phase"``."""
         if self.head != "phase":
             raise ValueError("phase_values() is for head='phase'")
-        v = torch.exp(self.phase_log_values.detach()).reshape(-1, 2) * torch.tensor([-1.0, 1.0])
-        v = self.s_max * torch.tanh(v / self.s_max)
+        v = self.clamp(torch.exp(self.phase_log_values.detach().cpu()).reshape(-1, 2) * torch.tensor([-1.0, 1.0]))
         return v[0] if self.members == 1 else v
 
     def log_contrast(self, x: Tensor) -> Tensor:
