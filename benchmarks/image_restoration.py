@@ -2,8 +2,10 @@
 
 Every case builds its measurement once with the front end's ``*_problem`` builder
 (:mod:`shared.image.tasks`); the DIP (:class:`shared.image.DeepImagePrior` with the CLI
-defaults of the task: light ``skip`` net, its lr / input noise / averaging, ES-WMV with
-patience 300, seed 0, the task's iteration cap) and the baselines of
+defaults of the task: light ``skip`` net, seed 0; for denoising the SURE loss on the noisy
+image with the known sigma, 350 cosine-decayed steps and no early stopping; for the other
+tasks the classic DIP with its lr / input noise / averaging, ES-WMV with patience 300 and
+the task's iteration cap; ``--dip-loss mse`` runs the classic DIP for denoising too) and the baselines of
 :mod:`shared.image.baselines` then restore that same measurement in the same process.
 Only validation images are used (``../shared/data/images`` and scikit-image's bundled
 photographs); no test set is involved, and the baselines' free parameters are chosen
@@ -58,7 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from shared.image import (NETS, TASK_DEFAULTS, DeepImagePrior, Problem, centre_crop, deblur_problem,
+from shared.image import (NETS, DeepImagePrior, Problem, centre_crop, deblur_problem,
                           denoise_problem, inpaint_problem, read_image, read_mask, resize, superres_problem,
                           to_tensor, validate_array)
 from shared.image import baselines as B
@@ -395,10 +397,10 @@ def settings_record(args: argparse.Namespace, dip_cap: int | None) -> dict[str, 
         "tasks": args.tasks, "dip_tasks": args.dip_tasks, "images_per_task": args.images,
         "dip_images_per_task": args.dip_images, "quick": args.quick, "seed": SEED,
         "crop": QUICK_CROP if args.quick else CROP,
-        "dip": {"net": NET, "net_description": NETS[NET].description, "stop": "eswmv", "patience": 300,
-                "window": 100, "iterations_cap": dip_cap,
-                "iterations_per_task": {t: min(TASK_DEFAULTS[FRONT_END_TASK[t]]["iterations"], dip_cap or 10**9)
-                                        for t in TASKS}, "device": args.device},
+        "dip": {"net": NET, "net_description": NETS[NET].description, "loss": args.dip_loss,
+                "stop": "auto (none with the SURE loss, else ES-WMV)", "patience": 300, "window": 100,
+                "iterations_cap": dip_cap,
+                "per_task": {t: _dip_settings(t, args, dip_cap) for t in TASKS}, "device": args.device},
         "images": {"denoise/deblur": COLOUR_IMAGES, "superres": list(SET5), "inpaint": INPAINT},
         "denoise": {"sigmas_255": list(SIGMAS), "noisy_clipped_to_0_1": True,
                     "cbm3d": "bm3d.bm3d_rgb (grey: bm3d.bm3d), known sigma, profile 'np'",
@@ -454,6 +456,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help=f"smoke run: {QUICK_CROP}-pixel images, 1 image per task, {QUICK_ITERATIONS} DIP iterations, "
                    "written to image_restoration_quick.json")
     p.add_argument("--device", default="cpu", help="torch device of the DIP (default: cpu)")
+    p.add_argument("--dip-loss", choices=("auto", "mse"), default="auto",
+                   help="the DIP's denoising loss: auto = the CLI's default (SURE), mse = the classic DIP with "
+                   "ES-WMV (default: auto)")
     p.add_argument("--out", type=Path, default=None,
                    help="JSON path (default: results/image_restoration.json for the complete run, "
                    "_partial.json for a subset, _quick.json for --quick); the figure is written beside it")
@@ -474,16 +479,27 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def make_dip(task: str, args: argparse.Namespace, dip_cap: int | None) -> DeepImagePrior:
+    """The CLI's defaults for ``task`` (net, loss, lr, schedule, averaging, stopping, seed 0),
+    with ``--dip-loss`` and the iterations capped at ``dip_cap``."""
+    dip = DeepImagePrior(net=NET, loss=args.dip_loss if FRONT_END_TASK[task] == "denoise" else "auto",
+                         patience=300, seed=SEED, device=args.device)
+    dip.iterations = min(dip.settings(FRONT_END_TASK[task])["iterations"], dip_cap or 10**9)
+    return dip
+
+
+def _dip_settings(task: str, args: argparse.Namespace, dip_cap: int | None) -> dict[str, Any]:
+    s = make_dip(task, args, dip_cap).settings(FRONT_END_TASK[task])
+    return {k: s[k] for k in ("loss", "iterations", "lr", "schedule", "input_noise", "average", "stop")}
+
+
 def run_task(task: str, args: argparse.Namespace, dip_cap: int | None) -> dict[str, Any]:
     """Every case of ``task``: baselines on all of them, the DIP on those ``--dip-*`` select; the summary."""
     cases = build_cases(task, args.images, args.quick)
-    cap = min(TASK_DEFAULTS[FRONT_END_TASK[task]]["iterations"], dip_cap or 10**9)
     records = []
     for i, case in enumerate(cases):
         with_dip = task in args.dip_tasks and (args.dip_images is None or i < args.dip_images)
-        # The CLI's defaults (net, lr, input noise, averaging, ES-WMV, patience 300, seed 0), capped iterations.
-        dip = DeepImagePrior(net=NET, iterations=cap, stop="eswmv", patience=300, seed=SEED,
-                             device=args.device) if with_dip else None
+        dip = make_dip(task, args, dip_cap) if with_dip else None
         rec = run_case(case, dip, progress=not args.quiet)
         records.append(rec)
         d = rec["methods"].get("dip")

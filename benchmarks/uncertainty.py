@@ -158,8 +158,8 @@ def image_instance(task: str, key, variants: list[str]) -> dict:
     for s in range(MEMBERS):
         t0 = time.perf_counter()
         if task == "denoise":
-            fit = DeepImagePrior(net="skip", iterations=300, stop="none", input_noise=0.0, average=None,
-                                 seed=s).reconstruct(problem).fit
+            fit = DeepImagePrior(net="skip", loss="mse", iterations=300, stop="none", input_noise=0.0,
+                                 average=None, seed=s).reconstruct(problem).fit
         else:
             fit = finetune(problem.y, problem.forward, problem.observation, input="fbp", iterations=600, lr=5e-3,
                            seed=s).result

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Each minimises mean((f_theta(z) - y)^2) by Adam with the network's own step size, input
     # perturbation and averaging; ES-WMV (windowed variance of the outputs) selects the output.
     for net in ("skip", "decoder"):
-        dip = DeepImagePrior(net=net, iterations=args.iterations, stop="eswmv", patience=args.patience,
+        dip = DeepImagePrior(net=net, loss="mse", iterations=args.iterations, stop="eswmv", patience=args.patience,
                              seed=args.seed, progress=False if args.quiet else net)
         rec = dip.reconstruct(problem)
         m = rec.metrics

@@ -48,7 +48,7 @@ def fitted_problem(task: str, iterations: int):
         x = resize(torch.as_tensor(camera(), dtype=torch.float32)[None, None] / 255, (64, 64))
         problem = denoise_problem(x, multiple=16, sigma=0.1, simulate=True, seed=0)
         # The light skip U-Net on fixed noise, plain Adam: mean((f_theta(z) - y)^2).
-        dip = DeepImagePrior(net="skip", iterations=iterations, stop="none", input_noise=0.0, average=None,
+        dip = DeepImagePrior(net="skip", loss="mse", iterations=iterations, stop="none", input_noise=0.0, average=None,
                              progress=f"{task} fit")
         return problem, dip.reconstruct(problem).fit
     # ## Sparse-view CT: A = R (parallel-beam Radon transform, 30 angles), y = R x + n

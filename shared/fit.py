@@ -22,7 +22,10 @@ output) can be stopped member by member (:class:`shared.stopping.MemberStoppingR
 frozen members keep their parameters while the others train on.  Data terms and
 regularisers with a ``begin_step(step)`` method are told the step before it starts, so
 their schedules (re-matching, annealing) follow the optimiser's steps, also under L-BFGS,
-which evaluates the objective several times per step.
+which evaluates the objective several times per step.  A data term with a ``probe``
+method (:class:`shared.sure.MonteCarloSURE`) is *probed*: the network, whose input is then
+the measurement, is evaluated on ``[z, z + eps b]`` in one pass and the term gets both
+outputs (Stein's unbiased risk estimate for denoising, which needs no early stopping).
 
 Example::
 
@@ -75,13 +78,18 @@ class Objective:
         """``A(x)``."""
         return x if self.physics is None else self.physics(x)
 
-    def terms(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """``(A(x), D, sum_k w_k R_k)`` with the data term over the entries where ``mask``."""
+    def terms(self, x: Tensor, mask: Tensor | None,
+              probe: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(A(x), D, sum_k w_k R_k)`` with the data term over the entries where ``mask``.
+
+        ``probe``: ``(x_probe, b)`` for a probed data term (:class:`shared.sure.MonteCarloSURE`):
+        the output at the input ``z + eps b`` and the probe ``b``, passed on to ``D``.
+        """
         pred = self.predict(x)
-        if self.y is None:
-            d = self.data(pred)
-        else:
-            d = self.data(pred, self.y) if mask is None else self.data(pred, self.y, mask=mask)
+        kwargs: dict[str, Any] = {} if mask is None else {"mask": mask}
+        if probe is not None:
+            kwargs["probe"] = probe
+        d = self.data(pred) if self.y is None else self.data(pred, self.y, **kwargs)
         r = sum((w * reg(x) for w, reg in self.regularisers.values()), torch.zeros((), device=d.device))
         return pred, d, r
 
@@ -451,6 +459,7 @@ class _Loop:
         self.last_good = _snapshot(model)
         self.previous = self.last_good  # the state before the latest step (its output's parameters)
         self.hold: _MemberHold | None = None  # frozen members of a per-member stopping rule
+        self.probed = _check_probed(objective, z)
 
     def step(self, it: int) -> StepRecord | None:
         """Run step ``it``; its record, or None (parameters rolled back) when the loss is not finite."""
@@ -459,8 +468,12 @@ class _Loop:
 
         def closure() -> Tensor:
             self.opt.zero_grad(set_to_none=True)
-            out = _evaluate(self.model, _perturb(self.z, self.smoothing.input_noise, self.noise), self.model_kwargs)
-            pred, d, r = self.objective.terms(out, self.mask)
+            z = _perturb(self.z, self.smoothing.input_noise, self.noise)
+            if self.probed:
+                out, probe = _probed_evaluate(self.model, z, self.objective.data, self.noise, self.model_kwargs)
+            else:
+                out, probe = _evaluate(self.model, z, self.model_kwargs), None
+            pred, d, r = self.objective.terms(out, self.mask, probe=probe)
             loss = d + r
             loss.backward()
             if self.hold is not None:
@@ -490,6 +503,36 @@ class _Loop:
         return StepRecord(iteration=it, output=self.averaged if self.averaged is not None else out,
                           prediction=state["pred"], loss=loss, data=float(state["data"]), heldout=heldout,
                           raw_output=out, reg=float(state["reg"]))
+
+
+def _check_probed(objective: Objective, z: Any) -> bool:
+    """True for a data term with a ``probe`` method (SURE); refuse what it cannot work with.
+
+    A probed term differentiates the output with respect to the network's input, which must
+    therefore be the measurement itself: a tensor of ``y``'s shape, with no physics between.
+    """
+    if not callable(getattr(objective.data, "probe", None)):
+        return False
+    if objective.physics is not None:
+        raise ValueError("a probed data term (SURE) is for denoising: it needs physics=None (the identity)")
+    if not isinstance(z, Tensor) or objective.y is None or z.shape != objective.y.shape:
+        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+        raise ValueError("a probed data term (SURE) needs the network input z to be the noisy measurement y: "
+                         f"got z {shape} for y {None if objective.y is None else tuple(objective.y.shape)}")
+    return True
+
+
+def _probed_evaluate(model: nn.Module, z: Tensor, data: Any, generator: torch.Generator | None,
+                     model_kwargs: Mapping[str, Any]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """``f(z)`` and the probe ``(f(z + eps b), b)`` from one pass over the stacked batch ``[z, z + eps b]``.
+
+    One pass halves the per-layer overhead of two; batch-norm statistics are then taken over
+    both halves (they differ by ``eps b``, a hundredth of the noise).
+    """
+    z_probe, b = data.probe(z, generator)
+    both = _evaluate(model, torch.cat([z, z_probe]), model_kwargs)
+    out, out_probe = both.split(z.shape[0])
+    return out, (out_probe, b)
 
 
 class _MemberHold:

@@ -28,9 +28,10 @@ def noisy_camera():
 
 
 def test_small_denoising_run_with_es_wmv_stops_itself_and_beats_the_noisy_input_by_3_db(noisy_camera):
-    """The default pipeline (light skip net, averaging, ES-WMV on the raw outputs)."""
+    """The classic DIP pipeline (light skip net, averaging, ES-WMV on the raw outputs)."""
     clean, problem = noisy_camera
-    rec = DeepImagePrior(net="skip", iterations=1500, stop="eswmv", patience=100, seed=0).reconstruct(problem)
+    dip = DeepImagePrior(net="skip", loss="mse", iterations=1500, stop="eswmv", patience=100, seed=0)
+    rec = dip.reconstruct(problem)
     m = rec.metrics
     noisy_psnr = m["psnr_noisy_input"]
     assert 19.5 < noisy_psnr < 22
@@ -44,7 +45,8 @@ def test_small_denoising_run_with_es_wmv_stops_itself_and_beats_the_noisy_input_
 
 def test_heldout_rule_stops_a_real_fit_and_keeps_a_good_output(noisy_camera):
     clean, problem = noisy_camera
-    rec = DeepImagePrior(net="skip", iterations=1500, stop="heldout", patience=100, seed=0).reconstruct(problem)
+    dip = DeepImagePrior(net="skip", loss="mse", iterations=1500, stop="heldout", patience=100, seed=0)
+    rec = dip.reconstruct(problem)
     m = rec.metrics
     assert m["stopped_by"] == "stopping" and m["iterations_run"] < 1500
     assert m["iterations_run"] - m["selected_iteration"] == 100
@@ -149,7 +151,7 @@ def test_deep_image_prior_settings_and_result_contract():
         DeepImagePrior(stop="sometimes").check()
     x = _camera(32)
     problem = denoise_problem(x, multiple=16, sigma=0.1, simulate=True)
-    rec = DeepImagePrior(iterations=3, stop="none").reconstruct(problem)
+    rec = DeepImagePrior(loss="mse", iterations=3, stop="none").reconstruct(problem)
     assert set(rec.arrays) == {"output", "result"} and rec.fit.stop_iteration == 3
     assert rec.fit.objective.physics is None  # A = I: the engine's identity
     assert rec.file_names() == ["result.png", "comparison.png", "curves.png", "metrics.json"]
@@ -161,4 +163,5 @@ def test_image_help_shows_each_default_once(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text and "(default: False)" not in text
     assert text.count("(default: the network's, 0.01)") == 1
-    assert text.count("(default: skip)") == 1 and text.count("(default: 1800)") == 1
+    assert text.count("(default: skip)") == 1
+    assert text.count("(default: 1800; 350 with the SURE loss)") == 1 and text.count("(default: auto)") == 2

@@ -16,7 +16,8 @@ to stdout.
 
 Examples::
 
-    untrained image denoise noisy.png --out out/
+    untrained image denoise noisy.png --out out/                    # SURE, noise level estimated
+    untrained image denoise noisy.png --sigma 25 --out out/         # SURE, known noise level
     untrained image denoise clean.png --simulate --sigma 25 --out out/
     untrained image inpaint kate.png --mask kate_mask.png --out out/
     untrained image superres small.png --scale 4 --out out/
@@ -63,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
-    from shared.image.dip import STOPPING
-    from shared.image.tasks import NETS, TASK_DEFAULTS
+    from shared.image.dip import LOSSES, STOPPING
+    from shared.image.tasks import NETS, SURE_DEFAULTS, TASK_DEFAULTS
 
     D = " (default: %(default)s)"
     simulated_only = task in ("cs", "ct")
@@ -76,8 +77,17 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
         g.add_argument("--mask", type=Path, help="mask image of INPUT's size: white = known pixel, black = missing")
         g.add_argument("--fraction", type=number(float, 0, 1, low_open=True, high_open=True),
                        help="keep a random fraction of the pixels, in (0, 1)")
-    if task in ("denoise", "deblur"):
-        p.add_argument("--sigma", type=number(float, 0), default=25.0 if task == "denoise" else 2.0,
+    if task == "denoise":
+        p.add_argument("--sigma", type=number(float, 0), default=None,
+                       help="noise std of INPUT in 0-255 units: with --simulate the noise added (default 25), "
+                       "else the known noise level the SURE loss and --uncertainty use (default: estimated "
+                       "from the image)")
+        p.add_argument("--loss", choices=LOSSES, default="auto",
+                       help="sure = the network maps the noisy image to its estimate and minimises Stein's "
+                       "unbiased risk estimate (no early stopping needed); mse = the classic DIP from random "
+                       "noise with early stopping; auto = sure" + D)
+    if task == "deblur":
+        p.add_argument("--sigma", type=number(float, 0), default=2.0,
                        help="noise std in 0-255 units added with --simulate (and the noise level of "
                        "--uncertainty)" + D)
     if task == "superres":
@@ -117,13 +127,16 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
                        "result) or central crop" + D)
     p.add_argument("--net", choices=tuple(NETS), default="skip",
                    help="prior network: " + "; ".join(f"{k} = {v.description}" for k, v in NETS.items()) + D)
-    p.add_argument("--iterations", type=number(int, 1), default=TASK_DEFAULTS[task]["iterations"],
-                   help="maximum number of iterations (early stopping usually ends sooner)" + D)
+    sure_note = f"; {SURE_DEFAULTS['iterations']} with the SURE loss" if task == "denoise" else ""
+    p.add_argument("--iterations", type=number(int, 1), default=None,
+                   help="maximum number of iterations; early stopping usually ends sooner (default: "
+                   f"{TASK_DEFAULTS[task]['iterations']}{sure_note})")
     p.add_argument("--lr", type=number(float, 0, low_open=True), default=None,
                    help="Adam learning rate (default: the network's, 0.01)")
-    p.add_argument("--stop", choices=STOPPING, default="eswmv",
+    p.add_argument("--stop", choices=STOPPING, default="auto",
                    help="automatic early stopping: ES-WMV (output variance), held-out 10%% of the "
-                   "measurements, or none (run all iterations, return the averaged output)" + D)
+                   "measurements, or none (run all iterations, return the averaged output); auto = none "
+                   "with the SURE loss, else eswmv" + D)
     p.add_argument("--patience", type=number(int, 1), default=300,
                    help="iterations without improvement before stopping" + D)
     p.add_argument("--uncertainty", action="store_true",
@@ -157,7 +170,8 @@ def build_problem(args: argparse.Namespace, multiple: int):
     mode = getattr(args, "size_mode", "pad")
     if task == "denoise":
         _positive("sigma", args.sigma, strict=False)
-        return T.denoise_problem(image, multiple=multiple, sigma=args.sigma / 255, simulate=simulate,
+        sigma = 25.0 if args.sigma is None else args.sigma
+        return T.denoise_problem(image, multiple=multiple, sigma=sigma / 255, simulate=simulate,
                                  reference=reference, size_mode=mode, seed=args.seed)
     if task == "inpaint":
         mask = read_mask(args.mask, tuple(image.shape[-2:]), max_pixels=cap) if args.mask is not None else None
@@ -204,7 +218,9 @@ def run(args: argparse.Namespace) -> int:
         return run_generative(args)
     if getattr(args, "generator", None) is not None:
         raise InputError("--generator is used by --prior csgm, iagan or latent; the default --prior dip needs none")
-    dip = DeepImagePrior(net=args.net, iterations=args.iterations, lr=args.lr, stop=args.stop,
+    given_sigma = args.sigma / 255 if args.task == "denoise" and args.sigma and not args.simulate else None
+    dip = DeepImagePrior(net=args.net, loss=getattr(args, "loss", "mse"), sigma=given_sigma,
+                         iterations=args.iterations, lr=args.lr, stop=args.stop,
                          patience=args.patience, seed=args.seed, device=args.device,
                          progress=False if args.quiet else f"{args.task} ({args.net})").check()
     inputs = [args.input, getattr(args, "mask", None), getattr(args, "reference", None)]
@@ -213,11 +229,19 @@ def run(args: argparse.Namespace) -> int:
     out = runner.open()
     for msg in problem.messages:
         runner.say(f"note: {msg}")
+    try:
+        dip.resolved_loss(problem.task)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    if dip.settings(problem.task)["loss"] == "sure":
+        sigma, source = dip.noise_level(problem)
+        if source == "estimated":
+            runner.say(f"note: noise std estimated from the image: {sigma * 255:.3g}/255 (give --sigma to set it)")
     result = dip.reconstruct(problem)
     result.info["inputs"] = [str(p) for p in runner.inputs]
     runner.write(result)
     if args.uncertainty:
-        sigma = getattr(args, "sigma", None)
+        sigma = result.config.get("sigma_255", getattr(args, "sigma", None))
         noise_std = known_noise_std(problem, sigma=None if sigma is None else sigma / 255,
                                     noise=getattr(args, "noise", None))
         unc = image_uncertainty(result, problem, noise_std=noise_std, rank=args.uncertainty_rank,

@@ -28,18 +28,27 @@ from typing import Any, Callable, Iterable
 
 from torch import Tensor
 
+import math
+
 from shared.fit import FitResult, Objective, Optimiser, Smoothing, Tracking, fit
-from shared.image.tasks import NETS, TASK_DEFAULTS, Problem, baseline_key, make_network
+from shared.image.tasks import NETS, SURE_DEFAULTS, TASK_DEFAULTS, Problem, baseline_key, make_network
+from shared.losses import mse_loss
 from shared.metrics import psnr, ssim
 from shared.physics import IdentityPhysics, Physics
 from shared.reconstructor import Reconstructor
 from shared.result import Result
 from shared.stopping import StepRecord, StoppingRule, make_rule
+from shared.sure import MonteCarloSURE, estimate_noise_std
 
-__all__ = ["DeepImagePrior", "STOPPING", "HELDOUT_FRACTION", "OUTPUT_FILES"]
+__all__ = ["DeepImagePrior", "LOSSES", "STOPPING", "HELDOUT_FRACTION", "OUTPUT_FILES"]
 
-#: stopping rules of the image front end (names of :func:`shared.stopping.make_rule`)
-STOPPING = ("eswmv", "heldout", "none")
+#: stopping rules of the image front end (names of :func:`shared.stopping.make_rule`;
+#: ``auto``: none for the SURE loss, which needs no early stopping, else ES-WMV)
+STOPPING = ("auto", "eswmv", "heldout", "none")
+#: data terms: ``mse`` (the DIP: fixed random input, early stopping) and ``sure`` (denoising
+#: only: the network's input is the noisy image, Stein's unbiased risk estimate as the loss);
+#: ``auto``: ``sure`` for denoising, ``mse`` for every other task
+LOSSES = ("auto", "mse", "sure")
 #: fraction of the measurements the ``heldout`` rule hides from the fit
 HELDOUT_FRACTION = 0.1
 #: every file :meth:`Result.write` creates for a DIP result
@@ -53,15 +62,25 @@ class DeepImagePrior(Reconstructor):
     ----------
     net:
         Prior network, a key of :data:`~shared.image.tasks.NETS`.
+    loss:
+        ``mse`` (the DIP objective), ``sure`` (denoising with a known or estimated noise
+        level: the network maps the noisy image to its estimate and minimises Stein's
+        unbiased risk estimate, :class:`shared.sure.MonteCarloSURE`) or ``auto`` (``sure``
+        for denoising, else ``mse``).
+    sigma:
+        Noise std of the noisy image (in [0, 1] units) for the SURE loss; ``None``: the
+        simulated noise level, else estimated from the image
+        (:func:`shared.sure.estimate_noise_std`).
     iterations:
-        Maximum number of Adam steps; ``None``: the task's default (:data:`TASK_DEFAULTS`).
+        Maximum number of Adam steps; ``None``: the task's default (:data:`TASK_DEFAULTS`;
+        :data:`SURE_DEFAULTS` for the SURE loss).
     lr, input_noise, average:
         Adam step size, input perturbation ``sigma_p`` and averaging factor ``beta``;
         ``None`` (``"default"`` for ``average``, where ``None`` switches averaging off):
-        the network's (:class:`~shared.image.tasks.NetSpec`).
+        the network's (:class:`~shared.image.tasks.NetSpec`; for SURE: no perturbation).
     stop, patience, window:
-        Stopping rule (``eswmv``, ``heldout`` or ``none``), steps without improvement
-        before it stops, ES-WMV window.
+        Stopping rule (``auto``, ``eswmv``, ``heldout`` or ``none``), steps without
+        improvement before it stops, ES-WMV window.
     seed:
         Seeds the network's initialisation, its input ``z``, the held-out split and the fit.
     device, progress, metric_every:
@@ -71,11 +90,14 @@ class DeepImagePrior(Reconstructor):
 
     method = "dip"
 
-    def __init__(self, net: str = "skip", iterations: int | None = None, lr: float | None = None,
-                 stop: str = "eswmv", patience: int = 300, window: int = 100, input_noise: float | None = None,
+    def __init__(self, net: str = "skip", loss: str = "auto", sigma: float | None = None,
+                 iterations: int | None = None, lr: float | None = None,
+                 stop: str = "auto", patience: int = 300, window: int = 100, input_noise: float | None = None,
                  average: float | None | str = "default", seed: int = 0, device: str = "cpu",
                  progress: bool | str = False, metric_every: int = 10) -> None:
         self.net = net
+        self.loss = loss
+        self.sigma = sigma
         self.iterations = iterations
         self.lr = lr
         self.stop = stop
@@ -90,42 +112,73 @@ class DeepImagePrior(Reconstructor):
 
     # ------------------------------------------------------------------ settings
     def check(self) -> DeepImagePrior:
-        """Refuse an unknown network or stopping rule (before anything is built); returns ``self``."""
+        """Refuse an unknown network, loss or stopping rule (before anything is built); returns ``self``."""
         if self.net not in NETS:
             raise ValueError(f"unknown network {self.net!r}; choose from {', '.join(NETS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
         if self.stop not in STOPPING:
             raise ValueError(f"unknown stopping rule {self.stop!r}; choose from {', '.join(STOPPING)}")
+        if self.sigma is not None and not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"sigma (the noise std for the SURE loss) must be positive, got {self.sigma}")
         return self
 
+    def resolved_loss(self, task: str) -> str:
+        """``mse`` or ``sure`` for ``task`` (``auto``: ``sure`` for denoising); SURE only denoises."""
+        loss = self.check().loss
+        if loss == "auto":
+            loss = "sure" if task == "denoise" else "mse"
+        if loss == "sure" and task != "denoise":
+            raise ValueError(f"the SURE loss is for denoising; the {task} task needs loss='mse'")
+        if loss == "sure" and self.net == "decoder":
+            raise ValueError("the SURE loss needs a network that takes the noisy image (skip, hourglass or official), "
+                             "not the deep decoder")
+        return loss
+
     def settings(self, task: str) -> dict[str, Any]:
-        """:meth:`get_params` with the task's and the network's defaults filled in."""
-        self.check()
-        spec = NETS[self.net]
+        """:meth:`get_params` with the task's, the loss's and the network's defaults filled in."""
+        spec = NETS[self.check().net]
         p = self.get_params()
-        p["iterations"] = p["iterations"] or TASK_DEFAULTS[task]["iterations"]
-        p["lr"] = spec.lr if p["lr"] is None else p["lr"]
-        p["input_noise"] = spec.input_noise if p["input_noise"] is None else p["input_noise"]
-        p["average"] = spec.average if p["average"] == "default" else p["average"]
+        p["loss"] = self.resolved_loss(task)
+        sure = p["loss"] == "sure"
+        p["iterations"] = p["iterations"] or (SURE_DEFAULTS if sure else TASK_DEFAULTS[task])["iterations"]
+        p["lr"] = (SURE_DEFAULTS["lr"] if sure else spec.lr) if p["lr"] is None else p["lr"]
+        p["input_noise"] = (0.0 if sure else spec.input_noise) if p["input_noise"] is None else p["input_noise"]
+        if p["average"] == "default":
+            p["average"] = SURE_DEFAULTS["average"] if sure else spec.average
+        p["stop"] = ("none" if sure else "eswmv") if p["stop"] == "auto" else p["stop"]
+        p["schedule"] = SURE_DEFAULTS["schedule"] if sure else "constant"
         return p
 
-    def stopping_rule(self) -> StoppingRule | None:
-        """The rule named by ``stop``, built by :func:`shared.stopping.make_rule`.
+    def stopping_rule(self, task: str = "inpaint") -> StoppingRule | None:
+        """The rule named by ``stop`` (resolved for ``task``), built by :func:`shared.stopping.make_rule`.
 
         ES-WMV tracks the raw (un-averaged) outputs: the averaged output's variance keeps
         shrinking long after the raw outputs start fitting noise (see ``ESWMV``).
         """
+        stop = self.settings(task)["stop"]
         kwargs = {"eswmv": {"window": self.window, "patience": self.patience, "source": "raw"},
-                  "heldout": {"fraction": HELDOUT_FRACTION, "patience": self.patience}}.get(self.stop, {})
-        return make_rule(self.check().stop, **kwargs)
+                  "heldout": {"fraction": HELDOUT_FRACTION, "patience": self.patience}}.get(stop, {})
+        return make_rule(stop, **kwargs)
 
     def config(self, task: str, rule: StoppingRule | None, parameters: int) -> dict[str, Any]:
         """What ``metrics.json`` records as the settings of a run (resolved defaults)."""
         p = self.settings(task)
         return {"net": p["net"], "net_description": NETS[p["net"]].description, "parameters": parameters,
-                "iterations": p["iterations"], "lr": p["lr"], "input_noise": p["input_noise"],
-                "average": p["average"], "stop": p["stop"], "patience": p["patience"] if rule is not None else None,
+                "loss": p["loss"], "iterations": p["iterations"], "lr": p["lr"], "schedule": p["schedule"],
+                "input_noise": p["input_noise"], "average": p["average"], "stop": p["stop"],
+                "patience": p["patience"] if rule is not None else None,
                 "window": p["window"] if p["stop"] == "eswmv" else None, "holdout": getattr(rule, "fraction", None),
                 "seed": p["seed"], "device": str(p["device"])}
+
+    def noise_level(self, problem: Problem) -> tuple[float, str]:
+        """``(sigma, source)`` of the SURE loss: given, simulated, or estimated from the noisy image."""
+        if self.sigma is not None:
+            return float(self.sigma), "given"
+        simulated = (problem.info or {}).get("sigma_255")
+        if simulated:
+            return simulated / 255, "simulated"
+        return max(estimate_noise_std(problem.y), 1e-4), "estimated"
 
     # ------------------------------------------------------------------ fitting
     def fit_problem(self, problem: Problem, callbacks: Iterable[Callable[[StepRecord], Any]] = (),
@@ -136,11 +189,16 @@ class DeepImagePrior(Reconstructor):
         """
         p = self.settings(problem.task)
         _, C, H, W = problem.shape
-        model, z = make_network(p["net"], C, (H, W), seed=p["seed"])
-        rule = self.stopping_rule() if stopping is None else stopping
+        sure = p["loss"] == "sure"
+        model, z = make_network(p["net"], C, (H, W), seed=p["seed"], in_channels=C if sure else None)
+        data: Any = mse_loss
+        if sure:
+            z = problem.y  # the network maps the noisy image to its estimate
+            data = MonteCarloSURE(self.noise_level(problem)[0])
+        rule = self.stopping_rule(problem.task) if stopping is None else stopping
         metrics = {"psnr": lambda x, r: psnr(x.clamp(0, 1), r)} if problem.reference is not None else {}
-        res = fit(model, z, Objective(problem.y, physics=_physics(problem.forward)),
-                  optimiser=Optimiser(lr=p["lr"], iterations=p["iterations"]),
+        res = fit(model, z, Objective(problem.y, physics=_physics(problem.forward), data=data),
+                  optimiser=Optimiser(lr=p["lr"], iterations=p["iterations"], schedule=p["schedule"]),
                   smoothing=Smoothing(input_noise=p["input_noise"], average=p["average"]), stopping=rule,
                   tracking=Tracking(metrics, reference=problem.reference, every=p["metric_every"]),
                   callbacks=callbacks, seed=p["seed"], device=p["device"], progress=p["progress"])
@@ -157,6 +215,9 @@ class DeepImagePrior(Reconstructor):
         result = problem.geometry.undo(output, scale=problem.scale)
         config = self.config(problem.task, rule, n_params)
         metrics = _metrics(problem, res, result)
+        if config["loss"] == "sure":
+            sigma, source = self.noise_level(problem)
+            config.update(sigma_255=sigma * 255, sigma_source=source)
         info = {"task": problem.task, "input_size": list(problem.geometry.original),
                 "network_size": list(problem.shape[-2:]), "result_size": list(result.shape[-2:]),
                 "size_adjustment": problem.geometry.mode, "messages": list(problem.messages),

@@ -84,7 +84,9 @@ def fit_curves(
     ax = axes[0][0]
     loss = np.asarray(history.get("loss", []), dtype=float)
     it = np.arange(1, len(loss) + 1)
-    ax.semilogy(it, loss, lw=1, label="training loss")
+    # A loss that can be negative (SURE, an unbiased estimate of the MSE) is drawn linearly.
+    plot = ax.semilogy if loss.size and bool((loss > 0).all()) else ax.plot
+    plot(it, loss, lw=1, label="training loss")
     if history.get("heldout"):
         ax.semilogy(it, np.asarray(history["heldout"], dtype=float), lw=1, label="held-out loss")
     _mark_and_label(ax, selected_iteration, f"selected ({selected_iteration + 1})" if selected_iteration is not None

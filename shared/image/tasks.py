@@ -55,6 +55,7 @@ __all__ = [
     "deblur_problem",
     "cs_problem",
     "ct_problem",
+    "SURE_DEFAULTS",
     "TASK_DEFAULTS",
     "baseline_key",
 ]
@@ -85,10 +86,13 @@ NETS: dict[str, NetSpec] = {
 }
 
 
-def make_network(name: str, out_channels: int, size: tuple[int, int], seed: int = 0) -> tuple[torch.nn.Module, Tensor]:
+def make_network(name: str, out_channels: int, size: tuple[int, int], seed: int = 0,
+                 in_channels: int | None = None) -> tuple[torch.nn.Module, Tensor | None]:
     """Build the prior ``f_theta`` and its fixed input ``z`` for an output of ``size`` = (H, W).
 
-    Parameters are initialised under ``seed``.
+    Parameters are initialised under ``seed``.  ``in_channels``: a network that takes an
+    image of that many channels instead of the DIP's noise (the SURE denoiser, whose input
+    is the noisy image); ``z`` is then None (the caller's image).
     """
     from shared import networks as N
 
@@ -100,14 +104,19 @@ def make_network(name: str, out_channels: int, size: tuple[int, int], seed: int 
         raise ValueError(f"{name} needs H, W multiples of {spec.multiple}, got {H}x{W}")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # parameter initialisation
+    if in_channels is not None and name == "decoder":
+        raise ValueError("the deep decoder takes no image input; choose skip, hourglass or official")
+    c_in = 32 if in_channels is None else in_channels
     if name in ("skip", "hourglass"):
         # The official layout (stride-2 down, bilinear up, reflection padding, BN, LeakyReLU,
         # sigmoid) with 4 scales and few channels: most of the cost is at full resolution.
-        net = N.Hourglass(32, out_channels, channels_down=LIGHT_CHANNELS, channels_up=LIGHT_CHANNELS,
+        net = N.Hourglass(c_in, out_channels, channels_down=LIGHT_CHANNELS, channels_up=LIGHT_CHANNELS,
                           channels_skip=(4 if name == "skip" else 0,) * len(LIGHT_CHANNELS))
     elif name == "official":
-        net = N.skip_official(in_ch=32, out_ch=out_channels)
-    if name != "decoder":
+        net = N.skip_official(in_ch=c_in, out_ch=out_channels)
+    if in_channels is not None:
+        z = None
+    elif name != "decoder":
         # The official DIP input: 32 channels of U(0, 1/10) noise.
         z = N.get_noise_input(32, H, W, kind="uniform", scale=0.1, generator=gen)
     else:
@@ -404,6 +413,11 @@ def ct_problem(image: Tensor, *, multiple: int, angles: int = 30, size: int = 12
 
 
 # ------------------------------------------------------------------------ reconstruction
+#: the SURE denoiser (``loss="sure"``): steps, Adam step, schedule, output averaging (short:
+#: the cosine decay has settled the outputs by the end); no early stopping.  Chosen on the
+#: validation crops of ``benchmarks/image_restoration.py`` (docs/image.md, "SURE denoising").
+SURE_DEFAULTS: dict[str, Any] = {"iterations": 350, "lr": 0.01, "schedule": "cosine", "average": 0.9}
+
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # iterations are upper bounds: ES-WMV usually stops earlier.
     "denoise": {"iterations": 1800},
