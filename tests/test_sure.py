@@ -1,6 +1,7 @@
 """Stein's unbiased risk estimate: unbiased for the MSE of fixed estimators, the engine's probed
 fit (the network's input is the noisy image) denoises without early stopping, and the
 image front end's SURE loss with given, simulated and estimated noise levels."""
+import json
 import math
 
 import pytest
@@ -106,3 +107,79 @@ def test_engine_fits_a_small_conv_net_by_sure_and_it_does_not_drift_into_the_noi
     assert res.stopped_by == "iterations" and len(res.history["data"]) == 600
     assert psnr(res.output) > psnr(y) + 4, (psnr(res.output), psnr(y))
     assert psnr(plain.output) < psnr(y) + 1.5  # the identity-seeking MSE fit barely denoises
+
+
+def _noisy_camera(size: int = 32, sigma: float = 25 / 255):
+    from skimage import data
+
+    from shared.image import denoise_problem, resize, to_tensor, validate_array
+
+    clean = resize(to_tensor(validate_array(data.camera())), (size, size))
+    return clean, denoise_problem(clean, multiple=16, sigma=sigma, simulate=True, seed=0)
+
+
+def test_deep_image_prior_denoises_with_sure_by_default_and_resolves_its_settings():
+    from shared.image import DeepImagePrior
+
+    dip = DeepImagePrior()
+    s = dip.settings("denoise")
+    assert (s["loss"], s["stop"], s["schedule"], s["input_noise"], s["iterations"]) == \
+        ("sure", "none", "cosine", 0.0, 350)
+    assert dip.settings("inpaint")["loss"] == "mse" and dip.settings("inpaint")["stop"] == "eswmv"
+    with pytest.raises(ValueError, match="SURE loss is for denoising"):
+        DeepImagePrior(loss="sure").settings("inpaint")
+    with pytest.raises(ValueError, match="not the deep decoder"):
+        DeepImagePrior(net="decoder", loss="sure").settings("denoise")
+    with pytest.raises(ValueError, match="unknown loss"):
+        DeepImagePrior(loss="l1").check()
+    with pytest.raises(ValueError, match="must be positive"):
+        DeepImagePrior(sigma=-0.1).check()
+    clean, problem = _noisy_camera()
+    rec = DeepImagePrior(iterations=40, seed=0).reconstruct(problem)
+    assert rec.config["loss"] == "sure" and rec.config["sigma_source"] == "simulated"
+    assert rec.config["sigma_255"] == pytest.approx(25.0)
+    assert rec.fit.z is problem.y or torch.equal(rec.fit.z, problem.y)  # the noisy image is the input
+    assert rec.metrics["stopped_by"] == "iterations" and rec.metrics["psnr"] > rec.metrics["psnr_noisy_input"]
+    given = DeepImagePrior(sigma=0.05)
+    assert given.noise_level(problem) == (0.05, "given")
+
+
+def test_sure_noise_level_is_estimated_when_the_input_is_not_simulated():
+    from shared.image import DeepImagePrior, denoise_problem
+
+    clean, simulated = _noisy_camera(64, sigma=0.1)
+    real = denoise_problem(simulated.y, multiple=16)  # a noisy image as a user would give it
+    sigma, source = DeepImagePrior().noise_level(real)
+    assert source == "estimated" and 0.07 < sigma < 0.13
+
+
+def test_cli_denoise_estimates_the_noise_level_and_refuses_sigma_zero(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from shared.cli import main
+
+    rng = np.random.default_rng(0)
+    img = np.clip(np.linspace(60, 200, 32)[None, :, None] + rng.normal(0, 20, (32, 32, 3)), 0, 255)
+    path = tmp_path / "noisy.png"
+    Image.fromarray(img.astype(np.uint8)).save(path)
+    assert main(["image", "denoise", str(path), "--iterations", "5", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "noise std estimated from the image" in out
+    report = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert report["config"]["loss"] == "sure" and report["config"]["sigma_source"] == "estimated"
+    assert 14 < report["config"]["sigma_255"] < 26
+    code = main(["image", "denoise", str(path), "--sigma", "0", "--quiet", "--out", str(tmp_path / "b")])
+    assert code == 2 and "--sigma 0" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_negative_divergence_earns_no_reward():
+    """An anti-correlated map ``f(y) = 2 c - y`` has divergence -N: clamped, SURE is not lowered by it."""
+    y = _smooth_image(16)
+    sure = MonteCarloSURE(0.1)
+    c = y.mean()
+    y_probe, b = sure.probe(y, torch.Generator().manual_seed(4))
+    anti = 2 * c - y
+    assert float(sure.divergence(anti, 2 * c - y_probe, b)) < -0.5 * y.numel()
+    assert float(sure(anti, y, probe=(2 * c - y_probe, b))) == pytest.approx(float(sure(anti, y)))

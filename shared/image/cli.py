@@ -218,7 +218,12 @@ def run(args: argparse.Namespace) -> int:
         return run_generative(args)
     if getattr(args, "generator", None) is not None:
         raise InputError("--generator is used by --prior csgm, iagan or latent; the default --prior dip needs none")
-    given_sigma = args.sigma / 255 if args.task == "denoise" and args.sigma and not args.simulate else None
+    given_sigma = None
+    if args.task == "denoise" and args.sigma is not None and not args.simulate:
+        if args.sigma == 0 and args.loss != "mse":
+            raise InputError("--sigma 0: the SURE loss needs the positive noise std of INPUT (0-255 units); "
+                             "omit --sigma to estimate it from the image")
+        given_sigma = args.sigma / 255 or None
     dip = DeepImagePrior(net=args.net, loss=getattr(args, "loss", "mse"), sigma=given_sigma,
                          iterations=args.iterations, lr=args.lr, stop=args.stop,
                          patience=args.patience, seed=args.seed, device=args.device,
