@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
-    from shared.image.dip import LOSSES, STOPPING
+    from shared.image.dip import STOPPING
     from shared.image.tasks import NETS, SURE_DEFAULTS, TASK_DEFAULTS
 
     D = " (default: %(default)s)"
@@ -77,19 +77,7 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
         g.add_argument("--mask", type=Path, help="mask image of INPUT's size: white = known pixel, black = missing")
         g.add_argument("--fraction", type=number(float, 0, 1, low_open=True, high_open=True),
                        help="keep a random fraction of the pixels, in (0, 1)")
-    if task == "denoise":
-        p.add_argument("--sigma", type=number(float, 0), default=None,
-                       help="noise std of INPUT in 0-255 units: with --simulate the noise added (default 25), "
-                       "else the known noise level the SURE loss and --uncertainty use (default: estimated "
-                       "from the image)")
-        p.add_argument("--loss", choices=LOSSES, default="auto",
-                       help="sure = the network maps the noisy image to its estimate and minimises Stein's "
-                       "unbiased risk estimate (no early stopping needed); mse = the classic DIP from random "
-                       "noise with early stopping; auto = sure" + D)
-    if task == "deblur":
-        p.add_argument("--sigma", type=number(float, 0), default=2.0,
-                       help="noise std in 0-255 units added with --simulate (and the noise level of "
-                       "--uncertainty)" + D)
+    _add_noise_options(p, task)
     if task == "superres":
         p.add_argument("--scale", type=int, choices=(4, 8), default=4, help="up-sampling factor" + D)
     if task == "deblur":
@@ -146,6 +134,26 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--max-pixels", type=number(float, 0, low_open=True), default=MAX_PIXELS / 1e6,
                    help="refuse input images larger than this many megapixels (read from the file's header "
                    "before decoding)" + D)
+
+
+def _add_noise_options(p: argparse.ArgumentParser, task: str) -> None:
+    """``--sigma`` (and, for denoising, ``--loss``): the noise level and how it is used."""
+    from shared.image.dip import LOSSES
+
+    D = " (default: %(default)s)"
+    if task == "denoise":
+        p.add_argument("--sigma", type=number(float, 0), default=None,
+                       help="noise std of INPUT in 0-255 units: with --simulate the noise added (default 25), "
+                       "else the known noise level the SURE loss and --uncertainty use (default: estimated "
+                       "from the image)")
+        p.add_argument("--loss", choices=LOSSES, default="auto",
+                       help="sure = the network maps the noisy image to its estimate and minimises Stein's "
+                       "unbiased risk estimate (no early stopping needed); mse = the classic DIP from random "
+                       "noise with early stopping; auto = sure" + D)
+    if task == "deblur":
+        p.add_argument("--sigma", type=number(float, 0), default=2.0,
+                       help="noise std in 0-255 units added with --simulate (and the noise level of "
+                       "--uncertainty)" + D)
 
 
 def _positive(name: str, value: float | int | None, strict: bool = True) -> None:
