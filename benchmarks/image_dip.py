@@ -276,7 +276,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_ylim(15, None)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("F16 256x256, sigma 25/255, CPU (shared, loaded)", fontsize=10)
+    fig.suptitle("F16 256x256, sigma 25/255, CPU (load averages in the JSON)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -287,8 +287,7 @@ def write_report(args: argparse.Namespace, results: dict) -> None:
         "benchmark": "image_dip: F16 256x256 centre crop, Gaussian noise sigma 25/255, CPU",
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version(),
-                    "note": "shared 2-core machine, other jobs running (see load averages per config)"
-                    + (f"; {args.note}" if args.note else "")},
+                    "note": "load averages per config" + (f"; {args.note}" if args.note else "")},
         **summarise(results),
         "configs": results,
     }
