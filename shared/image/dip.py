@@ -23,12 +23,11 @@ Example::
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from torch import Tensor
-
-import math
 
 from shared.fit import FitResult, Objective, Optimiser, Smoothing, Tracking, fit
 from shared.image.tasks import NETS, SURE_DEFAULTS, TASK_DEFAULTS, Problem, baseline_key, make_network
@@ -153,8 +152,10 @@ class DeepImagePrior(Reconstructor):
     def stopping_rule(self, task: str = "inpaint") -> StoppingRule | None:
         """The rule named by ``stop`` (resolved for ``task``), built by :func:`shared.stopping.make_rule`.
 
-        ES-WMV tracks the raw (un-averaged) outputs: the averaged output's variance keeps
-        shrinking long after the raw outputs start fitting noise (see ``ESWMV``).
+        ``task`` only matters for ``stop="auto"`` (none with denoising's SURE loss, else
+        ES-WMV); the default stands for any task with the MSE loss.  ES-WMV tracks the raw
+        (un-averaged) outputs: the averaged output's variance keeps shrinking long after the
+        raw outputs start fitting noise (see ``ESWMV``).
         """
         stop = self.settings(task)["stop"]
         kwargs = {"eswmv": {"window": self.window, "patience": self.patience, "source": "raw"},
