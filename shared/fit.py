@@ -527,11 +527,13 @@ def _probed_evaluate(model: nn.Module, z: Tensor, data: Any, generator: torch.Ge
     """``f(z)`` and the probe ``(f(z + eps b), b)`` from one pass over the stacked batch ``[z, z + eps b]``.
 
     One pass halves the per-layer overhead of two; batch-norm statistics are then taken over
-    both halves (they differ by ``eps b``, a hundredth of the noise).
+    both halves (they differ by ``eps b``, a hundredth of the noise).  The output's first
+    half of rows belongs to ``z``, the second to the probe (an ensemble of ``K`` members
+    answers ``K`` rows per input row).
     """
     z_probe, b = data.probe(z, generator)
     both = _evaluate(model, torch.cat([z, z_probe]), model_kwargs)
-    out, out_probe = both.split(z.shape[0])
+    out, out_probe = both.chunk(2)
     return out, (out_probe, b)
 
 

@@ -39,7 +39,8 @@ class MonteCarloSURE:
     ``sure(pred, y, probe=(pred_probe, b))`` it returns the scalar SURE estimate of the
     per-entry MSE, with the divergence estimate clamped at 0 (see ``__call__``); without a
     probe (an evaluation that has none) the divergence term is 0 and the value is
-    ``mean (pred - y)^2 - sigma^2``.
+    ``mean (pred - y)^2 - sigma^2``.  For an ensemble's outputs ``(K, C, H, W)`` of one
+    noisy image ``(1, C, H, W)`` the value is the mean of the members' SUREs.
     """
 
     def __init__(self, sigma: float, eps: float | None = None) -> None:
@@ -56,26 +57,31 @@ class MonteCarloSURE:
         return z + self.eps * b, b
 
     def divergence(self, pred: Tensor, pred_probe: Tensor, b: Tensor) -> Tensor:
-        """Monte-Carlo ``div_y f ~ b . (f(y + eps b) - f(y)) / eps`` (a scalar)."""
-        return (b * (pred_probe - pred)).sum() / self.eps
+        """Monte-Carlo ``div_y f ~ b . (f(y + eps b) - f(y)) / eps``: a scalar, or one per
+        member for an ensemble's ``(K, C, H, W)`` outputs of one ``(1, C, H, W)`` probe."""
+        prod = b * (pred_probe - pred)
+        if prod.shape[0] != b.shape[0]:
+            return prod.flatten(1).sum(1) / self.eps
+        return prod.sum() / self.eps
 
     def __call__(self, pred: Tensor, target: Tensor, mask: Tensor | None = None,
                  probe: tuple[Tensor, Tensor] | None = None) -> Tensor:
         if mask is not None:
             raise ValueError("SURE uses every entry of the noisy image: it does not combine with missing "
                              "measurements or a held-out split (use stop='none')")
-        if pred.shape != target.shape:
+        if pred.shape != target.shape and not (target.shape[0] == 1 and pred.shape[1:] == target.shape[1:]):
             raise ValueError(f"SURE: prediction shape {tuple(pred.shape)} does not match the noisy image "
                              f"{tuple(target.shape)}")
         n = target.numel()
-        risk = ((pred - target) ** 2).mean() - self.sigma ** 2
+        risk = ((pred - target) ** 2).mean() - self.sigma ** 2  # an ensemble's: the members' mean
         if probe is None:
             return risk
         # A denoiser's divergence is >= 0 (a smoother's Jacobian has eigenvalues in [0, 1]), and
         # the Monte-Carlo estimate of a real one is far from 0 (its std is at most sqrt(2 div)).
         # Clamped at 0 it gives no reward for a negative divergence: without the clamp a fit at
         # sigma = 50/255 learnt an anti-correlated map (div/N -> -1.3, F16 from 25 dB to 17 dB).
-        return risk + 2 * self.sigma ** 2 * self.divergence(pred, *probe).clamp_min(0) / n
+        # An ensemble's members are clamped one by one, as in separate fits.
+        return risk + 2 * self.sigma ** 2 * self.divergence(pred, *probe).clamp_min(0).mean() / n
 
 
 def estimate_noise_std(image: Tensor) -> float:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from shared.fit import FitResult, Objective, Optimiser, Smoothing, Tracking, fit
 from shared.image.tasks import NETS, SURE_DEFAULTS, TASK_DEFAULTS, Problem, baseline_key, make_network
-from shared.losses import mse_loss
+from shared.losses import SumOverMembers, mse_loss
 from shared.metrics import psnr, ssim
 from shared.physics import IdentityPhysics, Physics
 from shared.reconstructor import Reconstructor
@@ -82,6 +82,11 @@ class DeepImagePrior(Reconstructor):
         improvement before it stops, ES-WMV window.
     seed:
         Seeds the network's initialisation, its input ``z``, the held-out split and the fit.
+    members:
+        ``K``: fit an ensemble of ``K`` networks (seeds ``seed .. seed + K - 1``) together,
+        as one network of grouped convolutions whose data term is the sum of the members'
+        (:class:`shared.losses.SumOverMembers`: each member follows its own separate fit),
+        and report their mean image; the members' spread is the array ``member_std``.
     device, progress, metric_every:
         Torch device; progress bar (a string is its label); PSNR tracking interval (when
         the problem has a reference; never used to select).
@@ -92,7 +97,7 @@ class DeepImagePrior(Reconstructor):
     def __init__(self, net: str = "skip", loss: str = "auto", sigma: float | None = None,
                  iterations: int | None = None, lr: float | None = None,
                  stop: str = "auto", patience: int = 300, window: int = 100, input_noise: float | None = None,
-                 average: float | None | str = "default", seed: int = 0, device: str = "cpu",
+                 average: float | None | str = "default", seed: int = 0, members: int = 1, device: str = "cpu",
                  progress: bool | str = False, metric_every: int = 10) -> None:
         self.net = net
         self.loss = loss
@@ -105,6 +110,7 @@ class DeepImagePrior(Reconstructor):
         self.input_noise = input_noise
         self.average = average
         self.seed = seed
+        self.members = members
         self.device = device
         self.progress = progress
         self.metric_every = metric_every
@@ -120,6 +126,11 @@ class DeepImagePrior(Reconstructor):
             raise ValueError(f"unknown stopping rule {self.stop!r}; choose from {', '.join(STOPPING)}")
         if self.sigma is not None and not (math.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"sigma (the noise std for the SURE loss) must be positive, got {self.sigma}")
+        if not (isinstance(self.members, int) and self.members >= 1):
+            raise ValueError(f"members (the ensemble size) must be an integer >= 1, got {self.members!r}")
+        if self.members > 1 and self.net == "decoder":
+            raise ValueError("an ensemble (members > 1) needs a skip, hourglass or official network, "
+                             "not the deep decoder")
         return self
 
     def resolved_loss(self, task: str) -> str:
@@ -170,7 +181,7 @@ class DeepImagePrior(Reconstructor):
                 "input_noise": p["input_noise"], "average": p["average"], "stop": p["stop"],
                 "patience": p["patience"] if rule is not None else None,
                 "window": p["window"] if p["stop"] == "eswmv" else None, "holdout": getattr(rule, "fraction", None),
-                "seed": p["seed"], "device": str(p["device"])}
+                "seed": p["seed"], "members": p["members"], "device": str(p["device"])}
 
     def noise_level(self, problem: Problem) -> tuple[float, str]:
         """``(sigma, source)`` of the SURE loss: given, simulated, or estimated from the noisy image."""
@@ -191,13 +202,18 @@ class DeepImagePrior(Reconstructor):
         p = self.settings(problem.task)
         _, C, H, W = problem.shape
         sure = p["loss"] == "sure"
-        model, z = make_network(p["net"], C, (H, W), seed=p["seed"], in_channels=C if sure else None)
+        model, z = make_network(p["net"], C, (H, W), seed=p["seed"], in_channels=C if sure else None,
+                                members=p["members"])
         data: Any = mse_loss
         if sure:
             z = problem.y  # the network maps the noisy image to its estimate
             data = MonteCarloSURE(self.noise_level(problem)[0])
+        if p["members"] > 1:
+            data = SumOverMembers(data, p["members"])  # the members' separate fits, side by side
         rule = self.stopping_rule(problem.task) if stopping is None else stopping
-        metrics = {"psnr": lambda x, r: psnr(x.clamp(0, 1), r)} if problem.reference is not None else {}
+        # An ensemble is tracked by its members' mean image, the one it reports.
+        metrics = ({"psnr": lambda x, r: psnr(x.mean(0, keepdim=True).clamp(0, 1), r)}
+                   if problem.reference is not None else {})
         res = fit(model, z, Objective(problem.y, physics=_physics(problem.forward), data=data),
                   optimiser=Optimiser(lr=p["lr"], iterations=p["iterations"], schedule=p["schedule"]),
                   smoothing=Smoothing(input_noise=p["input_noise"], average=p["average"]), stopping=rule,
@@ -212,10 +228,18 @@ class DeepImagePrior(Reconstructor):
         the :class:`~shared.fit.FitResult` (``fit``), writing result.png, comparison.png,
         curves.png (and metrics.json)."""
         res, rule, n_params = self.fit_problem(problem, callbacks, stopping)
-        output = res.output.detach().cpu().clamp(0, 1)
+        members = res.output.detach().cpu().clamp(0, 1)
+        output = members.mean(0, keepdim=True)
         result = problem.geometry.undo(output, scale=problem.scale)
         config = self.config(problem.task, rule, n_params)
         metrics = _metrics(problem, res, result)
+        arrays = {"output": output, "result": result}
+        if self.members > 1:
+            arrays["member_std"] = problem.geometry.undo(members.std(0, keepdim=True), scale=problem.scale)
+            if problem.reference is not None:
+                ref = problem.geometry.undo(problem.reference.cpu(), scale=problem.scale)
+                metrics["member_psnr"] = [float(psnr(problem.geometry.undo(m[None], scale=problem.scale), ref))
+                                          for m in members]
         if config["loss"] == "sure":
             sigma, source = self.noise_level(problem)
             config.update(sigma_255=sigma * 255, sigma_source=source)
@@ -223,7 +247,7 @@ class DeepImagePrior(Reconstructor):
                 "network_size": list(problem.shape[-2:]), "result_size": list(result.shape[-2:]),
                 "size_adjustment": problem.geometry.mode, "messages": list(problem.messages),
                 "task_parameters": problem.info}
-        out = Result(self.method, arrays={"output": output, "result": result}, metrics=metrics,
+        out = Result(self.method, arrays=arrays, metrics=metrics,
                      timings={"fit_s": res.wall_time_s}, config=config, fit=res, info=info)
         out.files = _writers(problem, out)
         return out

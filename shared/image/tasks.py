@@ -87,15 +87,27 @@ NETS: dict[str, NetSpec] = {
 
 
 def make_network(name: str, out_channels: int, size: tuple[int, int], seed: int = 0,
-                 in_channels: int | None = None) -> tuple[torch.nn.Module, Tensor | None]:
+                 in_channels: int | None = None, members: int = 1) -> tuple[torch.nn.Module, Tensor | None]:
     """Build the prior ``f_theta`` and its fixed input ``z`` for an output of ``size`` = (H, W).
 
     Parameters are initialised under ``seed``.  ``in_channels``: a network that takes an
     image of that many channels instead of the DIP's noise (the SURE denoiser, whose input
-    is the noisy image); ``z`` is then None (the caller's image).
+    is the noisy image); ``z`` is then None (the caller's image).  ``members`` = K > 1: an
+    ensemble of the networks (and inputs) of seeds ``seed .. seed + K - 1``, stacked into one
+    module of grouped convolutions (:meth:`shared.networks.Hourglass.stack`) whose output
+    has one row per member.
     """
     from shared import networks as N
 
+    if members > 1:
+        if name == "decoder":
+            raise ValueError("an ensemble (members > 1) needs a skip, hourglass or official network, "
+                             "not the deep decoder")
+        parts = [make_network(name, out_channels, size, seed + k, in_channels) for k in range(members)]
+        zs = [z for _, z in parts]
+        return N.Hourglass.stack([net for net, _ in parts]), None if zs[0] is None else torch.cat(zs, dim=1)
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
     if name not in NETS:
         raise ValueError(f"unknown network {name!r}; choose from {', '.join(NETS)}")
     spec = NETS[name]

@@ -43,43 +43,61 @@ def count_parameters(net: nn.Module, trainable_only: bool = True) -> int:
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1, pad: str = "reflection", bias: bool = True,
-          downsample: str = "stride") -> nn.Module:
+          downsample: str = "stride", groups: int = 1) -> nn.Module:
     """``k x k`` convolution that keeps ``H x W`` (stride 1) or halves it (stride 2).
 
     Reflection padding (mirror without repeating the edge) pads ``(k-1)//2`` on each side,
     as the official code does; zero padding is the convolution's own.  With
     ``downsample='avg'|'max'`` the stride-2 convolution becomes a stride-1 convolution
-    followed by 2x2 pooling.
+    followed by 2x2 pooling.  ``groups``: ``c_in`` and ``c_out`` are ``groups`` blocks
+    that do not mix (the members of an ensemble).
     """
     p = (k - 1) // 2
     layers: list[nn.Module] = []
     conv_stride = stride if downsample == "stride" else 1
     if pad == "reflection" and p > 0:
         layers.append(nn.ReflectionPad2d(p))
-        layers.append(nn.Conv2d(c_in, c_out, k, conv_stride, padding=0, bias=bias))
+        layers.append(nn.Conv2d(c_in, c_out, k, conv_stride, padding=0, bias=bias, groups=groups))
     else:
-        layers.append(nn.Conv2d(c_in, c_out, k, conv_stride, padding=p, bias=bias))
+        layers.append(nn.Conv2d(c_in, c_out, k, conv_stride, padding=p, bias=bias, groups=groups))
     if stride == 2 and downsample != "stride":
         layers.append(nn.AvgPool2d(2) if downsample == "avg" else nn.MaxPool2d(2))
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
 
-def _block(c_in: int, c_out: int, k: int, stride: int, pad: str, downsample: str = "stride") -> list[nn.Module]:
-    return [_conv(c_in, c_out, k, stride, pad, downsample=downsample), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+def _block(c_in: int, c_out: int, k: int, stride: int, pad: str, downsample: str = "stride",
+           members: int = 1) -> list[nn.Module]:
+    """conv - BN - LeakyReLU(0.2) of each of ``members`` networks side by side (channels ``members x``)."""
+    return [_conv(members * c_in, members * c_out, k, stride, pad, downsample=downsample, groups=members),
+            nn.BatchNorm2d(members * c_out), nn.LeakyReLU(0.2)]
+
+
+def _cat_members(a: Tensor, b: Tensor, members: int) -> Tensor:
+    """Concatenate the channels of ``a`` and ``b`` member by member: ``[a_1 b_1 a_2 b_2 ...]``.
+
+    ``a``: ``(N, members * c_a, H, W)``, ``b``: ``(N, members * c_b, H, W)``, each a block of
+    channels per member; the result keeps one contiguous block ``c_a + c_b`` per member, so
+    the grouped convolution after it sees each member's own ``[skip, deeper]`` channels.
+    """
+    if members == 1:
+        return torch.cat([a, b], dim=1)
+    N, _, H, W = a.shape
+    return torch.cat([a.view(N, members, -1, H, W), b.view(N, members, -1, H, W)], dim=2).view(N, -1, H, W)
 
 
 class _Scale(nn.Module):
     """One scale of the hourglass: ``concat(skip(x), up(deeper(x)))`` followed by the up block."""
 
-    def __init__(self, skip: nn.Module | None, deeper: nn.Module, after: nn.Module) -> None:
+    def __init__(self, skip: nn.Module | None, deeper: nn.Module, after: nn.Module, members: int = 1) -> None:
         super().__init__()
         self.skip = skip
         self.deeper = deeper
         self.after = after
+        self.members = members
 
     def forward(self, x: Tensor) -> Tensor:
         d = self.deeper(x)
-        h = d if self.skip is None else torch.cat([self.skip(x), d], dim=1)
+        h = d if self.skip is None else _cat_members(self.skip(x), d, self.members)
         return self.after(h)
 
 
@@ -105,6 +123,14 @@ class Hourglass(nn.Module):
         Apply a sigmoid to the output (images in [0, 1]).
     need_1x1_up:
         Add the 1x1 convolution block after each up convolution (official: yes).
+    members:
+        ``K`` independent networks of this layout side by side, as one module of grouped
+        convolutions (``groups=K``: no weight connects two members, and batch
+        normalisation is per channel, so per member).  The input is ``(N, in_ch, H, W)``
+        (given to every member) or ``(N, K in_ch, H, W)`` (member ``k`` takes channels
+        ``k in_ch .. (k+1) in_ch - 1``); the output is ``(N K, out_ch, H, W)``, row
+        ``n K + k`` being member ``k`` on input ``n``.  :meth:`member` extracts one as a
+        plain network, :meth:`stack` builds the ensemble from plain ones.
     """
 
     def __init__(self, in_ch: int = 32, out_ch: int = 3,
@@ -114,8 +140,10 @@ class Hourglass(nn.Module):
                  kernel_down: int | Sequence[int] = 3, kernel_up: int | Sequence[int] = 3,
                  kernel_skip: int | Sequence[int] = 1, upsample: str = "bilinear",
                  downsample: str = "stride", pad: str = "reflection", sigmoid: bool = True,
-                 need_1x1_up: bool = True) -> None:
+                 need_1x1_up: bool = True, members: int = 1) -> None:
         super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
         n = len(channels_down)
         if n < 1 or len(channels_up) != n or len(channels_skip) != n:
             raise ValueError("channels_down, channels_up and channels_skip must have the same "
@@ -137,34 +165,35 @@ class Hourglass(nn.Module):
 
         kd, ku = per_scale(kernel_down, "kernel_down"), per_scale(kernel_up, "kernel_up")
         ks = per_scale(kernel_skip, "kernel_skip")
-        self.in_ch, self.out_ch, self.scales = in_ch, out_ch, n
+        self.in_ch, self.out_ch, self.scales, self.members = in_ch, out_ch, n, members
         self.config = dict(in_ch=in_ch, out_ch=out_ch, channels_down=tuple(channels_down),
                            channels_up=tuple(channels_up), channels_skip=tuple(channels_skip),
                            kernel_down=tuple(kd), kernel_up=tuple(ku), kernel_skip=tuple(ks),
                            upsample=upsample, downsample=downsample, pad=pad, sigmoid=sigmoid,
                            need_1x1_up=need_1x1_up)
+        K = members
         align = False if upsample == "bilinear" else None
 
         # Build from the deepest scale outwards so each scale can nest the next one.
         inner: nn.Module | None = None
         for i in reversed(range(n)):
             c_in = in_ch if i == 0 else channels_down[i - 1]
-            deeper: list[nn.Module] = _block(c_in, channels_down[i], kd[i], 2, pad, downsample)
-            deeper += _block(channels_down[i], channels_down[i], kd[i], 1, pad)
+            deeper: list[nn.Module] = _block(c_in, channels_down[i], kd[i], 2, pad, downsample, K)
+            deeper += _block(channels_down[i], channels_down[i], kd[i], 1, pad, members=K)
             if inner is not None:
                 deeper.append(inner)
             k_deep = channels_up[i + 1] if i < n - 1 else channels_down[i]
             deeper.append(nn.Upsample(scale_factor=2, mode=upsample, align_corners=align))
             skip = None
             if channels_skip[i] > 0:
-                skip = nn.Sequential(*_block(c_in, channels_skip[i], ks[i], 1, pad))
-            after: list[nn.Module] = [nn.BatchNorm2d(channels_skip[i] + k_deep)]
-            after += _block(channels_skip[i] + k_deep, channels_up[i], ku[i], 1, pad)
+                skip = nn.Sequential(*_block(c_in, channels_skip[i], ks[i], 1, pad, members=K))
+            after: list[nn.Module] = [nn.BatchNorm2d(K * (channels_skip[i] + k_deep))]
+            after += _block(channels_skip[i] + k_deep, channels_up[i], ku[i], 1, pad, members=K)
             if need_1x1_up:
-                after += _block(channels_up[i], channels_up[i], 1, 1, pad)
-            inner = _Scale(skip, nn.Sequential(*deeper), nn.Sequential(*after))
+                after += _block(channels_up[i], channels_up[i], 1, 1, pad, members=K)
+            inner = _Scale(skip, nn.Sequential(*deeper), nn.Sequential(*after), K)
         self.body = inner
-        head: list[nn.Module] = [nn.Conv2d(channels_up[0], out_ch, 1)]
+        head: list[nn.Module] = [nn.Conv2d(K * channels_up[0], K * out_ch, 1, groups=K)]
         if sigmoid:
             head.append(nn.Sigmoid())
         self.head = nn.Sequential(*head)
@@ -174,9 +203,38 @@ class Hourglass(nn.Module):
         """Spatial sizes must be multiples of this (``2**scales``)."""
         return 2 ** self.scales
 
+    def member(self, k: int) -> Hourglass:
+        """Member ``k`` of an ensemble as a plain network (a copy of its weights and BN statistics)."""
+        if not 0 <= k < self.members:
+            raise IndexError(f"member {k} of an ensemble of {self.members}")
+        ref = next(self.parameters())
+        one = Hourglass(**self.config).to(device=ref.device, dtype=ref.dtype)
+        mine = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        with torch.no_grad():
+            for name, t in [*one.named_parameters(), *one.named_buffers()]:
+                # Every grouped tensor holds the members' blocks one after the other along dim 0.
+                t.copy_(mine[name] if t.ndim == 0 else mine[name].chunk(self.members)[k])
+        return one.train(self.training)
+
+    @classmethod
+    def stack(cls, nets: Sequence[Hourglass]) -> Hourglass:
+        """The ensemble of plain networks of one layout: ``stack(nets).member(k)`` equals ``nets[k]``."""
+        if not nets or any(n.members != 1 or n.config != nets[0].config for n in nets):
+            raise ValueError("stack needs one or more plain Hourglass networks (members=1) of the same layout")
+        ref = next(nets[0].parameters())
+        ens = cls(**nets[0].config, members=len(nets)).to(device=ref.device, dtype=ref.dtype)
+        parts = [{**dict(n.named_parameters()), **dict(n.named_buffers())} for n in nets]
+        with torch.no_grad():
+            for name, t in [*ens.named_parameters(), *ens.named_buffers()]:
+                t.copy_(parts[0][name] if t.ndim == 0 else torch.cat([p[name] for p in parts]))
+        return ens.train(nets[0].training)
+
     def forward(self, z: Tensor) -> Tensor:
-        if z.ndim != 4 or z.shape[1] != self.in_ch:
-            raise ValueError(f"Hourglass expects input (N, {self.in_ch}, H, W), got {tuple(z.shape)}")
+        K = self.members
+        if z.ndim != 4 or z.shape[1] not in (self.in_ch, K * self.in_ch):
+            raise ValueError(f"Hourglass expects input (N, {self.in_ch}, H, W)"
+                             + (f" or (N, {K * self.in_ch}, H, W) for its {K} members" if K > 1 else "")
+                             + f", got {tuple(z.shape)}")
         m = self.multiple
         if z.shape[2] % m or z.shape[3] % m:
             raise ValueError(f"Hourglass with {self.scales} scales needs H and W divisible by {m}, "
@@ -185,7 +243,10 @@ class Hourglass(nn.Module):
             raise ValueError(f"input {z.shape[2]}x{z.shape[3]} is too small for {self.scales} scales: the deepest "
                              "batch normalisation would see a single value per channel; use at least "
                              f"{2 * m} pixels along one side or fewer scales")
-        return self.head(self.body(z))
+        if K > 1 and z.shape[1] == self.in_ch:
+            z = z.repeat(1, K, 1, 1)  # one input for every member
+        out = self.head(self.body(z))
+        return out if K == 1 else out.view(z.shape[0] * K, self.out_ch, *out.shape[2:])
 
 
 def skip_official(in_ch: int = 32, out_ch: int = 3, **overrides) -> Hourglass:
