@@ -108,3 +108,24 @@ def test_deep_image_prior_reports_the_mean_of_its_members():
         DeepImagePrior(members=0).check()
     with pytest.raises(ValueError, match="deep decoder"):
         DeepImagePrior(members=2, net="decoder").check()
+
+
+def test_cli_fits_an_ensemble_and_refuses_what_does_not_combine(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from shared.cli import main
+
+    rng = np.random.default_rng(0)
+    img = np.clip(np.linspace(60, 200, 32)[None, :, None] + rng.normal(0, 20, (32, 32, 3)), 0, 255)
+    path = tmp_path / "noisy.png"
+    Image.fromarray(img.astype(np.uint8)).save(path)
+    assert main(["image", "denoise", str(path), "--members", "2", "--iterations", "3", "--quiet",
+                 "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["config"]["members"] == 2
+    for extra, message in ((["--uncertainty"], "--members"), (["--net", "decoder"], "deep decoder")):
+        code = main(["image", "denoise", str(path), "--members", "2", *extra, "--quiet", "--out", str(tmp_path / "b")])
+        assert code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "b").exists()

@@ -127,6 +127,9 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
                    "with the SURE loss, else eswmv" + D)
     p.add_argument("--patience", type=number(int, 1), default=300,
                    help="iterations without improvement before stopping" + D)
+    p.add_argument("--members", type=number(int, 1), default=1,
+                   help="fit an ensemble of this many networks (seeds SEED, SEED+1, ...) in one pass of grouped "
+                   "convolutions and return their mean image; each member costs a whole fit" + D)
     p.add_argument("--uncertainty", action="store_true",
                    help="also write a pixelwise predictive std (linearised Laplace): std.png, std.pt, uncertainty.json")
     p.add_argument("--uncertainty-rank", type=number(int, 1), default=32,
@@ -232,9 +235,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--sigma 0: the SURE loss needs the positive noise std of INPUT (0-255 units); "
                              "omit --sigma to estimate it from the image")
         given_sigma = args.sigma / 255 or None
+    if args.members > 1 and args.uncertainty:
+        raise InputError("--uncertainty linearises one network; it does not combine with --members > 1")
     dip = DeepImagePrior(net=args.net, loss=getattr(args, "loss", "mse"), sigma=given_sigma,
                          iterations=args.iterations, lr=args.lr, stop=args.stop,
-                         patience=args.patience, seed=args.seed, device=args.device,
+                         patience=args.patience, seed=args.seed, members=args.members, device=args.device,
                          progress=False if args.quiet else f"{args.task} ({args.net})").check()
     inputs = [args.input, getattr(args, "mask", None), getattr(args, "reference", None)]
     problem = build_problem(args, NETS[args.net].multiple)
