@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -27,19 +26,10 @@ from shared.image import DeepImagePrior
 from shared.provenance import run_record
 from shared.result import write_json
 
-HERE = Path(__file__).resolve().parent
+import image_restoration as R  # the sibling script: its cases, baselines and DIP runner
 
 
-def _restoration_benchmark():
-    """``benchmarks/image_restoration.py`` as a module: its cases, baselines and DIP runner."""
-    spec = importlib.util.spec_from_file_location("image_restoration", HERE / "image_restoration.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
-
-R = _restoration_benchmark()
 
 
 def run(sigma: int, seeds: list[int], n_images: int | None, quiet: bool) -> dict[str, Any]:
