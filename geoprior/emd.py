@@ -43,14 +43,18 @@ from shared.threads import map_parallel
 __all__ = ["exact_assignment", "reduced", "ExactEMD", "SinkhornEMD", "emd_exact"]
 
 
-def exact_assignment(pred: np.ndarray, target: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def exact_assignment(pred: np.ndarray, target: np.ndarray, sizes: np.ndarray,
+                     patches: np.ndarray | None = None, perm: np.ndarray | None = None) -> np.ndarray:
     """Optimal permutation per patch: ``perm[i, j]`` is the target index matched to sample ``j``.
 
     ``pred`` and ``target`` are ``(P, K, 3)``; only the first ``sizes[i]`` entries of patch
     ``i`` take part (padding maps to itself).  Patches are solved in parallel threads.
+    ``patches`` (indices): solve only those, keeping the other rows of ``perm`` (a ``(P, K)``
+    array to update, identity rows when None).
     """
     P, K, _ = pred.shape
-    perm = np.tile(np.arange(K), (P, 1))
+    perm = np.tile(np.arange(K), (P, 1)) if perm is None else perm.copy()
+    patches = range(P) if patches is None else [int(i) for i in patches]
     sq_pred, sq_target = (pred * pred).sum(-1), (target * target).sum(-1)
 
     def solve(i: int) -> np.ndarray:
@@ -62,7 +66,7 @@ def exact_assignment(pred: np.ndarray, target: np.ndarray, sizes: np.ndarray) ->
     # One BLAS thread per solve: the threads already use the cores, and a multi-threaded
     # BLAS inside each of them only adds waiting on a shared machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        for i, cols in enumerate(map_parallel(solve, range(P))):
+        for i, cols in zip(patches, map_parallel(solve, patches)):
             perm[i, :len(cols)] = cols
     return perm
 
@@ -120,7 +124,9 @@ class ExactEMD:
         self.step = 0
         self._matched_at: int | None = None
         self.matchings = 0
+        self.patches_matched = 0  # patch assignments solved over all matchings
         self.match_time_s = 0.0
+        self._matched_on: tuple[np.ndarray, np.ndarray] | None = None  # (pred, target) of the last matching
         self._cache: tuple | None = None
 
     def begin_step(self, step: int) -> None:
@@ -133,12 +139,19 @@ class ExactEMD:
             and (step - self.rematch_start) % self.rematch_every == 0
 
     def rematch(self, pred: Tensor, target: Tensor) -> None:
-        """Exact assignment of every patch at ``pred``; updates ``perm``."""
+        """Exact assignment at ``pred`` of every patch whose prediction or target changed since
+        its last matching (a chart frozen by per-chart stopping keeps its optimum); updates ``perm``."""
         t0 = time.perf_counter()
-        perm = exact_assignment(pred.detach().cpu().double().numpy(), target.detach().cpu().double().numpy(),
-                                self.sizes)
+        x, y = pred.detach().cpu().double().numpy(), target.detach().cpu().double().numpy()
+        patches = None
+        if self._matched_on is not None and self._matched_on[0].shape == x.shape:
+            moved = ~((x == self._matched_on[0]).all((1, 2)) & (y == self._matched_on[1]).all((1, 2)))
+            patches = np.flatnonzero(moved)
+        perm = exact_assignment(x, y, self.sizes, patches, None if patches is None else self.perm.cpu().numpy())
         self.perm = torch.as_tensor(perm, device=target.device)
+        self._matched_on = (x, y)
         self.matchings += 1
+        self.patches_matched += self.mask.shape[0] if patches is None else len(patches)
         self.match_time_s += time.perf_counter() - t0
 
     def matched_target(self, target: Tensor) -> Tensor:

@@ -40,9 +40,16 @@ def estimate_normals(points: np.ndarray, k: int = 30, orient_k: int | None = Non
 
 
 def poisson_mesh(points: np.ndarray, normals: np.ndarray, depth: int = 8, trim_quantile: float = 0.01,
-                 scale: float = 1.1, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Screened Poisson surface of an oriented cloud: ``(vertices (V, 3), faces (F, 3))``."""
+                 scale: float = 1.1, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Screened Poisson surface of an oriented cloud: ``(vertices (V, 3), faces (F, 3))``.
+
+    ``threads`` (None: torch's thread count, capped at the cores this process may use):
+    open3d's solver threads (60k-point block with a bore, 230k dense points, depth 8:
+    12.7 s on one thread, 7.3 s on two).
+    """
     import open3d as o3d
+
+    threads = _threads(threads)
 
     if normals is None or len(normals) != len(points):
         raise ValueError("Poisson meshing needs one normal per point")
@@ -57,11 +64,21 @@ def poisson_mesh(points: np.ndarray, normals: np.ndarray, depth: int = 8, trim_q
 
 
 def baseline_poisson(points: np.ndarray, depth: int = 8, k: int = 30, trim_quantile: float = 0.01,
-                     threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The baseline: KNN-``k`` normals, consistent tangent plane orientation, screened Poisson."""
     normals = estimate_normals(points, k)
     v, f = poisson_mesh(points, normals, depth=depth, trim_quantile=trim_quantile, threads=threads)
     return v, f, normals
+
+
+def _threads(threads: int | None) -> int:
+    if threads is not None:
+        return int(threads)
+    import torch
+
+    from shared.threads import available_cores
+
+    return max(1, min(torch.get_num_threads(), available_cores()))
 
 
 def mean_spacing(points: np.ndarray, sample: int = 20_000, seed: int = 0) -> float:

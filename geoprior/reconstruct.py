@@ -136,6 +136,9 @@ class DeepGeometricPrior(Reconstructor):
         Poisson octree depth
     trim_quantile : float
         low-density trimming quantile of the mesh
+    mesh_threads : int or None
+        threads of the Poisson solver (None: torch's thread count; with more than one the
+        mesh's vertices can differ between runs in the 7th digit and come in another order)
     mesh : bool
         mesh the dense cloud (screened Poisson)
     seed : int
@@ -161,7 +164,8 @@ class DeepGeometricPrior(Reconstructor):
                  discrepancy_tau: float = 1.0, discrepancy_fraction: float = 0.95,
                  consistency_iterations: int = 40, density: int = 4, trim_overlaps: bool = True,
                  outlier_factor: float = 3.0, isolated_factor: float = 10.0, depth: int = 8,
-                 trim_quantile: float = 0.01, mesh: bool = True, seed: int = 0, device: str = "cpu",
+                 trim_quantile: float = 0.01, mesh_threads: int | None = None, mesh: bool = True,
+                 seed: int = 0, device: str = "cpu",
                  progress: bool = False) -> None:
         self.radius, self.patch_points, self.overlap = radius, patch_points, overlap
         self.centres, self.parameters = centres, parameters
@@ -173,7 +177,7 @@ class DeepGeometricPrior(Reconstructor):
         self.discrepancy_tau, self.discrepancy_fraction = discrepancy_tau, discrepancy_fraction
         self.consistency_iterations, self.density, self.trim_overlaps = consistency_iterations, density, trim_overlaps
         self.outlier_factor, self.isolated_factor = outlier_factor, isolated_factor
-        self.depth, self.trim_quantile, self.mesh = depth, trim_quantile, mesh
+        self.depth, self.trim_quantile, self.mesh_threads, self.mesh = depth, trim_quantile, mesh_threads, mesh
         self.seed, self.device, self.progress = seed, device, progress
 
     def check(self) -> DeepGeometricPrior:
@@ -192,6 +196,7 @@ class DeepGeometricPrior(Reconstructor):
             ("max_folds", self.max_folds >= 1, ">= 1"),
             ("depth", 1 <= self.depth <= 16, "in 1..16 (the Poisson octree depth)"),
             ("trim_quantile", 0 <= self.trim_quantile < 1, "in [0, 1)"),
+            ("mesh_threads", self.mesh_threads is None or self.mesh_threads >= 1, "None or >= 1"),
             ("outlier_factor", self.outlier_factor >= 0, ">= 0"),
             ("isolated_factor", self.isolated_factor >= 0, ">= 0"),
             ("lr", self.lr > 0, "> 0"),
@@ -241,7 +246,8 @@ class DeepGeometricPrior(Reconstructor):
         if self.mesh:
             t0 = time.perf_counter()
             try:
-                verts, faces = poisson_mesh(dense, dense_n, depth=self.depth, trim_quantile=self.trim_quantile)
+                verts, faces = poisson_mesh(dense, dense_n, depth=self.depth, trim_quantile=self.trim_quantile,
+                                            threads=self.mesh_threads)
                 verts = frame.outward(verts)
             except (RuntimeError, ValueError) as exc:
                 # The dense cloud is the costly part: keep it; the caller reports the failed mesh.

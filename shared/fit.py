@@ -353,9 +353,14 @@ def fit(
     history = _new_history(heldout is not None, tracking)
     if loop.hold is not None:
         history["frozen"] = []
+        loop.hold.tell(model)
     bar = _progress_bar(optimiser.iterations, progress)
     start = time.perf_counter()
-    stopped_by, it = _run(loop, scheduler, stopping, tracking, history, callbacks, bar, optimiser.iterations)
+    try:
+        stopped_by, it = _run(loop, scheduler, stopping, tracking, history, callbacks, bar, optimiser.iterations)
+    finally:
+        if loop.hold is not None:
+            loop.hold.release()
     wall = time.perf_counter() - start
     if bar is not None:
         bar.close()
@@ -538,7 +543,12 @@ def _probed_evaluate(model: nn.Module, z: Tensor, data: Any, generator: torch.Ge
 
 
 class _MemberHold:
-    """Holds the frozen members' rows of the batched parameters (leading dimension ``n``) fixed."""
+    """Holds the frozen members' rows of the batched parameters (leading dimension ``n``) fixed.
+
+    Modules of the model with a ``hold_members(frozen)`` method (e.g.
+    :class:`shared.networks.BatchedMLP`) are told which members are held, so that they can
+    stop evaluating them; ``hold_members(None)`` when the fit ends.
+    """
 
     def __init__(self, params: list[tuple[str, nn.Parameter]], n: int) -> None:
         self.params = [(name, p) for name, p in params if p.ndim >= 1 and p.shape[0] == n]
@@ -549,6 +559,16 @@ class _MemberHold:
         self.frozen = torch.zeros(n, dtype=torch.bool, device=device)
         self.rows = torch.zeros(0, dtype=torch.long, device=device)  # indices of the frozen members
         self.held = {name: p.detach().clone() for name, p in self.params}  # their values (rows in ``rows``)
+        self.listeners: list[nn.Module] = []
+
+    def tell(self, model: nn.Module) -> None:
+        """Tell ``model``'s modules that hold members of this batch when members freeze."""
+        self.listeners = [m for m in model.modules() if callable(getattr(m, "hold_members", None))
+                          and getattr(m, "batch", None) == len(self.frozen)]
+
+    def release(self) -> None:
+        for m in self.listeners:
+            m.hold_members(None)
 
     def zero_grads(self) -> None:
         """Zero the frozen rows of every batched parameter's gradient."""
@@ -579,6 +599,8 @@ class _MemberHold:
                 self.held[name].index_copy_(0, newly, value)
                 p.index_copy_(0, newly, value)
                 last_good[name].index_copy_(0, newly, value)
+        for m in self.listeners:
+            m.hold_members(self.frozen)
 
 
 def _log(history: dict[str, list[float]], record: StepRecord, tracking: Tracking, it: int, iterations: int) -> None:

@@ -117,6 +117,24 @@ def test_exact_loss_rematches_and_is_masked():
         loss(pred, target, mask=torch.ones_like(target, dtype=torch.bool))
 
 
+def test_rematch_solves_only_the_patches_that_moved():
+    """A chart frozen by per-chart stopping keeps its prediction: its optimal matching cannot
+    change, so a re-match solves the other patches only, with the full solve's result."""
+    rng = np.random.default_rng(3)
+    target = torch.tensor(rng.normal(size=(5, 6, 3)), dtype=torch.float32)
+    mask = torch.ones(5, 6, dtype=torch.bool)
+    pred = torch.tensor(rng.normal(size=(5, 6, 3)), dtype=torch.float32)
+    loss = ExactEMD(mask, rematch_every=1, rematch_start=0)
+    loss(pred, target)
+    assert loss.patches_matched == 5
+    pred[[1, 3]] += torch.tensor(rng.normal(size=(2, 6, 3)), dtype=torch.float32)
+    loss.begin_step(1)
+    loss(pred, target)
+    assert loss.matchings == 2 and loss.patches_matched == 7
+    full = exact_assignment(pred.double().numpy(), target.double().numpy(), np.full(5, 6))
+    assert np.array_equal(loss.perm.numpy(), full)
+
+
 def _small_charts(seed=0):
     cover = build_cover(_sphere(300, seed=seed), radius=0.3, overlap=1.3, seed=seed)
     torch.manual_seed(seed)

@@ -88,3 +88,41 @@ def test_lengths_are_checked():
 def test_blocked_batched_mlp_rejects_bad_block():
     with pytest.raises(ValueError, match="block"):
         BatchedMLP(2, 2, 3, block=0)
+
+
+def test_held_members_return_their_kept_rows_with_zero_gradient():
+    """A held member is evaluated once more, then served from its kept rows (a change of its
+    parameters no longer shows: it is not evaluated); the others match the plain network,
+    values and gradients; a changed input evaluates it again; None releases."""
+    torch.manual_seed(0)
+    net = BatchedMLP(9, 2, 3, hidden=(16, 8), block=2)
+    x, lengths = torch.rand(9, 11, 2), torch.tensor([11, 4, 7, 11, 2, 9, 11, 5, 8])
+    plain = net(x, lengths).detach()
+    held = torch.zeros(9, dtype=torch.bool)
+    held[[1, 4, 6]] = True
+    net.hold_members(held)
+    assert torch.equal(net(x, lengths), plain)  # the held members' rows are kept here
+    with torch.no_grad():
+        for p in (*net.weights, *net.biases):
+            p[held] += 1.0  # breaks the promise on purpose: shows that they are not evaluated
+    w = torch.randn(9, 11, 3)
+    out = net(x, lengths)
+    assert torch.equal(out[held], plain[held])
+    (out * w).sum().backward()
+    grads = [p.grad.clone() for p in (*net.weights, *net.biases)]
+    assert all(bool((g[held] == 0).all()) for g in grads)
+    ref = BatchedMLP(9, 2, 3, hidden=(16, 8), block=2)
+    ref.load_state_dict(net.state_dict())
+    (ref(x, lengths) * w).sum().backward()
+    for g, p in zip(grads, (*ref.weights, *ref.biases)):
+        assert torch.allclose(g[~held], p.grad[~held], atol=1e-6)
+    moved = x.clone()
+    moved[1] += 0.1
+    assert not torch.allclose(net(moved, lengths)[1], plain[1])  # a changed input: evaluated again
+    net.hold_members(None)
+    assert not torch.allclose(net(x, lengths)[held], plain[held])
+
+
+def test_hold_members_checks_its_mask():
+    with pytest.raises(ValueError, match="boolean mask of shape"):
+        BatchedMLP(4, 2, 3, block=2).hold_members(torch.ones(3, dtype=torch.bool))

@@ -191,3 +191,29 @@ def test_member_discrepancy_freezes_each_member_at_its_noise_level():
         MemberDiscrepancy(torch.ones(2, 2), lambda rec: None)
     with pytest.raises(ValueError, match="stop_fraction"):
         MemberDiscrepancy(torch.ones(2), lambda rec: None, stop_fraction=0.0)
+
+
+def test_a_blocked_network_told_of_frozen_members_fits_as_one_that_evaluates_all():
+    """The engine tells a BatchedMLP which members froze, and it stops evaluating them: the fit
+    is the same (to rounding) as with a network that evaluates every member, and the hold is
+    released when the fit ends."""
+    from shared.fit import Objective, Optimiser, fit
+    from shared.networks import BatchedMLP
+
+    results = []
+    for tell in (True, False):
+        torch.manual_seed(0)
+        P = 6
+        z = torch.linspace(-1, 1, 16).view(1, 16, 1).repeat(P, 1, 1)
+        y = torch.sin(3 * z) * torch.arange(1, P + 1).view(P, 1, 1)
+        net = BatchedMLP(P, 1, 1, (8, 8), block=2)
+        if not tell:
+            net.hold_members = None  # not a listener: every member is evaluated at every step
+        res = fit(net, z, Objective(y), optimiser=Optimiser(lr=1e-2, iterations=40),
+                  stopping=_FreezeAt([3, 5, 8, 12, 20, 30]))
+        assert net._hold is None
+        results.append(res)
+    told, plain = results
+    assert told.member_stop_iterations.tolist() == plain.member_stop_iterations.tolist()
+    assert torch.allclose(told.output, plain.output, atol=1e-5)
+    assert max(abs(a - b) for a, b in zip(told.history["loss"], plain.history["loss"])) < 1e-4

@@ -104,6 +104,28 @@ class BatchedMLP(nn.Module):
             self.biases.append(nn.Parameter(torch.empty(batch, 1, b).uniform_(-bound, bound)))
         self.act = activation(act)
         self._act_name = act
+        self._hold: _HeldOutputs | None = None
+        self._plan_cache: tuple | None = None
+
+    def hold_members(self, frozen: Tensor | None) -> None:
+        """The caller holds members ``frozen`` (bool ``(B,)``) fixed; ``None`` releases all.
+
+        The engine calls this for a per-member stopping rule (:func:`shared.fit.fit`).  On
+        the blocked path a held member is evaluated once more, its output rows are kept,
+        and later calls return them without evaluating it while its input rows are
+        unchanged (a changed input evaluates it again); its parameters then get zero
+        gradient.  The caller promises not to change a held member's parameters: a fit
+        whose charts stop one by one then costs about its running members only.
+        """
+        if frozen is None or not bool(frozen.any()):
+            self._hold = None
+            return
+        frozen = torch.as_tensor(frozen, dtype=torch.bool)
+        if frozen.shape != (self.batch,):
+            raise ValueError(f"hold_members expects a boolean mask of shape ({self.batch},), got {tuple(frozen.shape)}")
+        if self._hold is None:
+            self._hold = _HeldOutputs()
+        self._hold.wanted = frozen.clone()
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Outputs ``(B, N, d_out)`` of input ``(B, N, d_in)``.
@@ -116,11 +138,14 @@ class BatchedMLP(nn.Module):
         lengths = self._check(x, lengths)
         params = [*self.weights, *self.biases]
         if self._blocked(x):
-            plan = _Plan.of(lengths, self.batch, self.block, x.shape[1])
+            skip = self._hold.skipped(x) if self._hold is not None else None
+            plan = self._plan(lengths, x.shape[1], skip)
             if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-                return _BlockedMLP.apply(x, self.act, plan, *params)
-            with torch.no_grad():
-                return _blocked_forward(x, self.act, plan, params)
+                out = _BlockedMLP.apply(x, self.act, plan, *params)
+            else:
+                with torch.no_grad():
+                    out = _blocked_forward(x, self.act, plan, params)
+            return out if self._hold is None else self._hold.merge(x, out, skip)
         out = _mlp_forward(x, self.act, params)
         if lengths is not None:
             out = out * (torch.arange(x.shape[1], device=x.device) < lengths[:, None])[..., None]
@@ -161,6 +186,19 @@ class BatchedMLP(nn.Module):
                                  f"got shape {tuple(lengths.shape)}")
         return lengths
 
+    def _plan(self, lengths: Tensor | None, n: int, skip: Tensor | None) -> _Plan:
+        """The blocked plan, kept while lengths, rows and skipped members stay the same (a fit
+        calls the network with the same ones at every step; building a plan sorts and syncs)."""
+        key = (lengths, None if lengths is None else lengths._version, n,
+               None if skip is None else skip.cpu().numpy().tobytes())
+        cached = self._plan_cache
+        if cached is not None and cached[0][0] is key[0] and cached[0][1:] == key[1:]:
+            return cached[1]
+        members = None if skip is None else (~skip).nonzero().squeeze(1)
+        plan = _Plan.of(lengths, self.batch, self.block, n, members)
+        self._plan_cache = (key, plan)
+        return plan
+
     def _blocked(self, x: Tensor) -> bool:
         return bool(self.block) and self.batch > self.block and x.device.type == "cpu"
 
@@ -173,6 +211,45 @@ class BatchedMLP(nn.Module):
                 lin.weight.copy_(w[b].T)
                 lin.bias.copy_(c[b, 0])
         return mlp
+
+
+class _HeldOutputs:
+    """Kept output rows of held members (:meth:`BatchedMLP.hold_members`).
+
+    ``wanted`` ``(B,)``: the members the caller holds; ``valid``: those whose rows
+    ``out`` were computed at their held parameters, on input rows ``x``.
+    """
+
+    def __init__(self) -> None:
+        self.wanted: Tensor | None = None
+        self.valid: Tensor | None = None
+        self.x: Tensor | None = None
+        self.out: Tensor | None = None
+
+    def skipped(self, x: Tensor) -> Tensor | None:
+        """The members this call need not evaluate (None: all are evaluated)."""
+        if self.valid is None or self.x is None or self.x.shape != x.shape:
+            return None
+        same = (self.x == x.detach()).flatten(1).all(1)
+        skip = self.valid & self.wanted.to(x.device) & same
+        return skip if bool(skip.any()) else None
+
+    def merge(self, x: Tensor, out: Tensor, skip: Tensor | None) -> Tensor:
+        """``out`` with the skipped members' kept rows; keeps the rows of held members just evaluated."""
+        wanted = self.wanted.to(x.device)
+        fresh = wanted & (torch.ones_like(wanted) if skip is None else ~skip)
+        if self.x is None or self.x.shape != x.shape or skip is None:
+            self.valid = torch.zeros_like(wanted)
+            self.x, self.out = x.detach().clone(), out.detach().clone()
+        if bool(fresh.any()):
+            rows = fresh.nonzero().squeeze(1)
+            self.x.index_copy_(0, rows, x.detach().index_select(0, rows))
+            self.out.index_copy_(0, rows, out.detach().index_select(0, rows))
+            self.valid |= fresh
+        if skip is None:
+            return out
+        # The kept rows enter as constants: no gradient reaches a held member.
+        return torch.where(skip[:, None, None], self.out, out)
 
 
 def _mlp_forward(x: Tensor, act: nn.Module, params: Sequence[Tensor]) -> Tensor:
@@ -189,10 +266,11 @@ class _Block:
     """Members ``idx`` (a slice, or an index tensor of members sorted by length) evaluated
     on their leading ``rows`` rows; ``lengths`` ``(m,)`` their lengths (None: no padding)."""
 
-    __slots__ = ("idx", "rows", "lengths")
+    __slots__ = ("idx", "rows", "lengths", "_real")
 
     def __init__(self, idx: slice | Tensor, rows: int, lengths: Tensor | None) -> None:
         self.idx, self.rows, self.lengths = idx, rows, lengths
+        self._real: Tensor | None | bool = False  # not computed yet
 
     @property
     def size(self) -> int:
@@ -222,28 +300,39 @@ class _Block:
         self.put(dst, src)
 
     def real(self) -> Tensor | None:
-        """``(m, rows, 1)`` mask of the real rows (None: all real)."""
-        if self.lengths is None or bool((self.lengths >= self.rows).all()):
-            return None
-        return (torch.arange(self.rows, device=self.lengths.device) < self.lengths[:, None])[..., None]
+        """``(m, rows, 1)`` mask of the real rows (None: all real); computed once per block."""
+        if self._real is False:
+            if self.lengths is None or bool((self.lengths >= self.rows).all()):
+                self._real = None
+            else:
+                self._real = (torch.arange(self.rows, device=self.lengths.device) < self.lengths[:, None])[..., None]
+        return self._real
 
 
 class _Plan:
     """The blocks of a blocked evaluation: ``block`` consecutive members without lengths,
     else members sorted by length, each block trimmed to its longest member."""
 
-    def __init__(self, blocks: list[_Block]) -> None:
+    def __init__(self, blocks: list[_Block], partial: bool = False) -> None:
         self.blocks = blocks
+        self.partial = partial  # some members are not evaluated (their rows are left to the caller)
 
     @classmethod
-    def of(cls, lengths: Tensor | None, batch: int, block: int, n: int) -> _Plan:
-        if lengths is None:
+    def of(cls, lengths: Tensor | None, batch: int, block: int, n: int, members: Tensor | None = None) -> _Plan:
+        """Blocks of all ``batch`` members, or of ``members`` (indices) only (a partial plan)."""
+        if members is None and lengths is None:
             return cls([_Block(slice(s, min(s + block, batch)), n, None) for s in range(0, batch, block)])
-        order = torch.argsort(lengths.cpu(), stable=True).to(lengths.device)
-        sorted_lengths = lengths[order]
+        if members is None:
+            members = torch.arange(batch, device=lengths.device)
+        if lengths is None:
+            return cls([_Block(members[s:s + block], n, None) for s in range(0, len(members), block)],
+                       partial=len(members) < batch)
+        sub = lengths[members]
+        order = torch.argsort(sub.cpu(), stable=True).to(sub.device)
+        idx, sorted_lengths = members[order], sub[order]
         ends = sorted_lengths.cpu().tolist()
-        return cls([_Block(order[s:s + block], int(ends[min(s + block, batch) - 1]), sorted_lengths[s:s + block])
-                    for s in range(0, batch, block)])
+        return cls([_Block(idx[s:s + block], int(ends[min(s + block, len(idx)) - 1]), sorted_lengths[s:s + block])
+                    for s in range(0, len(idx), block)], partial=len(members) < batch)
 
     @classmethod
     def whole(cls, lengths: Tensor | None, batch: int, n: int) -> _Plan:
@@ -407,7 +496,8 @@ def _blocked_forward(x: Tensor, act: nn.Module, plan: _Plan, params: Sequence[Te
     dict) every block leaves its gathered parameters and its layers' inputs there.
     """
     L = len(params) // 2
-    out = x.new_empty(x.shape[0], x.shape[1], params[L - 1].shape[-1])
+    shape = (x.shape[0], x.shape[1], params[L - 1].shape[-1])
+    out = x.new_zeros(shape) if plan.partial else x.new_empty(shape)
     relu = isinstance(act, nn.ReLU)
 
     def block(b: _Block) -> None:
@@ -496,8 +586,9 @@ class _BlockedMLP(torch.autograd.Function):
         need_x = ctx.needs_input_grad[0]
         need_p = any(ctx.needs_input_grad[3:])
         L = len(params) // 2
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_p = [torch.empty_like(p) for p in params] if need_p else None
+        alloc = torch.zeros_like if plan.partial else torch.empty_like  # members not evaluated get zero gradient
+        grad_x = alloc(x) if need_x else None
+        grad_p = [alloc(p) for p in params] if need_p else None
         relu = isinstance(act, nn.ReLU)
         kept = ctx.kept
 
