@@ -2,9 +2,12 @@
 
 Screened Poisson (Kazhdan & Hoppe 2013) solves for an indicator function whose gradient
 matches the oriented normals on an octree of ``depth`` levels (cell size about
-``1.1 * extent / 2^depth``), then extracts its level set.  Vertices whose sample density
-is in the lowest ``trim_quantile`` are removed, which trims the surface Poisson invents
-over holes (the bunny's open bottom).
+``1.1 * extent / 2^depth``), then extracts its level set.  The solver closes every surface,
+so it invents sheets where there are no samples (a scan's unseen side, across a thin part);
+two trims remove them: vertices whose sample density is in the lowest ``trim_quantile``
+(open3d's usual recipe), and vertices farther than ``trim_distance`` from the nearest of
+the points ``near`` (the data: a surface within a few point spacings of a sample is
+supported by it, one farther off is not).
 
 The baseline is the same meshing of the raw input, with normals estimated from its 30
 nearest neighbours (PCA) and oriented by open3d's consistent tangent plane propagation.
@@ -40,8 +43,12 @@ def estimate_normals(points: np.ndarray, k: int = 30, orient_k: int | None = Non
 
 
 def poisson_mesh(points: np.ndarray, normals: np.ndarray, depth: int = 8, trim_quantile: float = 0.01,
-                 scale: float = 1.1, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 scale: float = 1.1, threads: int | None = None, trim_distance: float = 0.0,
+                 near: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Screened Poisson surface of an oriented cloud: ``(vertices (V, 3), faces (F, 3))``.
+
+    ``trim_distance`` > 0 removes the vertices (and their faces) farther than it from the
+    nearest point of ``near`` (``(M, 3)``, default ``points``), in the points' units.
 
     ``threads`` (None: torch's thread count, capped at the cores this process may use):
     open3d's solver threads (60k-point block with a bore, 230k dense points, depth 8:
@@ -57,8 +64,13 @@ def poisson_mesh(points: np.ndarray, normals: np.ndarray, depth: int = 8, trim_q
     mesh, density = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(
         pcd, depth=depth, scale=scale, linear_fit=False, n_threads=threads)
     density = np.asarray(density)
+    drop = np.zeros(len(density), dtype=bool)
     if trim_quantile > 0 and len(density):
-        mesh.remove_vertices_by_mask(density < np.quantile(density, trim_quantile))
+        drop |= density < np.quantile(density, trim_quantile)
+    if trim_distance > 0 and len(density):
+        drop |= _distance_to(np.asarray(points if near is None else near), np.asarray(mesh.vertices)) > trim_distance
+    if drop.any():
+        mesh.remove_vertices_by_mask(drop)
     mesh.remove_unreferenced_vertices()
     return np.asarray(mesh.vertices).copy(), np.asarray(mesh.triangles).astype(np.int64).copy()
 
@@ -69,6 +81,13 @@ def baseline_poisson(points: np.ndarray, depth: int = 8, k: int = 30, trim_quant
     normals = estimate_normals(points, k)
     v, f = poisson_mesh(points, normals, depth=depth, trim_quantile=trim_quantile, threads=threads)
     return v, f, normals
+
+
+def _distance_to(points: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Distance of each query ``(V, 3)`` to its nearest point of ``points`` ``(M, 3)`` (KD-tree)."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(points).query(queries, workers=-1)[0]
 
 
 def _threads(threads: int | None) -> int:

@@ -47,7 +47,7 @@ from geoprior.consistency import consensus_points, consensus_targets
 from geoprior.cover import Cover, build_folded_cover
 from geoprior.emd import ExactEMD, SinkhornEMD, exact_assignment
 from geoprior.io import Cloud, validate_cloud
-from geoprior.mesh import estimate_normals, poisson_mesh
+from geoprior.mesh import estimate_normals, mean_spacing, poisson_mesh
 from geoprior.noise import NormalResidual, cloud_noise, patch_noise
 from geoprior.sampling import orient_points_mst, sample_charts
 from shared.fit import FitResult, Objective, Optimiser, Tracking, fit
@@ -136,6 +136,9 @@ class DeepGeometricPrior(Reconstructor):
         Poisson octree depth
     trim_quantile : float
         low-density trimming quantile of the mesh
+    trim_spacing : float
+        drop mesh vertices farther than this many mean point spacings from the input points
+        (the sheets Poisson invents over a scan's unseen side or across a thin part; 0: keep)
     mesh_threads : int or None
         threads of the Poisson solver (None: torch's thread count; with more than one the
         mesh's vertices can differ between runs in the 7th digit and come in another order)
@@ -164,8 +167,8 @@ class DeepGeometricPrior(Reconstructor):
                  discrepancy_tau: float = 1.0, discrepancy_fraction: float = 0.95,
                  consistency_iterations: int = 40, density: int = 4, trim_overlaps: bool = True,
                  outlier_factor: float = 3.0, isolated_factor: float = 10.0, depth: int = 8,
-                 trim_quantile: float = 0.01, mesh_threads: int | None = None, mesh: bool = True,
-                 seed: int = 0, device: str = "cpu",
+                 trim_quantile: float = 0.0, trim_spacing: float = 3.0, mesh_threads: int | None = None,
+                 mesh: bool = True, seed: int = 0, device: str = "cpu",
                  progress: bool = False) -> None:
         self.radius, self.patch_points, self.overlap = radius, patch_points, overlap
         self.centres, self.parameters = centres, parameters
@@ -178,6 +181,7 @@ class DeepGeometricPrior(Reconstructor):
         self.consistency_iterations, self.density, self.trim_overlaps = consistency_iterations, density, trim_overlaps
         self.outlier_factor, self.isolated_factor = outlier_factor, isolated_factor
         self.depth, self.trim_quantile, self.mesh_threads, self.mesh = depth, trim_quantile, mesh_threads, mesh
+        self.trim_spacing = trim_spacing
         self.seed, self.device, self.progress = seed, device, progress
 
     def check(self) -> DeepGeometricPrior:
@@ -196,6 +200,7 @@ class DeepGeometricPrior(Reconstructor):
             ("max_folds", self.max_folds >= 1, ">= 1"),
             ("depth", 1 <= self.depth <= 16, "in 1..16 (the Poisson octree depth)"),
             ("trim_quantile", 0 <= self.trim_quantile < 1, "in [0, 1)"),
+            ("trim_spacing", self.trim_spacing >= 0, ">= 0 (0: no distance trim)"),
             ("mesh_threads", self.mesh_threads is None or self.mesh_threads >= 1, "None or >= 1"),
             ("outlier_factor", self.outlier_factor >= 0, ">= 0"),
             ("isolated_factor", self.isolated_factor >= 0, ">= 0"),
@@ -246,8 +251,10 @@ class DeepGeometricPrior(Reconstructor):
         if self.mesh:
             t0 = time.perf_counter()
             try:
+                pts = state["points"]
                 verts, faces = poisson_mesh(dense, dense_n, depth=self.depth, trim_quantile=self.trim_quantile,
-                                            threads=self.mesh_threads)
+                                            threads=self.mesh_threads, near=pts,
+                                            trim_distance=self.trim_spacing * mean_spacing(pts))
                 verts = frame.outward(verts)
             except (RuntimeError, ValueError) as exc:
                 # The dense cloud is the costly part: keep it; the caller reports the failed mesh.
@@ -275,7 +282,7 @@ class DeepGeometricPrior(Reconstructor):
             consistency = refit_consistency(model, cover, result.output, perm, len(pts), self)
             timings["consistency_s"] = time.perf_counter() - t0
         return {"model": model, "cover": cover, "fit": result, "data": data, "consistency": consistency,
-                "n_fit": len(pts), "n_isolated": n_isolated, "folds": folds}
+                "n_fit": len(pts), "n_isolated": n_isolated, "folds": folds, "points": pts}
 
     def _result(self, cloud: Cloud, state: dict[str, Any], dense: np.ndarray, dense_n: np.ndarray,
                 verts: np.ndarray | None, faces: np.ndarray | None, timings: dict[str, float],
