@@ -29,28 +29,18 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def reference_normals(mesh, points: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` unit normals of the reference triangles nearest to ``points`` (open3d raycasting scene)."""
-    import open3d as o3d
-
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
-                        o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
-    found = scene.compute_closest_points(o3d.core.Tensor(np.asarray(points, dtype=np.float32)))
-    return found["primitive_normals"].numpy().astype(np.float64)
-
-
 def orientation_scores(case, ks: list[int]) -> dict[str, float]:
     """Fraction of consistently and correctly oriented normals (up to a global sign) per ``k``."""
     from geoprior import DeepGeometricPrior, suite
     from geoprior.mesh import estimate_normals
+    from geoprior.metrics import closest_face_normals
     from geoprior.reconstruct import fit_points
     from geoprior.sampling import orient_points_mst
 
-    mesh = suite.bunny() if case.shape == "bunny" else suite.build(case.shape)
+    mesh = suite.build(case.shape)
     cloud = suite.make_input(case, mesh)
     points, _, _ = fit_points(cloud, None, DeepGeometricPrior(patch_normals=False), np.random.default_rng(0))
-    truth = reference_normals(mesh, points)
+    truth = closest_face_normals(np.asarray(mesh.vertices), np.asarray(mesh.faces), points)
     unoriented = estimate_normals(points, k=30, orient=False)
     out = {}
     for k in ks:

@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = [
     "point_metrics", "nearest_kdtree", "nearest_pytorch3d", "have_pytorch3d", "MeshDistance",
-    "sample_mesh", "evaluate_against_mesh", "bbox_diagonal", "mesh_normal_consistency",
+    "sample_mesh", "evaluate_against_mesh", "bbox_diagonal", "mesh_normal_consistency", "closest_face_normals",
 ]
 
 
@@ -177,7 +177,7 @@ def _sample_with_normals(vertices: np.ndarray, faces: np.ndarray, n: int, seed: 
     return np.asarray(pts), np.asarray(mesh.face_normals)[face]
 
 
-def _closest_normals(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+def closest_face_normals(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Unit normals of the faces of a mesh closest to ``points`` (open3d ``compute_closest_points``)."""
     import open3d as o3d
     import trimesh
@@ -199,6 +199,6 @@ def mesh_normal_consistency(reference: tuple[np.ndarray, np.ndarray], mesh: tupl
     convention does not count)."""
     a, na = _sample_with_normals(*mesh, n, seed)
     b, nb = _sample_with_normals(*reference, n, seed + 1)
-    c_ab = np.abs((na * _closest_normals(*reference, a)).sum(1)).mean()
-    c_ba = np.abs((nb * _closest_normals(*mesh, b)).sum(1)).mean()
+    c_ab = np.abs((na * closest_face_normals(*reference, a)).sum(1)).mean()
+    c_ba = np.abs((nb * closest_face_normals(*mesh, b)).sum(1)).mean()
     return float((c_ab + c_ba) / 2)
