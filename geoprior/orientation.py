@@ -19,7 +19,8 @@ The consistency score (:func:`inconsistency`) is the trust-weighted fraction of 
 pairs whose oriented normals point to opposite sides, trust ``max(0, |n_i . n_j| -
 |(p_j - p_i) . n_i| / h)`` (parallel normals, small step along the normal; ``h`` the mean
 edge length).  A region flipped on one sheet disagrees with its surroundings along its
-whole border and scores badly, whichever candidate made it.
+whole border and scores badly, whichever candidate made it.  Before they are scored, every
+candidate's isolated wrong signs are mended by a neighbour majority (:func:`majority_flip`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from scipy.spatial import cKDTree
 
 from geoprior.sampling import orient_points_mst
 
-__all__ = ["orient_normals_robust", "visibility_votes", "anchored_orientation", "inconsistency", "view_directions"]
+__all__ = ["orient_normals_robust", "visibility_votes", "anchored_orientation", "inconsistency", "majority_flip",
+           "view_directions"]
 
 
 def view_directions(n: int) -> np.ndarray:
@@ -117,21 +119,50 @@ def anchored_orientation(points: np.ndarray, normals: np.ndarray, signs: np.ndar
     return normals * np.asarray(s[:N])[:, None]
 
 
+def _trusted_pairs(points: np.ndarray, normals: np.ndarray, k: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-NN pairs ``(rows, cols)`` and their trust ``max(0, |n_i . n_j| - |step . n_i| / h)``."""
+    rows, cols, w = _knn_edges(points, normals, k)
+    return rows, cols, np.clip(1.0 - w, 0.0, None)
+
+
+def _flipped_share(oriented: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+    rows, cols, trust = pairs
+    flipped = (oriented[rows] * oriented[cols]).sum(1) < 0
+    return float((trust * flipped).sum() / max(trust.sum(), 1e-12))
+
+
 def inconsistency(points: np.ndarray, oriented: np.ndarray, normals: np.ndarray, k: int = 30) -> float:
     """Trust-weighted fraction of k-NN pairs whose ``oriented`` normals disagree in sign.
 
     ``sum_ij t_ij [o_i . o_j < 0] / sum_ij t_ij`` with trust ``t_ij = max(0, |n_i . n_j| -
     |(p_j - p_i) . n_i| / h)`` from the unoriented ``normals`` (0: consistent everywhere).
     """
-    rows, cols, w = _knn_edges(points, normals, k)
-    trust = np.clip(1.0 - w, 0.0, None)
-    flipped = (oriented[rows] * oriented[cols]).sum(1) < 0
-    return float((trust * flipped).sum() / max(trust.sum(), 1e-12))
+    return _flipped_share(oriented, _trusted_pairs(points, normals, k))
+
+
+def majority_flip(oriented: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  sweeps: int = 3) -> np.ndarray:
+    """Flip every normal that disagrees with the trust-weighted majority of its neighbours.
+
+    Each sweep sets ``s_i <- s_i sign(sum_j t_ij sign(o_i . o_j))`` for all points at once.
+    It mends isolated wrong signs (a visibility anchor seen through a scan hole, a tree
+    leaf on the far side of a tip); a flipped region larger than a neighbourhood stays.
+    """
+    rows, cols, trust = pairs
+    out = oriented.copy()
+    for _ in range(sweeps):
+        vote = trust * np.where((out[rows] * out[cols]).sum(1) < 0, -1.0, 1.0)
+        support = np.bincount(rows, vote, len(out)) + np.bincount(cols, vote, len(out))
+        if not (support < 0).any():
+            break
+        out[support < 0] *= -1.0
+    return out
 
 
 def orient_normals_robust(points: np.ndarray, normals: np.ndarray, n_views: int = 32,
                           agreement: float = 0.9, min_weight: float = 1.0) -> np.ndarray:
-    """Consistently oriented normals (N, 3): the most consistent of three candidates (module doc).
+    """Consistently oriented normals (N, 3): the most consistent of three candidates (module doc),
+    each first cleaned by :func:`majority_flip`.
 
     ``agreement``: an anchor's views must agree on its sign by ``|vote| / weight >
     agreement``, with ``weight > min_weight`` (about one head-on view's worth of evidence).
@@ -143,5 +174,6 @@ def orient_normals_robust(points: np.ndarray, normals: np.ndarray, n_views: int 
         anchor = (np.abs(vote) > agreement * weight) & (weight > min_weight)
         if anchor.any():
             candidates.append(anchored_orientation(points, normals, np.sign(vote), anchor))
-    scores = [inconsistency(points, c, normals) for c in candidates]
-    return candidates[int(np.argmin(scores))]
+    pairs = _trusted_pairs(points, normals)
+    candidates = [majority_flip(c, pairs) for c in candidates]
+    return candidates[int(np.argmin([_flipped_share(c, pairs) for c in candidates]))]

@@ -1,8 +1,8 @@
 """Robust normal orientation: visibility votes, anchored trees, the consistency score."""
 
 import numpy as np
-from geoprior.orientation import (anchored_orientation, inconsistency, orient_normals_robust, view_directions,
-                                  visibility_votes)
+from geoprior.orientation import (anchored_orientation, inconsistency, majority_flip, orient_normals_robust,
+                                  view_directions, visibility_votes)
 from geoprior.sampling import orient_points_mst
 
 
@@ -75,3 +75,15 @@ def test_robust_orientation_survives_the_cup_wall_where_the_tree_crosses_it():
 
     assert right(orient_points_mst(points, unoriented, k=30)) < 0.7
     assert right(orient_normals_robust(points, unoriented)) > 0.9
+
+
+def test_majority_flip_mends_isolated_signs_but_keeps_a_consistent_cloud():
+    from geoprior.orientation import _trusted_pairs
+
+    p, n = _sphere()
+    pairs = _trusted_pairs(p, n)
+    outward = p.copy()
+    assert np.array_equal(majority_flip(outward, pairs), outward)
+    noisy = outward.copy()
+    noisy[::50] *= -1  # 2 % isolated wrong signs
+    assert ((majority_flip(noisy, pairs) * p).sum(1) > 0).all()
