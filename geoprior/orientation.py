@@ -110,6 +110,7 @@ def anchored_orientation(points: np.ndarray, normals: np.ndarray, signs: np.ndar
     order, parent = breadth_first_order(tree, N, directed=False, return_predecessors=True)
     s = np.append(np.where(np.asarray(signs) < 0, -1.0, 1.0), 1.0).tolist()
     child = order[1:]
+    # Only anchors hang from the virtual root N; their dot (clamped index) is never used.
     dot = (normals[child] * normals[np.minimum(parent[child], N - 1)]).sum(1).tolist()
     parents, is_anchor = parent.tolist(), anchor.tolist()
     # Breadth-first: a parent's sign is final before its children are visited.
