@@ -59,13 +59,14 @@ def orientation_scores(case, ks: list[int]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict:
     """Score every case, print the table, write the JSON."""
     from geoprior import suite
-    from shared.provenance import run_record
+    from shared.provenance import code_state, run_record
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, nargs="+", default=[30, 10], help="orientation tree neighbours to compare")
     ap.add_argument("--sizes", type=int, nargs="+", default=[20000], help="input sizes of the suite's cases")
     ap.add_argument("--out", type=Path, default=RESULTS / "surface_orientation.json")
     args = ap.parse_args(argv)
+    code = code_state()
     t0 = time.perf_counter()
     rows = []
     columns = [*map(str, args.k), "robust"]
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     times = np.array([r["correct"]["robust_s"] for r in rows])
     summary["robust_s"] = {"mean": float(times.mean()), "max": float(times.max())}
     print(f"robust orientation: {times.mean():.2f} s mean, {times.max():.2f} s max per case")
-    result = {**run_record(), "benchmark": "surface_orientation", "split": "validation (the suite)",
+    result = {**run_record(code=code), "benchmark": "surface_orientation", "split": "validation (the suite)",
               "normal_estimate": "KNN-30 PCA",
               "score": "fraction with the reference normal's sign, up to a global sign",
               "summary": summary, "cases": rows, "wall_s": time.perf_counter() - t0}

@@ -236,10 +236,11 @@ def _print(rows: list[dict], summary: dict) -> None:
 
 def _timing_only(args: argparse.Namespace, settings: dict) -> int:
     """``--timing-only``: the 60k end-to-end times (and the 1M peak memory) without the suite."""
-    from shared.provenance import run_record
+    from shared.provenance import code_state, run_record
 
     if args.name == "surfaces":
         raise SystemExit("--timing-only would overwrite the suite's surfaces.json: give another --name")
+    code = code_state()
     result: dict = {"benchmark": "surfaces (timing only)", "settings": settings}
     t0 = time.perf_counter()
     timing = time_60k(settings)
@@ -251,7 +252,7 @@ def _timing_only(args: argparse.Namespace, settings: dict) -> int:
         result["peak_mem_mb_1m"] = peak_memory_mb(1_000_000, settings)
     for shape, r in timing.items():
         print(f"{shape:20s} ours {r['ours_s']:6.1f} s  Poisson {r['poisson_s']:5.1f} s  stages {r['stages_s']}")
-    result = {**run_record(), **result, "wall_s": time.perf_counter() - t0}
+    result = {**run_record(code=code), **result, "wall_s": time.perf_counter() - t0}
     result["targets"] = {"ours_time_s_60k": {"value": result["ours_time_s_60k"], "target": 30.0,
                                              "met": result["ours_time_s_60k"] <= 30.0}}
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +264,7 @@ def _timing_only(args: argparse.Namespace, settings: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from geoprior import suite
-    from shared.provenance import run_record
+    from shared.provenance import code_state, run_record
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=None, help="suite shapes (default: all 14; add 'bunny' for it)")
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="surfaces", help="results/<name>.json")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results", help="where <name>.json goes")
     args = ap.parse_args(argv)
+    code = code_state()  # the code that runs, even if the tree changes during the hour
 
     settings = dict(kv.split("=", 1) for kv in args.set)
     settings = {k: _value(v) for k, v in settings.items()}
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
         mem = peak_memory_mb(1_000_000, settings)
     _print(rows, summary)
-    result = {**run_record(), "benchmark": "surfaces", "settings": settings, "split": "validation (the suite)",
+    result = {**run_record(code=code), "benchmark": "surfaces", "settings": settings, "split": "validation (the suite)",
               "workers": args.workers, "threads_per_worker": 1, "wall_s": time.perf_counter() - t0,
               "metric": {"n_output": N_OUTPUT, "n_reference": N_REFERENCE, "fscore_tau": TAU},
               **summary, "cases": rows}

@@ -26,19 +26,26 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def run_record(device: str = "cpu") -> dict[str, Any]:
+def code_state() -> dict[str, Any]:
+    """``commit`` (HEAD) and ``commit_dirty`` (uncommitted code, not results: a benchmark run
+    just before may have rewritten its JSON) of the working tree now."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":!/benchmarks/results")
+    return {"commit": _git("rev-parse", "HEAD"), "commit_dirty": None if status is None else bool(status)}
+
+
+def run_record(device: str = "cpu", code: dict[str, Any] | None = None) -> dict[str, Any]:
     """Commit, threads, load average, device and versions of the running process
-    (top-level keys of a results JSON: ``commit``, ``threads``, ``load_average``, ``device``, ...)."""
+    (top-level keys of a results JSON: ``commit``, ``threads``, ``load_average``, ``device``, ...).
+
+    ``code``: the :func:`code_state` taken when a long run started, so that the record names
+    the code that ran even if the tree changed during the run (default: the state now)."""
     import torch
 
-    # Uncommitted code, not results: a benchmark run just before may have rewritten its JSON.
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":!/benchmarks/results")
     dev = str(device)
     if dev.startswith("cuda") and torch.cuda.is_available():
         dev = f"{dev} ({torch.cuda.get_device_name(torch.device(dev))})"
     return {
-        "commit": _git("rev-parse", "HEAD"),
-        "commit_dirty": None if status is None else bool(status),
+        **(code or code_state()),
         "threads": torch.get_num_threads(),
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "device": dev,
