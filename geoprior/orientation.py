@@ -28,9 +28,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
-from scipy.spatial import cKDTree
 
-from geoprior.sampling import orient_points_mst
+from geoprior.sampling import knn_edges, orient_points_mst
 
 __all__ = ["orient_normals_robust", "visibility_votes", "anchored_orientation", "inconsistency", "majority_flip",
            "view_directions"]
@@ -74,17 +73,6 @@ def visibility_votes(points: np.ndarray, normals: np.ndarray, n_views: int = 32,
     return vote, weight
 
 
-def _knn_edges(points: np.ndarray, normals: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """k-NN edges ``(rows, cols)`` and their tree weight ``1 - |n_i . n_j| + |step . n_i| / h``."""
-    k = min(k, len(points) - 1)
-    _, nn = cKDTree(points).query(points, k=k + 1, workers=-1)
-    rows = np.repeat(np.arange(len(points)), k)
-    cols = nn[:, 1:].ravel()
-    step = points[cols] - points[rows]
-    across = np.abs((step * normals[rows]).sum(1)) / np.linalg.norm(step, axis=1).mean()
-    return rows, cols, 1.0 - np.abs((normals[rows] * normals[cols]).sum(1)) + across
-
-
 def anchored_orientation(points: np.ndarray, normals: np.ndarray, signs: np.ndarray, anchor: np.ndarray,
                          k: int = 30) -> np.ndarray:
     """Orient ``normals`` (N, 3): anchors (boolean ``(N,)``) take ``signs`` (``(N,)``, +-1);
@@ -97,7 +85,7 @@ def anchored_orientation(points: np.ndarray, normals: np.ndarray, signs: np.ndar
     """
     N = len(points)
     anchor = np.asarray(anchor, dtype=bool).copy()
-    rows, cols, w = _knn_edges(points, normals, k)
+    rows, cols, w = knn_edges(points, normals, k)
     _, piece = connected_components(coo_matrix((w, (rows, cols)), shape=(N, N)), directed=False)
     unanchored = np.setdiff1d(piece, piece[anchor])
     anchor[np.unique(piece, return_index=True)[1][unanchored]] = True
@@ -122,7 +110,7 @@ def anchored_orientation(points: np.ndarray, normals: np.ndarray, signs: np.ndar
 
 def _trusted_pairs(points: np.ndarray, normals: np.ndarray, k: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """k-NN pairs ``(rows, cols)`` and their trust ``max(0, |n_i . n_j| - |step . n_i| / h)``."""
-    rows, cols, w = _knn_edges(points, normals, k)
+    rows, cols, w = knn_edges(points, normals, k)
     return rows, cols, np.clip(1.0 - w, 0.0, None)
 
 

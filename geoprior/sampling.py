@@ -118,22 +118,32 @@ def orient_knn_mst(points: np.ndarray, normals: np.ndarray, k: int = 10) -> np.n
     return _orient_knn(points, normals, k)[0]
 
 
+def knn_edges(points: np.ndarray, normals: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges ``(rows, cols)`` from each point to its ``k`` nearest neighbours and their
+    orientation-tree weight ``1 - |n_i . n_j| + |(p_j - p_i) . n_i| / h`` (``h`` the mean edge length).
+
+    Parallel normals alone are no reason to trust an edge: across a thin wall (a cup's
+    side, the two faces of a plate) neighbours have parallel normals of opposite true
+    sign.  Such an edge steps along the normal, an edge within the sheet across it, so
+    the step along the normal (in units of the mean edge length) is added to the weight.
+    """
+    k = min(k, len(points) - 1)
+    _, nn = cKDTree(points).query(points, k=k + 1, workers=-1)
+    rows = np.repeat(np.arange(len(points)), k)
+    cols = nn[:, 1:].ravel()
+    step = points[cols] - points[rows]
+    across = np.abs((step * normals[rows]).sum(1))
+    parallel = np.abs((normals[rows] * normals[cols]).sum(1))
+    return rows, cols, 1.0 - parallel + across / np.linalg.norm(step, axis=1).mean()
+
+
 def _orient_knn(points: np.ndarray, normals: np.ndarray, k: int) -> tuple[np.ndarray, int]:
     """:func:`orient_knn_mst` and the number of connected pieces of the k-NN graph."""
     from scipy.sparse.csgraph import connected_components
 
     N = len(points)
-    k = min(k + 1, N)
-    _, nn = cKDTree(points).query(points, k=k, workers=-1)
-    rows = np.repeat(np.arange(N), k - 1)
-    cols = nn[:, 1:].ravel()
-    # Parallel normals alone are no reason to trust an edge: across a thin wall (a cup's
-    # side, the two faces of a plate) neighbours have parallel normals of opposite true
-    # sign.  Such an edge steps along the normal, an edge within the sheet across it, so
-    # the step along the normal (in units of the mean edge length) is added to the weight.
-    step = points[cols] - points[rows]
-    across = np.abs((step * normals[rows]).sum(1))
-    w = 1.0 - np.abs((normals[rows] * normals[cols]).sum(1)) + across / np.linalg.norm(step, axis=1).mean() + 1e-6
+    rows, cols, w = knn_edges(points, normals, k)
+    w = w + 1e-6
     mst = minimum_spanning_tree(coo_matrix((w, (rows, cols)), shape=(N, N)))
     mst = (mst + mst.T).tocsr()
     pieces, label = connected_components(mst, directed=False)
