@@ -412,8 +412,9 @@ def n_folds(n_points: int, settings: DeepGeometricPrior) -> int:
 
 
 # The robust orientation (three candidate trees and 32 visibility views) costs about 2 s on
-# 20k points and 13 s on 100k (measured); on 30k it stays near the single tree's time and
-# orients the 100k block scan as well as all 100k points do (0.999 both).
+# 20k points and 13-16 s on 100k (measured).  On 30k of 100k points it costs 3.4-4.1 s and
+# orients the block scan as well as all points do (0.999 both), but not the cup at 1 % noise
+# (0.57 against 0.94 with all points): a known limit, see docs/geoprior.md.
 ORIENT_POINTS = 30_000
 
 
