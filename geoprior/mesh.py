@@ -44,11 +44,15 @@ def estimate_normals(points: np.ndarray, k: int = 30, orient_k: int | None = Non
 
 def poisson_mesh(points: np.ndarray, normals: np.ndarray, depth: int = 8, trim_quantile: float = 0.01,
                  scale: float = 1.1, threads: int | None = None, trim_distance: float = 0.0,
-                 near: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 near: np.ndarray | None = None, fill_holes: bool = False,
+                 fill_max_deviation: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Screened Poisson surface of an oriented cloud: ``(vertices (V, 3), faces (F, 3))``.
 
     ``trim_distance`` > 0 removes the vertices (and their faces) farther than it from the
-    nearest point of ``near`` (``(M, 3)``, default ``points``), in the points' units.
+    nearest point of ``near`` (``(M, 3)``, default ``points``), in the points' units;
+    with ``fill_holes`` it keeps those that fill a hole of the data as a continuation of
+    the surface around it (:func:`geoprior.holes.keep_hole_fills`, with
+    ``fill_max_deviation`` if given).
 
     ``threads`` (None: torch's thread count, capped at the cores this process may use):
     open3d's solver threads (60k-point block with a bore, 230k dense points, depth 8:
@@ -68,7 +72,15 @@ def poisson_mesh(points: np.ndarray, normals: np.ndarray, depth: int = 8, trim_q
     if trim_quantile > 0 and len(density):
         drop |= density < np.quantile(density, trim_quantile)
     if trim_distance > 0 and len(density):
-        drop |= _distance_to(np.asarray(points if near is None else near), np.asarray(mesh.vertices)) > trim_distance
+        data = np.asarray(points if near is None else near)
+        far = _distance_to(data, np.asarray(mesh.vertices)) > trim_distance
+        if fill_holes and far.any():
+            from geoprior.holes import FILL_MAX_DEVIATION, keep_hole_fills
+
+            dev = FILL_MAX_DEVIATION if fill_max_deviation is None else fill_max_deviation
+            far &= ~keep_hole_fills(np.asarray(mesh.vertices), np.asarray(mesh.triangles), data, far,
+                                    max_deviation=dev)
+        drop |= far
     if drop.any():
         mesh.remove_vertices_by_mask(drop)
     mesh.remove_unreferenced_vertices()

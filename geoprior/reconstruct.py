@@ -140,6 +140,9 @@ class DeepGeometricPrior(Reconstructor):
     trim_spacing : float
         drop mesh vertices farther than this many mean point spacings from the input points
         (the sheets Poisson invents over a scan's unseen side or across a thin part; 0: keep)
+    fill_holes : bool
+        keep the trimmed sheets that fill a hole as a continuation of the surface around it
+        (geoprior.holes: a hole of the data on a smooth surface, not an unseen face)
     mesh_threads : int or None
         threads of the Poisson solver (None: torch's thread count; with more than one the
         mesh's vertices can differ between runs in the 7th digit and come in another order)
@@ -168,8 +171,8 @@ class DeepGeometricPrior(Reconstructor):
                  discrepancy_tau: float = 1.0, discrepancy_fraction: float = 0.95,
                  consistency_iterations: int = 40, density: int = 4, trim_overlaps: bool = True,
                  outlier_factor: float = 3.0, isolated_factor: float = 10.0, depth: int = 8,
-                 trim_quantile: float = 0.0, trim_spacing: float = 3.0, mesh_threads: int | None = None,
-                 mesh: bool = True, seed: int = 0, device: str = "cpu",
+                 trim_quantile: float = 0.0, trim_spacing: float = 3.0, fill_holes: bool = True,
+                 mesh_threads: int | None = None, mesh: bool = True, seed: int = 0, device: str = "cpu",
                  progress: bool = False) -> None:
         self.radius, self.patch_points, self.overlap = radius, patch_points, overlap
         self.centres, self.parameters = centres, parameters
@@ -182,7 +185,7 @@ class DeepGeometricPrior(Reconstructor):
         self.consistency_iterations, self.density, self.trim_overlaps = consistency_iterations, density, trim_overlaps
         self.outlier_factor, self.isolated_factor = outlier_factor, isolated_factor
         self.depth, self.trim_quantile, self.mesh_threads, self.mesh = depth, trim_quantile, mesh_threads, mesh
-        self.trim_spacing = trim_spacing
+        self.trim_spacing, self.fill_holes = trim_spacing, fill_holes
         self.seed, self.device, self.progress = seed, device, progress
 
     def check(self) -> DeepGeometricPrior:
@@ -255,7 +258,8 @@ class DeepGeometricPrior(Reconstructor):
                 pts = state["points"]
                 verts, faces = poisson_mesh(dense, dense_n, depth=self.depth, trim_quantile=self.trim_quantile,
                                             threads=self.mesh_threads, near=pts,
-                                            trim_distance=self.trim_spacing * mean_spacing(pts))
+                                            trim_distance=self.trim_spacing * mean_spacing(pts),
+                                            fill_holes=self.fill_holes)
                 verts = frame.outward(verts)
             except (RuntimeError, ValueError) as exc:
                 # The dense cloud is the costly part: keep it; the caller reports the failed mesh.
