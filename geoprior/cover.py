@@ -6,7 +6,8 @@ radius drops below ``r``), with ``r = radius * diag`` a fraction of the bounding
 diagonal.  Patch ``i`` holds the points within ``c r`` of ``c_i`` (``c = overlap > 1`` makes
 neighbouring patches overlap); where normals exist, points whose normal disagrees with the
 centre's by more than ``normal_angle`` are left out (thin sheets stay apart).  Each point
-keeps at least its owner, the centre within ``r``, so the cover is complete.
+keeps at least its owner, the centre within ``r`` (and, with normals, of a normal within
+``normal_angle``), so the cover is complete.
 
 Every patch is expressed in its PCA frame::
 
@@ -98,38 +99,61 @@ class Cover:
         return np.einsum("pmj,pij->pmi", local_normals, self.rotation)
 
 
-def poisson_disk_centres(points: np.ndarray, r: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _compatible(normals: np.ndarray | None, i: int, cand: np.ndarray, cos_max: float) -> np.ndarray:
+    """The candidates whose normal is within the angle of ``cos_max`` of point ``i``'s (all without normals)."""
+    if normals is None:
+        return cand
+    return cand[normals[cand] @ normals[i] >= cos_max]
+
+
+def poisson_disk_centres(points: np.ndarray, r: float, rng: np.random.Generator, normals: np.ndarray | None = None,
+                         normal_angle: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
     """Greedy Poisson-disk sampling: visit points in random order, make an uncovered one a centre.
 
     Returns centre indices and, per point, the index (into the centres) of the centre that
-    first covered it (its owner, within ``r``).
+    first covered it (its owner, within ``r``).  With ``normals`` a centre covers only the
+    points whose normal is within ``normal_angle`` of its own: the two faces of a wall
+    thinner than ``r`` get centres of their own, and no patch owns points of the other
+    face (which its normal filter would otherwise keep out).
     """
     tree = cKDTree(points)
+    cos_max = np.cos(np.deg2rad(normal_angle))
     owner = np.full(len(points), -1, dtype=np.int64)
     centres: list[int] = []
     for i in rng.permutation(len(points)):
         if owner[i] >= 0:
             continue
         near = np.asarray(tree.query_ball_point(points[i], r), dtype=np.int64)
-        near = near[owner[near] < 0]
+        near = _compatible(normals, i, near[owner[near] < 0], cos_max)
         owner[near] = len(centres)
         owner[i] = len(centres)
         centres.append(int(i))
     return np.asarray(centres, dtype=np.int64), owner
 
 
-def farthest_point_centres(points: np.ndarray, r: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Farthest-point sampling until every point is within ``r`` of a centre; owner = nearest centre."""
+def farthest_point_centres(points: np.ndarray, r: float, rng: np.random.Generator, normals: np.ndarray | None = None,
+                           normal_angle: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+    """Farthest-point sampling until every point is within ``r`` of a centre; owner = nearest centre.
+
+    With ``normals``, distances count only to centres whose normal is within
+    ``normal_angle`` of the point's (as in :func:`poisson_disk_centres`).
+    """
+    cos_max = np.cos(np.deg2rad(normal_angle))
     first = int(rng.integers(len(points)))
     centres = [first]
-    dist = np.linalg.norm(points - points[first], axis=1)
+    dist = np.full(len(points), np.inf)
     owner = np.zeros(len(points), dtype=np.int64)
-    while dist.max() > r:
-        nxt = int(dist.argmax())
+    nxt = first
+    while True:
         d = np.linalg.norm(points - points[nxt], axis=1)
+        if normals is not None:
+            d[normals @ normals[nxt] < cos_max] = np.inf
         closer = d < dist
-        owner[closer] = len(centres)
+        owner[closer] = len(centres) - 1
         dist = np.minimum(dist, d)
+        if dist.max() <= r:
+            break
+        nxt = int(dist.argmax())
         centres.append(nxt)
     return np.asarray(centres, dtype=np.int64), owner
 
@@ -227,9 +251,9 @@ def build_cover(
     diag = float(np.linalg.norm(points.max(0) - points.min(0)))
     r = radius * diag
     if method == "poisson":
-        centre_idx, owner = poisson_disk_centres(points, r, rng)
+        centre_idx, owner = poisson_disk_centres(points, r, rng, normals, normal_angle)
     elif method == "fps":
-        centre_idx, owner = farthest_point_centres(points, r, rng)
+        centre_idx, owner = farthest_point_centres(points, r, rng, normals, normal_angle)
     else:
         raise ValueError(f"unknown centre sampling {method!r}; choose 'poisson' or 'fps'")
     centres = points[centre_idx]

@@ -287,3 +287,28 @@ def test_reconstruct_drops_a_lone_outlier_before_covering():
     res = rec.reconstruct(cloud)
     assert res.info["n_isolated_removed"] == 1 and res.info["n_fit"] == 400
     assert res.arrays["vertices"] is None and "mesh.ply" not in res.files
+
+
+@pytest.mark.parametrize("method", ["poisson", "fps"])
+def test_cover_keeps_the_faces_of_a_thin_wall_apart(method):
+    """Two sheets 0.02 apart with opposite normals, covering radius 0.1 of the diagonal: with
+    normals every patch holds one sheet only and both sheets have centres; without, the
+    centres of one sheet own points of the other."""
+    rng = np.random.default_rng(0)
+    uv = rng.uniform(0, 1, size=(800, 2))
+    top = np.column_stack([uv[:400], np.full(400, 0.01)])
+    bottom = np.column_stack([uv[400:], np.full(400, -0.01)])
+    pts = np.concatenate([top, bottom])
+    normals = np.concatenate([np.tile([0.0, 0, 1], (400, 1)), np.tile([0.0, 0, -1], (400, 1))])
+    side = pts[:, 2] > 0
+
+    def mixed(cover):
+        return sum(0 < side[cover.index[p][cover.mask[p]]].mean() < 1 for p in range(cover.n_patches))
+
+    cover = build_cover(pts, normals, radius=0.1, overlap=1.5, method=method, seed=0)
+    assert mixed(cover) == 0
+    assert 0.3 < (cover.centres[:, 2] > 0).mean() < 0.7  # each sheet has centres of its own
+    covered = np.zeros(len(pts), bool)
+    covered[cover.index[cover.mask]] = True
+    assert covered.all()
+    assert mixed(build_cover(pts, None, radius=0.1, overlap=1.5, method=method, seed=0)) > 0
