@@ -7,7 +7,11 @@ diagonal.  Patch ``i`` holds the points within ``c r`` of ``c_i`` (``c = overlap
 neighbouring patches overlap); where normals exist, points whose normal disagrees with the
 centre's by more than ``normal_angle`` are left out (thin sheets stay apart).  Each point
 keeps at least its owner, the centre within ``r`` (and, with normals, of a normal within
-``normal_angle``), so the cover is complete.
+``normal_angle``), so the cover is complete.  The normals these filters read are first
+smoothed over each point's nearest neighbours on the same side (:func:`smooth_normals`):
+a KNN-PCA normal of a noisy cloud is off by more than 30 degrees at a fifth of the points,
+and every such point would otherwise be refused by its neighbours' centres and start a
+patch of its own.
 
 Every patch is expressed in its PCA frame::
 
@@ -38,7 +42,7 @@ from geoprior.emd import reduced
 from shared.threads import map_parallel
 
 __all__ = ["Cover", "build_cover", "build_folded_cover", "concat_covers", "poisson_disk_centres",
-           "farthest_point_centres", "parameter_samples"]
+           "farthest_point_centres", "parameter_samples", "smooth_normals"]
 
 
 @dataclass
@@ -97,6 +101,25 @@ class Cover:
     def normals_to_world(self, local_normals: np.ndarray) -> np.ndarray:
         """Rotate ``(P, M, 3)`` patch-frame normals to the world frame (scaling does not change directions)."""
         return np.einsum("pmj,pij->pmi", local_normals, self.rotation)
+
+
+def smooth_normals(points: np.ndarray, normals: np.ndarray, k: int = 16) -> np.ndarray:
+    """Each unit normal ``(N, 3)`` replaced by the normalised sum of the normals of its ``k``
+    nearest points (itself included) that face its side (``n_j . n_i > 0``).
+
+    The sign test keeps the two faces of a thin wall apart (their normals are opposite), so
+    the mean only averages out the estimation noise of one face.  Measured on the suite's
+    clouds with KNN-30 PCA normals (k = 16): errors above 30 degrees at 21 % -> 2.4 % of the
+    points of the 100k blob at 0.5 % noise, 33 % -> 7 % of the height field at 1 %; on the
+    20k cup at 1 % the points owned by a centre on the other face of its wall 4.6 % -> 2.4 %.
+    """
+    if k <= 1 or len(points) < 2:
+        return normals
+    idx = cKDTree(points).query(points, k=min(k, len(points)))[1]
+    near = normals[idx]                                               # (N, k, 3)
+    same_side = np.einsum("nkj,nj->nk", near, normals) > 0
+    total = np.einsum("nkj,nk->nj", near, same_side.astype(normals.dtype))
+    return total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
 
 
 def _compatible(normals: np.ndarray | None, i: int, cand: np.ndarray, cos_max: float) -> np.ndarray:
@@ -226,6 +249,7 @@ def build_cover(
     method: str = "poisson",
     parameters: str = "grid",
     normal_angle: float = 60.0,
+    normal_smoothing: int = 16,
     min_points: int = 8,
     max_points: int | None = None,
     seed: int = 0,
@@ -233,7 +257,8 @@ def build_cover(
     """Cover ``points`` ``(N, 3)`` with overlapping patches (see the module docstring).
 
     ``radius`` is the fraction of the bounding-box diagonal giving ``r``; ``overlap`` is
-    ``c``; ``method`` is ``"poisson"`` or ``"fps"``.  Patches with fewer than
+    ``c``; ``method`` is ``"poisson"`` or ``"fps"``; ``normals`` are smoothed over
+    ``normal_smoothing`` neighbours first (:func:`smooth_normals`; 1: as given).  Patches with fewer than
     ``min_points`` points are grown to their ``min_points`` nearest neighbours so that every
     chart sees a 2-D neighbourhood.  Patches with more than ``max_points`` points (dense
     overlaps of several scans) keep a random subset that always includes the points the
@@ -250,6 +275,8 @@ def build_cover(
     rng = np.random.default_rng(seed)
     diag = float(np.linalg.norm(points.max(0) - points.min(0)))
     r = radius * diag
+    if normals is not None:
+        normals = smooth_normals(points, np.asarray(normals, dtype=np.float64), normal_smoothing)
     if method == "poisson":
         centre_idx, owner = poisson_disk_centres(points, r, rng, normals, normal_angle)
     elif method == "fps":

@@ -7,7 +7,7 @@ import torch
 
 from geoprior import DeepGeometricPrior
 from geoprior.charts import ChartPrior, chart_jacobian_normals
-from geoprior.cover import build_cover, parameter_samples
+from geoprior.cover import build_cover, parameter_samples, smooth_normals
 from geoprior.emd import ExactEMD, SinkhornEMD, emd_exact, exact_assignment
 from geoprior.reconstruct import fit_charts
 from geoprior.sampling import orient_points_mst, sample_charts
@@ -312,3 +312,21 @@ def test_cover_keeps_the_faces_of_a_thin_wall_apart(method):
     covered[cover.index[cover.mask]] = True
     assert covered.all()
     assert mixed(build_cover(pts, None, radius=0.1, overlap=1.5, method=method, seed=0)) > 0
+
+
+def test_smooth_normals_averages_noise_within_a_face_but_not_across_a_thin_wall():
+    """Two parallel sheets 0.01 apart with opposite normals, each normal tilted by noise:
+    smoothing brings them back towards +-z and never mixes the two faces."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(size=(4000, 2))
+    side = np.where(np.arange(4000) % 2 == 0, 1.0, -1.0)
+    points = np.column_stack([xy, 0.005 * side])
+    true = np.column_stack([np.zeros((4000, 2)), side])
+    noisy = true + 0.4 * rng.normal(size=(4000, 3)) * [1, 1, 0]
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    smoothed = smooth_normals(points, noisy, k=16)
+    err_before = np.arccos(np.clip((noisy * true).sum(1), -1, 1))
+    err_after = np.arccos(np.clip((smoothed * true).sum(1), -1, 1))
+    assert np.allclose(np.linalg.norm(smoothed, axis=1), 1.0)
+    assert np.median(err_after) < 0.5 * np.median(err_before)
+    assert ((smoothed * true).sum(1) > 0).all()
