@@ -35,16 +35,24 @@ __all__ = ["dense_samples", "orient_patches", "points_and_normals", "sample_char
            "orient_points_mst"]
 
 
-def dense_samples(cover: Cover, density: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``(P, density * K, 2)`` jittered parameter samples and their ``(P, density * K)`` mask."""
-    P, K, _ = cover.uv.shape
-    n = cover.mask.sum(1).clip(min=1)
-    base = np.repeat(cover.uv, density, axis=1)
-    mask = np.repeat(cover.mask, density, axis=1)
+def dense_samples(cover: Cover, density: int, rng: np.random.Generator,
+                  patches: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(P, density * K, 2)`` jittered parameter samples and their ``(P, density * K)`` mask.
+
+    ``patches``: those patches' rows only.  The jitter is drawn patch after patch, so
+    successive slices drawn from one generator give the rows of a single call.
+    """
+    patches = slice(None) if patches is None else patches
+    uv, real = cover.uv[patches], cover.mask[patches]
+    n = real.sum(1).clip(min=1)
+    base = np.repeat(uv, density, axis=1)
+    mask = np.repeat(real, density, axis=1)
     sigma = 0.5 / np.sqrt(n)[:, None, None]
-    jitter = rng.normal(size=base.shape) * sigma
+    jitter = rng.normal(size=base.shape)
+    jitter *= sigma
     jitter[:, ::density] = 0.0  # keep the original samples themselves
-    return np.clip(base + jitter, 0.0, 1.0), mask
+    base += jitter
+    return np.clip(base, 0.0, 1.0, out=base), mask
 
 
 def orient_patches(cover: Cover) -> np.ndarray:
@@ -161,8 +169,8 @@ def _orient_knn(points: np.ndarray, normals: np.ndarray, k: int) -> tuple[np.nda
     return normals * np.asarray(s)[:, None], int(pieces)
 
 
-def points_and_normals(model: torch.nn.Module, uv: torch.Tensor,
-                       lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def points_and_normals(model: torch.nn.Module, uv: torch.Tensor, lengths: torch.Tensor | None = None,
+                       patches: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Chart points ``phi(u)`` and unit normals ``d phi/du x d phi/dv`` ``(P, M, 3)`` (patch frames).
 
     A :class:`~geoprior.charts.ChartPrior` of ReLU charts gets its Jacobian by forward-mode
@@ -170,83 +178,132 @@ def points_and_normals(model: torch.nn.Module, uv: torch.Tensor,
     part), skipping each patch's padding columns beyond ``lengths`` (their values are then
     the affine part only); other models go through
     :func:`geoprior.charts.chart_jacobian_normals` (autograd, three backward passes).
+    ``patches``: evaluate only those charts (``uv`` and ``lengths`` hold their rows).
     """
-    if not (isinstance(model, ChartPrior) and model.mlp.activation_name == "relu"):
+    relu = isinstance(model, ChartPrior) and model.mlp.activation_name == "relu"
+    if not relu:
+        if patches is not None and patches != slice(None):
+            raise ValueError("points_and_normals evaluates a subset of patches for ReLU ChartPriors only")
         return chart_jacobian_normals(model, uv)
+    patches = slice(None) if patches is None else patches
     with torch.no_grad():
         c = uv - 0.5
-        out, jac = model.mlp.forward_jacobian(c, lengths)
-        out += torch.baddbmm(model.b, c, model.A)
-        jac += model.A.transpose(1, 2)[:, None]  # d (c A)_k / d u_j = A_jk
+        A = model.A[patches]
+        out, jac = model.mlp.forward_jacobian(c, lengths, members=patches)
+        out += torch.baddbmm(model.b[patches], c, A)
+        jac += A.transpose(1, 2)[:, None]  # d (c A)_k / d u_j = A_jk
         n = torch.linalg.cross(jac[..., 0], jac[..., 1], dim=-1)
         n /= n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return out, n
 
 
+#: Dense samples (padded) evaluated at a time by :func:`sample_charts`: about 200 MB of
+#: float64 arrays at the peak, whatever the number of charts (a million-point input has
+#: 12 million padded dense samples).
+CHUNK_SAMPLES = 1 << 20
+
+
 @torch.no_grad()
 def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: int = 0, trim: bool = True,
-                  chunk: int = 256, anchors: np.ndarray | None = None, outlier_factor: float = 3.0,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  anchors: np.ndarray | None = None, outlier_factor: float = 3.0,
+                  chunk_samples: int = CHUNK_SAMPLES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense oriented samples of all charts: world points ``(M, 3)``, unit normals ``(M, 3)``, patch ids ``(M,)``.
 
     With ``anchors`` (e.g. the charts' consensus positions of the input points), samples
     farther than ``outlier_factor`` times the anchors' median nearest-neighbour spacing
     from every anchor are removed as outliers (chart extrapolation off the data).
+
+    The charts are sampled, trimmed and tested a group of patches at a time (at most
+    ``chunk_samples`` padded samples), so memory is bounded by the output, not by the
+    ``P x density K`` padded batch; the result does not depend on ``chunk_samples``.
+    The final outward flip is voted by the kept samples (the trimming and the outlier
+    test do not depend on it: a flip turns a sample's normal and its patches' normals alike).
     """
     rng = np.random.default_rng(seed)
-    uv, mask = dense_samples(cover, density, rng)
+    signs = orient_patches(cover)
+    trimmer = _VoronoiTrim(cover, cover.rotation[:, :, 2] * signs[:, None]) if trim and cover.n_patches > 1 else None
+    outliers = _OutlierTest(anchors, outlier_factor) if anchors is not None and len(anchors) > 2 \
+        and outlier_factor > 0 else None
+    per_patch = max(1, density * cover.mask.shape[1])
+    step = max(1, chunk_samples // per_patch)
+    parts = []
+    for start in range(0, cover.n_patches, step):
+        rows = slice(start, min(start + step, cover.n_patches))
+        world, wnorm, pid = _sample_patches(model, cover, rows, density, rng, signs)
+        if trimmer is not None:
+            keep = trimmer.keep(world, wnorm, pid)
+            world, wnorm, pid = world[keep], wnorm[keep], pid[keep]
+        if outliers is not None:
+            keep = outliers.keep(world)
+            world, wnorm, pid = world[keep], wnorm[keep], pid[keep]
+        parts.append((world, wnorm, pid))
+    world, wnorm, pid = (np.concatenate(a) for a in zip(*parts))
+    wnorm *= outward_sign(world, wnorm) if len(world) else 1.0
+    return world, wnorm, pid
+
+
+def _sample_patches(model: torch.nn.Module, cover: Cover, rows: slice, density: int, rng: np.random.Generator,
+                    signs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The finite dense samples of patches ``rows``: world points, normals oriented by their
+    patches' consistent ``e3`` (``signs``), patch ids (patch-major order)."""
+    uv, mask = dense_samples(cover, density, rng, rows)
     device = next(model.parameters()).device
-    real = cover.mask.sum(1) * density  # the samples of patch i are its first real[i] columns
-    pts, nrm = [], []
-    for s in range(0, uv.shape[1], chunk):
-        u = torch.as_tensor(uv[:, s:s + chunk], dtype=torch.float32, device=device)
-        p, n = points_and_normals(model, u, torch.as_tensor(np.clip(real - s, 0, u.shape[1]), device=device))
-        pts.append(p.cpu().numpy())
-        nrm.append(n.cpu().numpy())
+    real = torch.as_tensor(cover.mask[rows].sum(1) * density, device=device)
+    u = torch.as_tensor(uv, dtype=torch.float32, device=device)
     del uv
-    # (the padded (P, density K, 3) arrays are dropped as soon as their samples are taken:
-    # on a million-point input they are 160 MB each)
-    local = np.concatenate(pts, 1).astype(np.float64)
-    del pts
-    world = cover.to_world(local)[mask]
-    del local
-    nloc = np.concatenate(nrm, 1).astype(np.float64)
-    del nrm
+    p, n = points_and_normals(model, u, real, rows)
+    origin, rotation, scale = cover.origin[rows], cover.rotation[rows], cover.scale[rows]
+    local = p.cpu().numpy().astype(np.float64)
+    world = (origin[:, None, :] + scale[:, None, None] * np.einsum("pmj,pij->pmi", local, rotation))[mask]
+    nloc = n.cpu().numpy().astype(np.float64)
     # Patches are small against the surface's curvature, so every sample's normal lies
     # within 90 degrees of its patch normal e3: orient each sample by it (this also fixes
     # the orientation inside a chart that folded over itself).
     nloc[nloc[..., 2] < 0] *= -1.0
-    signs = orient_patches(cover)
-    wnorm = (cover.normals_to_world(nloc) * signs[:, None, None])[mask]
-    del nloc
-    pid = np.broadcast_to(np.arange(cover.n_patches)[:, None], mask.shape)[mask]
+    wnorm = (np.einsum("pmj,pij->pmi", nloc, rotation) * signs[rows, None, None])[mask]
+    pid = np.broadcast_to(np.arange(cover.n_patches)[rows, None], mask.shape)[mask]
     ok = np.isfinite(world).all(1) & np.isfinite(wnorm).all(1)
-    world, wnorm, pid = world[ok], wnorm[ok], pid[ok]
-    flip = outward_sign(world, wnorm)
-    wnorm *= flip
-    if trim and cover.n_patches > 1:
-        e3 = cover.rotation[:, :, 2] * (signs * flip)[:, None]
+    return world[ok], wnorm[ok], pid[ok]
+
+
+class _VoronoiTrim:
+    """Keeps the samples whose nearest centre of their fold, among those whose patch faces
+    the same way as the sample's normal, is their own patch's (each fold's charts tile the
+    surface on their own: the folds are independent estimates of it, kept side by side for
+    the mesher to average; thin sheets keep both sides)."""
+
+    def __init__(self, cover: Cover, e3: np.ndarray) -> None:
+        self.group, self.e3 = cover.group, e3
+        self.ids = [np.flatnonzero(cover.group == g) for g in range(cover.n_groups)]
+        self.trees = [cKDTree(cover.centres[ids]) if len(ids) else None for ids in self.ids]
+
+    def keep(self, world: np.ndarray, normals: np.ndarray, pid: np.ndarray) -> np.ndarray:
         keep = np.zeros(len(world), dtype=bool)
-        # Each fold's charts tile the surface on their own (the folds are independent
-        # estimates of it, kept side by side for the mesher to average).
-        for g in range(cover.n_groups):
-            ids = np.flatnonzero(cover.group == g)
-            rows = np.flatnonzero(cover.group[pid] == g)
-            if len(ids) == 0 or len(rows) == 0:
+        for ids, tree, rows in zip(self.ids, self.trees, self._rows_per_group(pid)):
+            if tree is None or len(rows) == 0:
                 continue
             k = min(4, len(ids))
-            _, near = cKDTree(cover.centres[ids]).query(world[rows], k=k, workers=-1)
+            _, near = tree.query(world[rows], k=k, workers=-1)
             near = ids[near.reshape(len(rows), k)]
-            normals_g = wnorm[rows]
+            normals_g = normals[rows]
             # (one neighbour at a time: e3[near] at once is a (rows, k, 3) temporary)
-            agree = np.stack([(e3[near[:, j]] * normals_g).sum(-1) > 0 for j in range(k)], axis=1)
-            # Nearest centre whose patch faces the same way (thin sheets keep both sides).
+            agree = np.stack([(self.e3[near[:, j]] * normals_g).sum(-1) > 0 for j in range(k)], axis=1)
             first = np.where(agree.any(1), near[np.arange(len(rows)), agree.argmax(1)], near[:, 0])
             keep[rows] = first == pid[rows]
-        world, wnorm, pid = world[keep], wnorm[keep], pid[keep]
-    if anchors is not None and len(anchors) > 2 and outlier_factor > 0:
-        tree = cKDTree(anchors)
-        spacing = float(np.median(tree.query(anchors, k=2, workers=-1)[0][:, 1]))
-        keep = tree.query(world, k=1, workers=-1)[0] <= outlier_factor * spacing
-        world, wnorm, pid = world[keep], wnorm[keep], pid[keep]
-    return world, wnorm, pid
+        return keep
+
+    def _rows_per_group(self, pid: np.ndarray) -> list[np.ndarray]:
+        group = self.group[pid]
+        return [np.flatnonzero(group == g) for g in range(len(self.ids))]
+
+
+class _OutlierTest:
+    """Keeps samples within ``factor`` times the anchors' median nearest-neighbour spacing of an anchor."""
+
+    def __init__(self, anchors: np.ndarray, factor: float) -> None:
+        self.tree = cKDTree(anchors)
+        spacing = float(np.median(self.tree.query(anchors, k=2, workers=-1)[0][:, 1]))
+        self.limit = factor * spacing
+
+    def keep(self, world: np.ndarray) -> np.ndarray:
+        return self.tree.query(world, k=1, workers=-1)[0] <= self.limit

@@ -265,6 +265,24 @@ def test_dense_samples_trim_per_fold_keeps_one_layer_per_fold():
     assert np.allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
 
 
+def test_dense_samples_do_not_depend_on_how_many_patches_are_sampled_at_a_time():
+    """sample_charts bounds its memory by sampling a part of the patches at a time; the
+    samples, their normals, the trimming and the outlier test must not notice."""
+    from geoprior.cover import build_folded_cover
+
+    pts = _sphere(1500, seed=5)
+    cover = build_folded_cover(pts, folds=2, radius=0.2, overlap=1.3, seed=1)
+    torch.manual_seed(1)
+    model = ChartPrior(cover.n_patches, (8, 8))
+    anchors = pts[::3]
+    whole = sample_charts(model, cover, density=3, seed=2, anchors=anchors, outlier_factor=1.5)
+    parts = sample_charts(model, cover, density=3, seed=2, anchors=anchors, outlier_factor=1.5,
+                          chunk_samples=3 * cover.mask.shape[1] * 7)  # 7 patches at a time
+    assert cover.n_patches > 20 and len(whole[0]) > 100
+    assert np.array_equal(whole[2], parts[2])
+    assert np.allclose(whole[0], parts[0], atol=1e-9) and np.allclose(whole[1], parts[1], atol=1e-9)
+
+
 def test_isolated_points_flags_a_lone_outlier_and_keeps_sparse_regions():
     from geoprior.clean import isolated_points
 

@@ -94,6 +94,12 @@ def test_forward_jacobian_equals_autograd(block):
     assert torch.allclose(jac, jac_ref * real[..., None], atol=1e-6)
     with pytest.raises(ValueError, match="ReLU"):
         BatchedMLP(3, 2, 3, (4,), act="tanh").forward_jacobian(torch.rand(3, 5, 2))
+    # A slice of the members alone gives those members' rows of the whole batch.
+    part = slice(5, 29)
+    out_p, jac_p = net.forward_jacobian(x[part], lengths[part], members=part)
+    assert torch.allclose(out_p, out[part], atol=1e-6) and torch.allclose(jac_p, jac[part], atol=1e-6)
+    with pytest.raises(ValueError, match="B=24"):
+        net.forward_jacobian(x, lengths, members=part)
 
 
 def test_points_and_normals_equal_the_autograd_normals():
