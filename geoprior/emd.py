@@ -47,19 +47,21 @@ def exact_assignment(pred: np.ndarray, target: np.ndarray, sizes: np.ndarray,
                      patches: np.ndarray | None = None, perm: np.ndarray | None = None) -> np.ndarray:
     """Optimal permutation per patch: ``perm[i, j]`` is the target index matched to sample ``j``.
 
-    ``pred`` and ``target`` are ``(P, K, 3)``; only the first ``sizes[i]`` entries of patch
-    ``i`` take part (padding maps to itself).  Patches are solved in parallel threads.
+    ``pred`` and ``target`` are ``(P, K, 3)`` (any float type; each patch's cost is formed
+    in float64); only the first ``sizes[i]`` entries of patch ``i`` take part (padding
+    maps to itself).  Patches are solved in parallel threads.
     ``patches`` (indices): solve only those, keeping the other rows of ``perm`` (a ``(P, K)``
     array to update, identity rows when None).
     """
     P, K, _ = pred.shape
     perm = np.tile(np.arange(K), (P, 1)) if perm is None else perm.copy()
     patches = range(P) if patches is None else [int(i) for i in patches]
-    sq_pred, sq_target = (pred * pred).sum(-1), (target * target).sum(-1)
 
     def solve(i: int) -> np.ndarray:
+        # float64 per patch: float32 inputs (the fit's tensors) need no full-size float64 copy
         n = int(sizes[i])
-        cost = sq_pred[i, :n, None] + sq_target[i, None, :n] - 2.0 * pred[i, :n] @ target[i, :n].T
+        a, b = pred[i, :n].astype(np.float64), target[i, :n].astype(np.float64)
+        cost = (a * a).sum(-1)[:, None] + (b * b).sum(-1)[None, :] - 2.0 * a @ b.T
         rows, cols = linear_sum_assignment(reduced(cost))
         return cols  # rows is arange(n) for a square problem
 
@@ -126,7 +128,8 @@ class ExactEMD:
         self.matchings = 0
         self.patches_matched = 0  # patch assignments solved over all matchings
         self.match_time_s = 0.0
-        self._matched_on: tuple[np.ndarray, np.ndarray] | None = None  # (pred, target) of the last matching
+        # (pred as float32, target tensor, its version) of the last matching: which charts moved since
+        self._matched_on: tuple[np.ndarray, Tensor, int] | None = None
         self._cache: tuple | None = None
 
     def begin_step(self, step: int) -> None:
@@ -142,14 +145,16 @@ class ExactEMD:
         """Exact assignment at ``pred`` of every patch whose prediction or target changed since
         its last matching (a chart frozen by per-chart stopping keeps its optimum); updates ``perm``."""
         t0 = time.perf_counter()
-        x, y = pred.detach().cpu().double().numpy(), target.detach().cpu().double().numpy()
+        # float32 as the fit holds them (float64 copies of both cost 4x the memory of one
+        # (P, K, 3) array on a million-point input); a changed target re-matches every patch
+        x, y = pred.detach().float().cpu().numpy().copy(), target.detach().cpu().numpy()
         patches = None
-        if self._matched_on is not None and self._matched_on[0].shape == x.shape:
-            moved = ~((x == self._matched_on[0]).all((1, 2)) & (y == self._matched_on[1]).all((1, 2)))
-            patches = np.flatnonzero(moved)
+        last = self._matched_on
+        if last is not None and last[0].shape == x.shape and last[1] is target and last[2] == target._version:
+            patches = np.flatnonzero(~(x == last[0]).all((1, 2)))
         perm = exact_assignment(x, y, self.sizes, patches, None if patches is None else self.perm.cpu().numpy())
         self.perm = torch.as_tensor(perm, device=target.device)
-        self._matched_on = (x, y)
+        self._matched_on = (x, target, target._version)
         self.matchings += 1
         self.patches_matched += self.mask.shape[0] if patches is None else len(patches)
         self.match_time_s += time.perf_counter() - t0

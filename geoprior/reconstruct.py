@@ -53,6 +53,7 @@ from geoprior.orientation import orient_normals_robust
 from geoprior.sampling import sample_charts
 from shared.fit import FitResult, Objective, Optimiser, Tracking, fit
 from shared.physics import IdentityPhysics
+from shared.profiling import release_freed_memory
 from shared.reconstructor import Reconstructor
 from shared.result import Result
 from shared.stopping import MemberDiscrepancy, StepRecord, StoppingRule, make_rule
@@ -249,6 +250,7 @@ class DeepGeometricPrior(Reconstructor):
         state = self._fit(local, None if reference is None else frame.inward(reference), timings)
         t0 = time.perf_counter()
         dense, dense_n = dense_output(state["model"], state["cover"], state["data"], state["n_fit"], self)
+        release_freed_memory()
         timings["sampling_s"] = time.perf_counter() - t0
         verts = faces = None
         state["frame"], state["mesh_error"] = frame, None
@@ -275,16 +277,22 @@ class DeepGeometricPrior(Reconstructor):
             timings["normals_s"] = time.perf_counter() - t0
         folds = n_folds(len(pts), self)
         t0 = time.perf_counter()
+        # (each stage hands its freed heap back before the next: the stages' peaks are what
+        # a million-point input needs, not their sum with the pages glibc would keep)
+        release_freed_memory()
         cover = make_cover(pts, nrm, folds, self)
+        release_freed_memory()
         timings["cover_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         model, result, data = fit_charts(cover, self, reference=reference, metric=_chamfer(reference))
+        release_freed_memory()
         timings["fit_s"] = time.perf_counter() - t0
         consistency = None
         if self.consistency_iterations > 0 and cover.n_patches > 1:
             t0 = time.perf_counter()
             perm = matching(result.output, data, cover)
             consistency = refit_consistency(model, cover, result.output, perm, len(pts), self)
+            release_freed_memory()
             timings["consistency_s"] = time.perf_counter() - t0
         return {"model": model, "cover": cover, "fit": result, "data": data, "consistency": consistency,
                 "n_fit": len(pts), "n_isolated": n_isolated, "folds": folds, "points": pts}
