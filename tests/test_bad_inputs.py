@@ -386,3 +386,17 @@ def test_ktc_reference_files_never_give_a_traceback(tmp_path_factory, cut, flips
         assert "ref.mat" in str(exc)
         return
     assert ref.uel.size == ref.inj.shape[1] * ref.mpat.shape[1]
+
+
+def test_a_mat_file_that_crashes_scipys_reader_is_refused_with_a_message(tmp_path):
+    """This truncated, bit-flipped reference file makes ``scipy.io.loadmat`` die with a
+    segmentation fault (found by the fuzz test above, which it made flaky); the loader
+    reads in a child process and names the file instead of taking the CLI down."""
+    from eit.ktc import load_reference
+
+    data = bytearray(_ktc_reference_bytes())[:-174]
+    for pos, mask in [(732766, 199), (771605, 105), (543850, 150)]:
+        data[pos % len(data)] ^= mask
+    (tmp_path / "ref.mat").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"ref\.mat is not a readable MATLAB .mat file"):
+        load_reference(tmp_path)
