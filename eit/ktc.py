@@ -105,8 +105,7 @@ def load_mat(path: str | Path) -> dict[str, np.ndarray]:
     scipy's v5 reader can crash the interpreter on a corrupt file (a segmentation fault in
     ``scipy.io.matlab._mio5_utils``: two crashes in under 12,000 randomly truncated and
     bit-flipped KTC reference files, measured), so where the platform can fork it reads in a
-    child process,
-    and a crash there is a ``ValueError`` naming the file here.
+    child process, and a crash there is a ``ValueError`` naming the file here.
     """
     path = Path(path)
     if not path.is_file():
