@@ -180,8 +180,7 @@ def points_and_normals(model: torch.nn.Module, uv: torch.Tensor, lengths: torch.
     :func:`geoprior.charts.chart_jacobian_normals` (autograd, three backward passes).
     ``patches``: evaluate only those charts (``uv`` and ``lengths`` hold their rows).
     """
-    relu = isinstance(model, ChartPrior) and model.mlp.activation_name == "relu"
-    if not relu:
+    if not _relu_charts(model):
         if patches is not None and patches != slice(None):
             raise ValueError("points_and_normals evaluates a subset of patches for ReLU ChartPriors only")
         return chart_jacobian_normals(model, uv)
@@ -195,6 +194,11 @@ def points_and_normals(model: torch.nn.Module, uv: torch.Tensor, lengths: torch.
         n = torch.linalg.cross(jac[..., 0], jac[..., 1], dim=-1)
         n /= n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return out, n
+
+
+def _relu_charts(model: torch.nn.Module) -> bool:
+    """True for a :class:`~geoprior.charts.ChartPrior` of ReLU charts (forward-mode normals, any subset)."""
+    return isinstance(model, ChartPrior) and model.mlp.activation_name == "relu"
 
 
 #: Dense samples (padded) evaluated at a time by :func:`sample_charts`: about 200 MB of
@@ -215,7 +219,8 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
 
     The charts are sampled, trimmed and tested a group of patches at a time (at most
     ``chunk_samples`` padded samples), so memory is bounded by the output, not by the
-    ``P x density K`` padded batch; the result does not depend on ``chunk_samples``.
+    ``P x density K`` padded batch; the result does not depend on ``chunk_samples``
+    (models other than ReLU charts are evaluated whole, as autograd needs all their members).
     The final outward flip is voted by the kept samples (the trimming and the outlier
     test do not depend on it: a flip turns a sample's normal and its patches' normals alike).
     """
@@ -225,7 +230,7 @@ def sample_charts(model: torch.nn.Module, cover: Cover, density: int = 4, seed: 
     outliers = _OutlierTest(anchors, outlier_factor) if anchors is not None and len(anchors) > 2 \
         and outlier_factor > 0 else None
     per_patch = max(1, density * cover.mask.shape[1])
-    step = max(1, chunk_samples // per_patch)
+    step = max(1, chunk_samples // per_patch) if _relu_charts(model) else cover.n_patches
     parts = []
     for start in range(0, cover.n_patches, step):
         rows = slice(start, min(start + step, cover.n_patches))
@@ -251,7 +256,8 @@ def _sample_patches(model: torch.nn.Module, cover: Cover, rows: slice, density: 
     real = torch.as_tensor(cover.mask[rows].sum(1) * density, device=device)
     u = torch.as_tensor(uv, dtype=torch.float32, device=device)
     del uv
-    p, n = points_and_normals(model, u, real, rows)
+    whole = rows.start == 0 and rows.stop == cover.n_patches
+    p, n = points_and_normals(model, u, real, None if whole else rows)
     origin, rotation, scale = cover.origin[rows], cover.rotation[rows], cover.scale[rows]
     local = p.cpu().numpy().astype(np.float64)
     world = (origin[:, None, :] + scale[:, None, None] * np.einsum("pmj,pij->pmi", local, rotation))[mask]

@@ -281,6 +281,10 @@ def test_dense_samples_do_not_depend_on_how_many_patches_are_sampled_at_a_time()
     assert cover.n_patches > 20 and len(whole[0]) > 100
     assert np.array_equal(whole[2], parts[2])
     assert np.allclose(whole[0], parts[0], atol=1e-9) and np.allclose(whole[1], parts[1], atol=1e-9)
+    # Charts without forward-mode normals (autograd needs every member) are sampled whole.
+    smooth = ChartPrior(cover.n_patches, (8,), act="tanh")
+    a, b = (sample_charts(smooth, cover, density=2, chunk_samples=c)[0] for c in (50, 1 << 20))
+    assert len(a) > 100 and np.array_equal(a, b)
 
 
 def test_isolated_points_flags_a_lone_outlier_and_keeps_sparse_regions():
