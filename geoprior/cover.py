@@ -90,17 +90,19 @@ class Cover:
     def sizes(self) -> np.ndarray:
         return self.mask.sum(1)
 
-    def to_world(self, local: np.ndarray) -> np.ndarray:
-        """Map ``(P, M, 3)`` patch coordinates to world coordinates."""
-        return self.origin[:, None, :] + self.scale[:, None, None] * np.einsum("pmj,pij->pmi", local, self.rotation)
+    def to_world(self, local: np.ndarray, patches: slice = slice(None)) -> np.ndarray:
+        """Map ``(P, M, 3)`` patch coordinates to world coordinates (of ``patches`` only: their rows)."""
+        origin, scale, rotation = self.origin[patches], self.scale[patches], self.rotation[patches]
+        return origin[:, None, :] + scale[:, None, None] * np.einsum("pmj,pij->pmi", local, rotation)
 
     def to_local(self, world: np.ndarray) -> np.ndarray:
         """Map ``(P, M, 3)`` world coordinates to patch coordinates."""
         return np.einsum("pmi,pij->pmj", world - self.origin[:, None, :], self.rotation) / self.scale[:, None, None]
 
-    def normals_to_world(self, local_normals: np.ndarray) -> np.ndarray:
-        """Rotate ``(P, M, 3)`` patch-frame normals to the world frame (scaling does not change directions)."""
-        return np.einsum("pmj,pij->pmi", local_normals, self.rotation)
+    def normals_to_world(self, local_normals: np.ndarray, patches: slice = slice(None)) -> np.ndarray:
+        """Rotate ``(P, M, 3)`` patch-frame normals to the world frame (scaling does not change
+        directions; of ``patches`` only: their rows)."""
+        return np.einsum("pmj,pij->pmi", local_normals, self.rotation[patches])
 
 
 def smooth_normals(points: np.ndarray, normals: np.ndarray, k: int = 16) -> np.ndarray:

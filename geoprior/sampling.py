@@ -258,15 +258,13 @@ def _sample_patches(model: torch.nn.Module, cover: Cover, rows: slice, density: 
     del uv
     whole = rows.start == 0 and rows.stop == cover.n_patches
     p, n = points_and_normals(model, u, real, None if whole else rows)
-    origin, rotation, scale = cover.origin[rows], cover.rotation[rows], cover.scale[rows]
-    local = p.cpu().numpy().astype(np.float64)
-    world = (origin[:, None, :] + scale[:, None, None] * np.einsum("pmj,pij->pmi", local, rotation))[mask]
+    world = cover.to_world(p.cpu().numpy().astype(np.float64), rows)[mask]
     nloc = n.cpu().numpy().astype(np.float64)
     # Patches are small against the surface's curvature, so every sample's normal lies
     # within 90 degrees of its patch normal e3: orient each sample by it (this also fixes
     # the orientation inside a chart that folded over itself).
     nloc[nloc[..., 2] < 0] *= -1.0
-    wnorm = (np.einsum("pmj,pij->pmi", nloc, rotation) * signs[rows, None, None])[mask]
+    wnorm = (cover.normals_to_world(nloc, rows) * signs[rows, None, None])[mask]
     pid = np.broadcast_to(np.arange(cover.n_patches)[rows, None], mask.shape)[mask]
     ok = np.isfinite(world).all(1) & np.isfinite(wnorm).all(1)
     return world[ok], wnorm[ok], pid[ok]
