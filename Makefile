@@ -58,10 +58,10 @@ checkpoints/edip_ct128.pt: $(STAMP)
 	$(PY) -m shared.image.edip pretrain --out $@
 
 # Learned generators for CSGM / IAGAN: VAE decoders trained here on the ellipse and block
-# phantom families (64x64), about 5 minutes each on 2 cores (never downloaded).
+# phantom families (64x64), one thread each, about 15 minutes side by side with make -j2 (never downloaded).
 GENERATORS := checkpoints/generator_ellipses64.pt checkpoints/generator_blocks64.pt
 .PHONY: generators
 generators: $(GENERATORS)
 
 checkpoints/generator_%64.pt: $(STAMP)
-	$(PY) -m shared.image.generator train --family $* --out $@
+	$(PY) -m shared.image.generator train --family $* --threads 1 --out $@

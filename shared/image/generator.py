@@ -84,7 +84,7 @@ class FamilyBatches(nn.Module):
         return (rec + self.kl).mean() / n
 
 
-def train_generator(family: str = "ellipses", *, steps: int = 3000, batch: int = 32, lr: float = 1e-3,
+def train_generator(family: str = "ellipses", *, steps: int = 5000, batch: int = 32, lr: float = 1e-3,
                     latent_dim: int = 64, size: int = 64, channels: tuple[int, ...] = GENERATOR_CHANNELS,
                     pixel_std: float = 0.05, seed: int = 0,
                     progress: bool | str = True) -> tuple[LatentGenerator, ConvEncoder, FitResult]:
@@ -175,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m shared.image.generator", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("train", help="train the VAE generator of one image family (about 5 minutes on 2 cores)")
+    a = sub.add_parser("train", help="train the VAE generator of one image family "
+                       "(about 15 minutes with one thread; make -j2 generators trains both side by side)")
     a.add_argument("--family", choices=FAMILIES, default="ellipses")
     a.add_argument("--out", type=Path, help="checkpoint file (default: checkpoints/generator_<family>64.pt)")
-    a.add_argument("--steps", type=number(int, 1), default=3000)
+    a.add_argument("--steps", type=number(int, 1), default=5000)
     a.add_argument("--batch", type=number(int, 1), default=32)
     a.add_argument("--lr", type=number(float, 0, low_open=True), default=1e-3)
     a.add_argument("--latent-dim", type=number(int, 1), default=64)
