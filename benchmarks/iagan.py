@@ -102,7 +102,7 @@ def _times(records: list[dict]) -> dict:
     return {m: {task: {"mean": sum(v) / len(v), "max": max(v)} for task, v in by.items()} for m, by in t.items()}
 
 
-def _figures(records: list[dict], cs: dict, ct: dict, out: Path, stem: str = "iagan") -> None:
+def _figures(records: list[dict], cs: dict, ct: dict, out: Path, stem: str = "iagan", instances: int = 3) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,10 +121,13 @@ def _figures(records: list[dict], cs: dict, ct: dict, out: Path, stem: str = "ia
                     ax.plot([float(x) for x in xs], [by[x] for x in xs], "o-", label=method)
             ax.set_xscale("log" if logx else "linear")
             ax.set_yscale("log")
+            levels = sorted({float(x) for by in table["mean"].values() for x in by.get(dist, {})})
+            ax.set_xticks(levels, [f"{x:g}" for x in levels])  # the measured levels, not log decades
+            ax.minorticks_off()
             ax.set_title(dist)
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3, which="both")
-        axes[0][0].set_ylabel("relative error (mean of 3)")
+        axes[0][0].set_ylabel(f"relative error (mean of {instances})")
         axes[0][-1].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / name, dpi=90)
@@ -145,6 +148,18 @@ def _figures(records: list[dict], cs: dict, ct: dict, out: Path, stem: str = "ia
         fig.tight_layout()
         fig.savefig(out / f"{stem}_examples.png", dpi=90)
         plt.close(fig)
+
+
+def _replot(path: Path) -> int:
+    """The error-curve figures of a finished run, from its JSON (the example images are not stored)."""
+    import json
+
+    report = json.loads(path.read_text())
+    records = report["records"]
+    _figures(records, _table(records, "cs", "rel_err"), _table(records, "ct", "rel_err"), path.parent,
+             stem=path.stem, instances=report["instances"])
+    print(f"redrew the curves of {path} in {path.parent}")
+    return 0
 
 
 def _print(cs: dict, ct: dict) -> None:
@@ -180,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a GenerativePrior setting for this run (e.g. adapt_lr=3e-4), recorded in the JSON")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--replot", type=Path, metavar="JSON",
+                   help="redraw the error curves of a finished run from its JSON (no reconstruction)")
     args = p.parse_args(argv)
+    if args.replot is not None:
+        return _replot(args.replot)
     settings = {}
     for item in args.set:
         name, _, value = item.partition("=")
@@ -213,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     cs_p, ct_p = _table(records, "cs", "psnr"), _table(records, "ct", "psnr")
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.name or ("iagan.json" if args.split == "test" else "iagan_validation.json")
-    _figures(records, cs_e, ct_e, args.out, stem=Path(name).stem)
+    _figures(records, cs_e, ct_e, args.out, stem=Path(name).stem, instances=args.instances)
     _print(cs_e, ct_e)
     for rec in records:
         rec.pop("truth", None)
