@@ -154,10 +154,13 @@ def _replot(path: Path) -> int:
     """The error-curve figures of a finished run, from its JSON (the example images are not stored)."""
     import json
 
-    report = json.loads(path.read_text())
-    records = report["records"]
+    try:
+        report = json.loads(path.read_text())
+        records, instances = report["records"], report["instances"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path}: not the JSON of a benchmarks/iagan.py run ({exc})") from None
     _figures(records, _table(records, "cs", "rel_err"), _table(records, "ct", "rel_err"), path.parent,
-             stem=path.stem, instances=report["instances"])
+             stem=path.stem, instances=instances)
     print(f"redrew the curves of {path} in {path.parent}")
     return 0
 
