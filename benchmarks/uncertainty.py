@@ -10,17 +10,19 @@ the rank-64 one-precision reference and the ensembles):
 * ``ct``: 64x64 random-ellipse phantoms (fresh seeds) and Shepp-Logan, 30 angles, 1 % noise,
   the CT network with the FBP input, 600 Adam steps at lr 5e-3;
 * ``eit``: KTC-like simulated phantoms (:mod:`eit.simulated_set` with a seed that is not the
-  settings set's), levels 1-7, the neural reconstruction with one network (the CLI's default
-  batched ensemble of 3 adds its members' spread to their posteriors, at three times the
-  cost; not run here for time), its exact-Jacobian posterior at rank 128;
+  settings set's), levels 1-7 (validation: one case per level), the CLI's default neural
+  reconstruction (three-phase head, a batched ensemble of 3 whose members' posteriors are
+  mixed), its exact-Jacobian posterior at rank 128, with and without the background level's
+  uncertainty (:mod:`eit.uncertainty`);
 * ``geoprior``: suite shapes (:mod:`geoprior.suite`), 10k uniform samples, noise 0.5 % of
   the diagonal, the default reconstruction; error = distance to the true surface along each
   dense point's normal.
 
-Posterior variants (:func:`shared.uncertainty.linearised_laplace`; EIT: the prior variants at
-rank 128 only): rank 64, 128, 256 with one prior precision, and rank 128 with per-layer precisions, either by type-II
-maximum likelihood (``layer``) or shaped by each layer's weight scale with one fitted level
-(``rms``).  The weight prior is zero-centred (every fit here starts from scratch); the noise
+Posterior variants (:func:`shared.uncertainty.linearised_laplace`): rank 64, 128, 256 with one
+prior precision, and rank 128 with per-layer precisions, either by type-II maximum likelihood
+(``layer``) or shaped by each layer's weight scale with one fitted level (``rms``).  EIT: rank
+128 with one precision or ``rms`` precisions, each with the background level's std (``-level``)
+or without.  The weight prior is zero-centred (every fit here starts from scratch); the noise
 level is known (images: ``beta = 1/sigma^2``; EIT: the problem's whitening).  The anchor is a
 deep ensemble of K = 5 independently seeded fits whose spread (population std) is the
 uncertainty, and the ensemble of as many members as fit in the linearised posterior's wall
@@ -61,19 +63,21 @@ VARIANTS = {
     "r128-rms": dict(rank=128, prior_groups="layer", group_precisions="rms"),
 }
 REFERENCE = "r64"
-#: EIT forms its Jacobian exactly (every rank costs the same, about a minute per posterior on one
-#: core), so only the prior variants run there, on a single-network fit (module docstring)
-EIT_VARIANTS = ("r128", "r128-rms", "r128-layer")
+#: EIT forms its Jacobian exactly (every rank costs the same, about a minute per member and
+#: posterior on one core), so only prior variants run there: name -> (posterior, which std of
+#: :func:`eit.uncertainty.conductivity_uncertainty`: with the background level or the network's
+#: alone).  Per-layer type-II precisions ("r128-layer") were degenerate in the run of 8b40726
+#: (0.19 within 2 std on validation) and are not run again.
+EIT_POSTERIORS = {"r128": dict(rank=128, prior_groups="none"), "r128-rms": dict(rank=128, prior_groups="layer",
+                                                                                group_precisions="rms")}
+EIT_VARIANTS = {"r128": ("r128", "std_network"), "r128-rms": ("r128-rms", "std_network"),
+                "r128-level": ("r128", "std"), "r128-rms-level": ("r128-rms", "std")}
 DENOISE_VALIDATION = ("camera", "astronaut", "coffee")
 DENOISE_TEST = ("chelsea", "rocket", "coins", "F16", "barbara", "zebra", "snail")
 CT_VALIDATION = tuple(range(1000, 1005))
 CT_TEST = tuple(range(2000, 2020)) + ("shepp",)
 EIT_SEED = 777
-#: the output head of the EIT fits: the log-contrast head the recorded results were measured
-#: with (the three-phase head became the CLI's default afterwards; its calibration is not
-#: measured by this benchmark)
-EIT_HEAD = "log"
-EIT_VALIDATION = ((1, 0), (4, 0), (7, 0))
+EIT_VALIDATION = tuple((lv, 0) for lv in range(1, 8))
 EIT_TEST = tuple((lv, i) for lv in range(1, 8) for i in (1, 2, 3))[:20]
 GEO_VALIDATION = ("blob", "block_with_bore")
 GEO_TEST = ("rounded_cube", "star_quadric", "torus_knot", "height_field", "plate_with_holes", "l_bracket",
@@ -182,11 +186,11 @@ def image_instance(task: str, key, variants: list[str]) -> dict:
 
 # --------------------------------------------------------------------------- EIT
 def eit_instance(key: tuple[int, int], variants: list[str]) -> dict:
-    """A simulated KTC-like case: the default neural fit, each posterior variant, the ensembles."""
+    """A simulated KTC-like case: the CLI's default neural fit, each posterior variant, the ensembles."""
     from eit.evaluate import _WORKER, _init_worker
     from eit.methods import make_reconstructor
     from eit.simulated_set import simulated_set, simulation_patterns
-    from eit.uncertainty import conductivity_uncertainty
+    from eit.uncertainty import background_level_std, conductivity_uncertainty
     from shared.uncertainty import ensemble_statistics
 
     if "model" not in _WORKER:
@@ -198,28 +202,36 @@ def eit_instance(key: tuple[int, int], variants: list[str]) -> dict:
     truth = np.asarray(problem.sigma_true, dtype=np.float64).reshape(-1)
     areas = np.asarray(problem.model.cell_areas, dtype=np.float64)
     t0 = time.perf_counter()
-    result = make_reconstructor("neural", members=1, head=EIT_HEAD).reconstruct(problem)
+    result = make_reconstructor("neural").reconstruct(problem)
     fit_s = time.perf_counter() - t0
     sigma = np.asarray(result.arrays["sigma"], dtype=np.float64).reshape(-1)
-    rows = {}
+    rows, posteriors = {}, {}
     for name in variants:
-        t0 = time.perf_counter()
-        u = conductivity_uncertainty(result, problem, **VARIANTS[name])
-        rows[name] = score(sigma - truth, u.arrays["std"], fit_s + time.perf_counter() - t0, weights_note="cells")
+        post, which = EIT_VARIANTS[name]
+        if post not in posteriors:  # one posterior serves both of its std variants
+            t0 = time.perf_counter()
+            posteriors[post] = (conductivity_uncertainty(result, problem, **EIT_POSTERIORS[post]),
+                                time.perf_counter() - t0)
+        u, secs = posteriors[post]
+        rows[name] = score(sigma - truth, u.arrays[which], fit_s + secs, weights_note="cells")
     lin_s = max(r["time_s"] for r in rows.values())
+    delta = background_level_std(problem)
     t0 = time.perf_counter()
-    ens = make_reconstructor("neural", members=MEMBERS, head=EIT_HEAD).reconstruct(problem)
+    ens = make_reconstructor("neural", members=MEMBERS).reconstruct(problem)
     t5 = time.perf_counter() - t0
     k_eq = equal_time_members(lin_s, t5 / MEMBERS, 16)
     t0 = time.perf_counter()
-    eq = make_reconstructor("neural", members=k_eq, head=EIT_HEAD).reconstruct(problem)
+    eq = make_reconstructor("neural", members=k_eq).reconstruct(problem)
     t_eq = time.perf_counter() - t0
     for name, res, secs, k in ((f"ensemble{MEMBERS}", ens, t5, MEMBERS), ("ensemble_equal_time", eq, t_eq, k_eq)):
         members = res.fit.output.detach().double().cpu().numpy().reshape(k, -1)
         centre = np.asarray(res.arrays["sigma"], dtype=np.float64).reshape(-1)
         _, std = ensemble_statistics(members, centre=centre)
         rows[name] = score(centre - truth, std, secs, members=k)
+        if name == f"ensemble{MEMBERS}":  # the anchor given the same level term as the posterior
+            rows[name + "-level"] = score(centre - truth, np.sqrt(std ** 2 + (delta * centre) ** 2), secs, members=k)
     return {"task": "eit", "instance": case.name, "level": level, "fit_s": [fit_s], "rows": rows,
+            "level_std": delta, "score": result.metrics.get("score"),
             "rel_l2": float(np.sqrt(np.sum(areas * (sigma - truth) ** 2) / np.sum(areas * truth ** 2)))}
 
 
@@ -276,8 +288,8 @@ def jobs(tasks: list[str], quick: bool) -> list[tuple]:
 def run_job(job: tuple, chosen: dict) -> dict:
     """One instance: every variant on validation, the chosen one and the reference on test."""
     task, key, split = job
-    if task == "eit":
-        variants = list(EIT_VARIANTS) if split == "validation" else [chosen[task]]
+    if task == "eit":  # the chosen variant and its counterpart without (or with) the level term
+        variants = list(EIT_VARIANTS) if split == "validation" else _eit_pair(chosen[task])
     else:
         variants = list(VARIANTS) if split == "validation" else sorted({chosen[task], REFERENCE})
     t0 = time.perf_counter()
@@ -295,6 +307,12 @@ def run_job(job: tuple, chosen: dict) -> dict:
                "traceback": traceback.format_exc(limit=4)}
     rec.update(split=split, total_s=time.perf_counter() - t0)
     return rec
+
+
+def _eit_pair(name: str) -> list[str]:
+    """``name`` and the variant with the same posterior and the other std (free: one posterior)."""
+    post, which = EIT_VARIANTS[name]
+    return [name] + [v for v, (p, w) in EIT_VARIANTS.items() if p == post and w != which]
 
 
 def _init_process() -> None:
@@ -331,7 +349,7 @@ def run_all(job_list: list[tuple], chosen: dict, workers: int, log=print) -> lis
 def choose(records: list[dict], task: str) -> str:
     """The variant with the highest mean test log-likelihood on the task's validation instances."""
     val = [r for r in records if r["task"] == task and r["split"] == "validation" and "error" not in r]
-    names = [v for v in VARIANTS if all(v in r["rows"] for r in val)]
+    names = [v for v in (EIT_VARIANTS if task == "eit" else VARIANTS) if all(v in r["rows"] for r in val)]
     if not val or not names:
         return REFERENCE
     return max(names, key=lambda v: np.mean([r["rows"][v]["test_log_likelihood"] for r in val]))
@@ -434,6 +452,28 @@ def resummarise(path: Path) -> dict:
     return result
 
 
+PROVENANCE = ("commit", "commit_dirty", "finished", "load_average", "threads", "device", "total_s", "workers",
+              "machine")
+
+
+def merge_runs(path: Path, new: dict, tasks: list[str]) -> dict:
+    """``new`` (a run of ``tasks``) with the other tasks of the earlier run at ``path`` kept as they
+    were: their records, summaries and provenance (``task_runs[task]``: the run that made it)."""
+    import json
+
+    old = json.loads(path.read_text())
+    if "tasks" not in old or "records" not in old:
+        raise ValueError(f"{path} is not an uncertainty benchmark result (no 'tasks' / 'records')")
+    runs = old.get("task_runs") or {t: {k: old.get(k) for k in PROVENANCE} for t in old["tasks"]}
+    kept = [t for t in old["tasks"] if t not in tasks]
+    merged = dict(new)
+    merged["tasks"] = {**{t: old["tasks"][t] for t in kept}, **new["tasks"]}
+    merged["records"] = [r for r in old["records"] if r.get("task") in kept] + new["records"]
+    merged["errors"] = [e for e in old.get("errors", []) if e.split(" ")[0] in kept] + new["errors"]
+    merged["task_runs"] = {**{t: runs[t] for t in kept}, **{t: {k: new.get(k) for k in PROVENANCE} for t in tasks}}
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["geoprior", "eit", "ct", "denoise"],
@@ -442,13 +482,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one validation and two test instances per task")
     ap.add_argument("--resummarise", action="store_true",
                     help="recompute the summaries of --out from its stored per-instance records (no fits)")
+    ap.add_argument("--update", action="store_true",
+                    help="replace only --tasks in an existing --out, keeping the other tasks' records and "
+                         "provenance (task_runs says which run made each task)")
     ap.add_argument("--out", type=Path, default=RESULTS / "uncertainty.json")
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if (args.resummarise or args.update) and not args.out.is_file():
+        print(f"error: {args.out} does not exist; run the benchmark first", file=sys.stderr)
+        return 2
     if args.resummarise:
-        if not args.out.is_file():
-            print(f"error: {args.out} does not exist; run the benchmark first", file=sys.stderr)
-            return 2
         result = resummarise(args.out)
     else:
         t0 = time.perf_counter()
@@ -459,12 +502,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chosen on validation: {chosen}", flush=True)
         records = val + run_all([j for j in all_jobs if j[2] == "test"], chosen, args.workers)
         result = {"tasks": summaries(records, chosen, args.tasks), "variants": VARIANTS,
-                  "reference_variant": REFERENCE, "members": MEMBERS, "ks": KS, "eit_head": EIT_HEAD,
+                  "eit_variants": EIT_VARIANTS, "eit_posteriors": EIT_POSTERIORS,
+                  "eit_fit": "the CLI's default NeuralEIT (three-phase head, 3 members)",
+                  "reference_variant": REFERENCE, "members": MEMBERS, "ks": KS,
                   "selection": "highest mean Gaussian test log-likelihood on the validation instances",
                   "records": records, "errors": [f"{r['task']} {r['instance']}: {r['error']}" for r in records
                                                  if "error" in r],
                   "total_s": time.perf_counter() - t0, "workers": args.workers, "quick": args.quick,
                   **run_record("cpu"), "machine": "2-core machine shared with other jobs"}
+        if args.update:
+            result = merge_runs(args.out, result, args.tasks)
     if not result.get("quick"):
         reliability_figure(result, args.out.with_name("uncertainty_reliability.png"))
     write_json(args.out, result)

@@ -150,7 +150,9 @@ def _uncertainty(runner, result, problem, args) -> dict:
     unc = conductivity_uncertainty(result, problem, rank=args.uncertainty_rank, progress=not args.quiet)
     runner.write(unc, metrics_file=None)
     cal = unc.metrics.get("calibration")
-    runner.say(f"{result.method}: mean predicted std {unc.metrics['mean_std']:.3g} S/m ({unc.metrics['time_s']:.1f} s)"
+    runner.say(f"{result.method}: mean predicted std {unc.metrics['mean_std']:.3g} S/m (network "
+               f"{unc.metrics['mean_std_network']:.3g}, background level +-{unc.metrics['level_std']:.1%}; "
+               f"{unc.metrics['time_s']:.1f} s)"
                + (f"; {cal['within_1std']:.1%} / {cal['within_2std']:.1%} of cells within 1 / 2 std (nominal "
                   f"68.3% / 95.4%), std-|error| correlation {cal['std_error_correlation']:.2f}" if cal else ""))
     return unc.metrics

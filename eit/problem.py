@@ -33,7 +33,7 @@ from eit.grid import MeshToGrid
 from eit.ktc import KTCTarget, load_target, noise_std
 
 __all__ = ["EITProblem", "ktc_problem", "measured_problem", "phantom_problem", "simulated_problem",
-           "fit_background", "mesh_arrays", "PHANTOMS", "MESH_SIZES"]
+           "fit_background", "background_misfit", "mesh_arrays", "PHANTOMS", "MESH_SIZES"]
 
 #: the named phantoms of :func:`simulated_problem`
 PHANTOMS = ("two-inclusion", "random")
@@ -134,6 +134,17 @@ def fit_background(model, u: np.ndarray, mask: np.ndarray | None = None, iterati
     return s
 
 
+def background_misfit(u_bg: np.ndarray, u_ref: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """``||u_bg - u_ref|| / ||u_ref||`` over the observed entries: how far the best homogeneous
+    model is from the water-only measurement (the forward model's error at the background, plus
+    noise).  :mod:`eit.uncertainty` takes it as the relative uncertainty of the background level."""
+    u_bg, u_ref = np.asarray(u_bg, dtype=np.float64), np.asarray(u_ref, dtype=np.float64)
+    m = np.isfinite(u_ref) & np.isfinite(u_bg)
+    if mask is not None:
+        m &= np.asarray(mask, bool)
+    return float(np.linalg.norm(u_bg[m] - u_ref[m]) / np.linalg.norm(u_ref[m]))
+
+
 def ktc_problem(folder: str | Path, target: str | int, level: int = 1, mesh_size: str = "1500", *,
                 data: str = "difference", z: float = 1e-6, relative: float = 0.05, of_max: float = 0.01,
                 model=None) -> EITProblem:
@@ -177,7 +188,7 @@ def measured_problem(model, uel: np.ndarray, uelref: np.ndarray, mask: np.ndarra
     dy = uel - uelref
     y = dy + u_bg if data == "difference" else uel
     noise = noise_std(uelref, relative, of_max, mask=ref_observed)
-    bg_misfit = float(np.linalg.norm(np.nan_to_num(u_bg - uelref)) / np.linalg.norm(np.nan_to_num(uelref)))
+    bg_misfit = background_misfit(u_bg, uelref, ref_observed)
     return EITProblem(model=model, y=y, mask=mask, noise=noise, sigma_bg=sigma_bg, dy=dy, truth=truth,
                       sigma_true=sigma_true, name=name, level=level,
                       info={"data": data, "u_bg": u_bg, "bg_misfit": bg_misfit, **(info or {})})
@@ -205,12 +216,14 @@ def phantom_problem(phantom, model, fine_model, *, relative: float = 0.01, of_ma
     y_ref = u_ref + s * rng.standard_normal(u.shape)
     mask = level_mask(model.currents, model.patterns, level) if level > 1 else np.ones(model.n_data, bool)
     sigma_bg = fit_background(model, y_ref)
+    bg_misfit = background_misfit(model.forward(np.full(model.n_sigma, sigma_bg)), y_ref)
     X, Y = pixel_centres(radius=float(np.max(np.linalg.norm(model.vertex_coordinates, axis=1))))
     inside = tank_mask(radius=float(np.max(np.linalg.norm(model.vertex_coordinates, axis=1))))
     truth = np.where(inside, phantom.classes(np.c_[X.ravel(), Y.ravel()]).reshape(X.shape), 0).astype(np.uint8)
     return EITProblem(model=model, y=y, mask=mask, noise=s, sigma_bg=sigma_bg, dy=y - y_ref, truth=truth,
                       sigma_true=phantom(model.cell_centroids), name="phantom", level=level,
-                      info={"data": "absolute", "u_clean": u, "fine_cells": fine_model.n_sigma})
+                      info={"data": "absolute", "u_clean": u, "fine_cells": fine_model.n_sigma,
+                            "bg_misfit": bg_misfit})
 
 
 def simulated_problem(phantom: str = "two-inclusion", mesh_size: str = "1500", noise: float = 0.01,

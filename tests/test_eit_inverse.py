@@ -234,3 +234,26 @@ def test_one_step_reproduces_its_training_target_score(shared_data):
     p = ktc_problem(shared_data / "eit" / "ktc2023" / "training", 1, 1, "1500")
     assert OneStep().reconstruct(p).metrics["score"] == pytest.approx(0.6313, abs=1e-3)
     assert OneStep(noise_scale=1.0).reconstruct(p).metrics["score"] == pytest.approx(0.4026, abs=1e-3)
+
+
+def test_uncertainty_adds_the_background_levels_share_to_the_networks(phantom_problem):
+    """The water level is a plug-in estimate (a homogeneous fit to the reference): its relative
+    misfit is the level's std, and every cell's variance gains ``(delta sigma)^2``."""
+    from eit import NeuralEIT
+    from eit.problem import background_misfit
+    from eit.uncertainty import background_level_std, conductivity_uncertainty
+
+    p = phantom_problem
+    delta = background_level_std(p)
+    assert 0 < delta < 0.2 and delta == p.info["bg_misfit"]  # the coarse model is not the simulation's
+    u = np.array([1.0, -2.0, np.nan, 4.0])
+    assert background_misfit(u, u) == 0 and background_misfit(1.1 * u, u) == pytest.approx(0.1)
+    assert background_misfit(np.array([1.0, 5.0, 0.0, 4.0]), u, mask=[True, False, True, True]) == 0
+    rec = NeuralEIT(net="mlp", iterations=20, members=1).reconstruct(p)
+    with pytest.raises(ValueError, match="level_std"):
+        conductivity_uncertainty(rec, p, rank=8, level_std=-0.1)
+    unc = conductivity_uncertainty(rec, p, rank=8)
+    sigma, std, net = rec.arrays["sigma"].reshape(-1), unc.arrays["std"], unc.arrays["std_network"]
+    assert unc.metrics["level_std"] == delta and np.all(net > 0)
+    np.testing.assert_allclose(std ** 2, net ** 2 + (delta * sigma) ** 2, rtol=1e-10)
+    assert unc.metrics["mean_std"] > unc.metrics["mean_std_network"]

@@ -79,6 +79,7 @@ def test_eit_uncertainty_flag_writes_std_maps_and_a_calibration_report(tmp_path)
         assert (out / name).stat().st_size > 0, name
     rep = json.loads((out / "uncertainty.json").read_text())["methods"]["neural-mlp"]
     assert rep["members"] == 1 and rep["mean_std"] > 0 and rep["alpha"] > 0
+    assert rep["level_std"] > 0 and rep["mean_std"] > rep["mean_std_network"]  # the water level's share
     cal = rep["calibration"]
     for key in ("within_1std", "within_2std", "within_1std_area", "within_2std_area"):
         assert 0 <= cal[key] <= 1, key
