@@ -18,11 +18,13 @@ the rank-64 one-precision reference and the ensembles):
   the diagonal, the default reconstruction; error = distance to the true surface along each
   dense point's normal.
 
-Posterior variants (:func:`shared.uncertainty.linearised_laplace`): rank 64, 128, 256 with one
-prior precision, and rank 128 with per-layer precisions, either by type-II maximum likelihood
-(``layer``) or shaped by each layer's weight scale with one fitted level (``rms``).  EIT: rank
-128 with one precision or ``rms`` precisions, each with the background level's std (``-level``)
-or without.  The weight prior is zero-centred (every fit here starts from scratch); the noise
+Posterior variants (:func:`shared.uncertainty.linearised_laplace`): denoising, rank 64, 128,
+256 with one prior precision, and rank 128 with per-layer precisions, either by type-II maximum
+likelihood (``layer``) or shaped by each layer's weight scale with one fitted level (``rms``).
+CT: rank 64 (the earlier choice) or the mixture of the five seeds' own posteriors at rank 64,
+96, 112 or 128 (``mix5-r*``; the reconstruction is then the seeds' mean).  EIT: rank 128 with
+one precision or ``rms`` precisions, each with the background level's std (``-level``) or
+without.  The weight prior is zero-centred (every fit here starts from scratch); the noise
 level is known (images: ``beta = 1/sigma^2``; EIT: the problem's whitening).  The anchor is a
 deep ensemble of K = 5 independently seeded fits whose spread (population std) is the
 uncertainty, and the ensemble of as many members as fit in the linearised posterior's wall
@@ -63,6 +65,13 @@ VARIANTS = {
     "r128-rms": dict(rank=128, prior_groups="layer", group_precisions="rms"),
 }
 REFERENCE = "r64"
+#: CT only: the equal mixture of the K = MEMBERS seeds' own linearised posteriors (a mixture of
+#: Laplace approximations, Eschenhagen et al. 2021), at a rank each; the seeds are the ones the
+#: deep-ensemble anchor fits anyway, so it is compared with it at equal K
+MIXTURES = {f"mix5-r{r}": dict(rank=r, prior_groups="none") for r in (64, 96, 112, 128)}
+#: the variants each task's validation instances run (CT: the single-network variants other than
+#: the reference were measured in the run of 8b40726 and lost to it; not run again)
+CANDIDATES = {"denoise": VARIANTS, "ct": {REFERENCE: VARIANTS[REFERENCE], **MIXTURES}}
 #: EIT forms its Jacobian exactly (every rank costs the same, about a minute per member and
 #: posterior on one core), so only prior variants run there: name -> (posterior, which std of
 #: :func:`eit.uncertainty.conductivity_uncertainty`: with the background level or the network's
@@ -146,7 +155,7 @@ def image_instance(task: str, key, variants: list[str]) -> dict:
 
     from shared.image import DeepImagePrior, ct_problem, denoise_problem, known_noise_std, random_ellipses
     from shared.image.edip import finetune, network_output
-    from shared.uncertainty import linearised_uncertainty
+    from shared.uncertainty import ensemble_statistics, linearised_uncertainty
 
     if task == "denoise":
         problem = denoise_problem(_grey64(key), multiple=16, sigma=0.1, simulate=True, seed=11)
@@ -174,6 +183,14 @@ def image_instance(task: str, key, variants: list[str]) -> dict:
     rows = {}
     for name in variants:
         t0 = time.perf_counter()
+        if name in MIXTURES:  # every seed's posterior, mixed: the reconstruction is the seeds' mean
+            parts = [linearised_uncertainty(f, beta=1.0 / sigma ** 2, prior_mean="zero", **MIXTURES[name])
+                     for f in fits]
+            mean, std = ensemble_statistics(torch.stack([u.mean.clamp(0, 1) for u in parts]),
+                                            torch.stack([u.std for u in parts]))
+            rows[name] = score(mean - truth, std, sum(times) + time.perf_counter() - t0,
+                               alpha=[u.alpha for u in parts])
+            continue
         u = linearised_uncertainty(fits[0], beta=1.0 / sigma ** 2, prior_mean="zero", **VARIANTS[name])
         rows[name] = score(u.mean.clamp(0, 1).double().numpy() - truth, u.std.double().numpy(),
                            times[0] + time.perf_counter() - t0, alpha=u.alpha)
@@ -291,7 +308,7 @@ def run_job(job: tuple, chosen: dict) -> dict:
     if task == "eit":  # the chosen variant and its counterpart without (or with) the level term
         variants = list(EIT_VARIANTS) if split == "validation" else _eit_pair(chosen[task])
     else:
-        variants = list(VARIANTS) if split == "validation" else sorted({chosen[task], REFERENCE})
+        variants = list(CANDIDATES[task]) if split == "validation" else sorted({chosen[task], REFERENCE})
     t0 = time.perf_counter()
     try:
         if task in ("denoise", "ct"):
@@ -349,7 +366,7 @@ def run_all(job_list: list[tuple], chosen: dict, workers: int, log=print) -> lis
 def choose(records: list[dict], task: str) -> str:
     """The variant with the highest mean test log-likelihood on the task's validation instances."""
     val = [r for r in records if r["task"] == task and r["split"] == "validation" and "error" not in r]
-    names = [v for v in (EIT_VARIANTS if task == "eit" else VARIANTS) if all(v in r["rows"] for r in val)]
+    names = [v for v in (EIT_VARIANTS if task == "eit" else CANDIDATES[task]) if all(v in r["rows"] for r in val)]
     if not val or not names:
         return REFERENCE
     return max(names, key=lambda v: np.mean([r["rows"][v]["test_log_likelihood"] for r in val]))
@@ -502,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chosen on validation: {chosen}", flush=True)
         records = val + run_all([j for j in all_jobs if j[2] == "test"], chosen, args.workers)
         result = {"tasks": summaries(records, chosen, args.tasks), "variants": VARIANTS,
-                  "eit_variants": EIT_VARIANTS, "eit_posteriors": EIT_POSTERIORS,
+                  "mixtures": MIXTURES, "eit_variants": EIT_VARIANTS, "eit_posteriors": EIT_POSTERIORS,
                   "eit_fit": "the CLI's default NeuralEIT (three-phase head, 3 members)",
                   "reference_variant": REFERENCE, "members": MEMBERS, "ks": KS,
                   "selection": "highest mean Gaussian test log-likelihood on the validation instances",

@@ -125,7 +125,7 @@ def test_cli_fits_an_ensemble_and_refuses_what_does_not_combine(tmp_path, capsys
     assert main(["image", "denoise", str(path), "--members", "2", "--iterations", "3", "--quiet",
                  "--out", str(tmp_path / "a")]) == 0
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["config"]["members"] == 2
-    for extra, message in ((["--uncertainty"], "--members"), (["--net", "decoder"], "deep decoder")):
-        code = main(["image", "denoise", str(path), "--members", "2", *extra, "--quiet", "--out", str(tmp_path / "b")])
-        assert code == 2 and message in capsys.readouterr().err
-        assert not (tmp_path / "b").exists()
+    code = main(["image", "denoise", str(path), "--members", "2", "--net", "decoder", "--quiet",
+                 "--out", str(tmp_path / "b")])
+    assert code == 2 and "deep decoder" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -235,8 +235,6 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--sigma 0: the SURE loss needs the positive noise std of INPUT (0-255 units); "
                              "omit --sigma to estimate it from the image")
         given_sigma = args.sigma / 255 or None
-    if args.members > 1 and args.uncertainty:
-        raise InputError("--uncertainty linearises one network; it does not combine with --members > 1")
     dip = DeepImagePrior(net=args.net, loss=getattr(args, "loss", "mse"), sigma=given_sigma,
                          iterations=args.iterations, lr=args.lr, stop=args.stop,
                          patience=args.patience, seed=args.seed, members=args.members, device=args.device,
