@@ -1,11 +1,11 @@
 """Uncertainty of a neural EIT conductivity: the linearised Laplace posterior of its fit.
 
 The network ``sigma_theta`` is linearised at its fitted weights, ``sigma ~ sigma* + J_x (theta -
-theta*)``, with a zero-centred Gaussian prior ``theta ~ N(0, diag(alpha_g)^-1)`` (the rule fixed
-for fits from scratch; per-layer precisions ``alpha_g`` proportional to ``1 / mean(theta*_g^2)``,
-see :func:`conductivity_uncertainty`) and the problem's noise model: the misfit is whitened by
-the per-datum standard deviations ``s_i``, so the noise precision is 1 and only the level of
-``alpha_g`` is fitted, by marginal likelihood.  The linearised Laplace posterior only sees the
+theta*)``, with a zero-centred Gaussian prior ``theta ~ N(0, alpha^-1 I)`` (the rule fixed for
+fits from scratch; one precision for all weights by default, see
+:func:`conductivity_uncertainty`) and the problem's noise model: the misfit is whitened by the
+per-datum standard deviations ``s_i``, so the noise precision is 1 and only ``alpha`` is fitted,
+by marginal likelihood.  The linearised Laplace posterior only sees the
 forward model through its value and Jacobian at ``sigma*``, so ``F`` is replaced by its tangent
 model::
 
@@ -172,10 +172,11 @@ def conductivity_uncertainty(result: Result, problem, rank: int = 128, progress:
     :func:`background_level_std`; 0: the network's posterior alone).
 
     ``posterior``: further options of :func:`shared.uncertainty.linearised_laplace`.  The
-    default prior has per-layer precisions shaped by each layer's weight scale, one level by
-    marginal likelihood (``prior_groups="layer", group_precisions="rms"``): chosen over one
-    precision and over per-layer type-II precisions on validation phantoms
-    (``benchmarks/uncertainty.py``: 0.79 of the cell errors within 2 std against 0.65 and 0.19).
+    default prior has one precision for all weights (``prior_groups="none"``), chosen by the mean
+    test log-likelihood, with the level term, on seven validation phantoms of the default fit
+    (three-phase head, 3 members; ``benchmarks/uncertainty.py``: 0.978 of the cell errors within
+    2 std on average, lowest 0.955, against 0.965 and 0.938 with per-layer precisions shaped by
+    each layer's weight scale, the earlier default for the log head).
 
     Returns a :class:`shared.result.Result` with ``arrays["std"]`` ``(n_cells,)`` (network and
     level) and ``arrays["std_network"]`` (the network's posterior alone), the metrics (alpha per
@@ -191,7 +192,7 @@ def conductivity_uncertainty(result: Result, problem, rank: int = 128, progress:
     if not (np.isfinite(delta) and delta >= 0):
         raise ValueError(f"level_std must be a finite number >= 0, got {level_std}")
     t0 = time.perf_counter()
-    posterior = {"prior_groups": "layer", "group_precisions": "rms", **posterior}
+    posterior = {"prior_groups": "none", **posterior}
     noise = torch.as_tensor(problem.noise, dtype=torch.float64)
     fits = _member_fits(result.fit)
     parts = []
