@@ -207,7 +207,7 @@ def eit_instance(key: tuple[int, int], variants: list[str]) -> dict:
     from eit.evaluate import _WORKER, _init_worker
     from eit.methods import make_reconstructor
     from eit.simulated_set import simulated_set, simulation_patterns
-    from eit.uncertainty import background_level_std, conductivity_uncertainty
+    from eit.uncertainty import background_level_std, conductivity_uncertainty, with_level
     from shared.uncertainty import ensemble_statistics
 
     if "model" not in _WORKER:
@@ -246,7 +246,7 @@ def eit_instance(key: tuple[int, int], variants: list[str]) -> dict:
         _, std = ensemble_statistics(members, centre=centre)
         rows[name] = score(centre - truth, std, secs, members=k)
         if name == f"ensemble{MEMBERS}":  # the anchor given the same level term as the posterior
-            rows[name + "-level"] = score(centre - truth, np.sqrt(std ** 2 + (delta * centre) ** 2), secs, members=k)
+            rows[name + "-level"] = score(centre - truth, with_level(std, centre, delta), secs, members=k)
     return {"task": "eit", "instance": case.name, "level": level, "fit_s": [fit_s], "rows": rows,
             "level_std": delta, "score": result.metrics.get("score"),
             "rel_l2": float(np.sqrt(np.sum(areas * (sigma - truth) ** 2) / np.sum(areas * truth ** 2)))}

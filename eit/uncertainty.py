@@ -65,9 +65,11 @@ from torch import Tensor
 
 from shared.fit import FitResult, Objective
 from shared.result import Result
-from shared.uncertainty import batch_statistics, calibration, coverage, ensemble_statistics, linearised_uncertainty
+from shared.uncertainty import (batch_statistics, calibration, coverage, ensemble_statistics,
+                               linearised_uncertainty, member_fits)
 
-__all__ = ["conductivity_uncertainty", "background_level_std", "uncertainty_files", "TangentModel", "METRICS_FILE"]
+__all__ = ["conductivity_uncertainty", "background_level_std", "with_level", "uncertainty_files", "TangentModel",
+           "METRICS_FILE"]
 
 #: the JSON file of the uncertainty reports (one entry per method)
 METRICS_FILE = "uncertainty.json"
@@ -97,15 +99,6 @@ class TangentModel:
     def __call__(self, x: Tensor) -> Tensor:
         dx = x.to(torch.float64) - self.x0.to(x.device)
         return self.f0.to(x.device) + dx @ self.jac.T.to(x.device)
-
-
-def _member_fits(fit: FitResult) -> list[FitResult]:
-    """The fit itself, or one fit per member of an ensemble (its network split off)."""
-    members = getattr(fit.model, "members", 1)
-    if members == 1:
-        return [fit]
-    return [replace(fit, model=fit.model.member(k), output=fit.output[k], final=fit.final[k])
-            for k in range(members)]
 
 
 def _tangent_fit(fit: FitResult, problem) -> FitResult:
@@ -164,6 +157,12 @@ def background_level_std(problem) -> float:
     return 0.0 if value is None else float(value)
 
 
+def with_level(std: np.ndarray, sigma: np.ndarray, delta: float) -> np.ndarray:
+    """``sqrt(std^2 + (delta sigma)^2)``: a conductivity std with the background level's share
+    (relative std ``delta``, the same component in every cell; module docstring)."""
+    return np.sqrt(np.asarray(std) ** 2 + (delta * np.asarray(sigma)) ** 2)
+
+
 def conductivity_uncertainty(result: Result, problem, rank: int = 128, progress: bool = False,
                              level_std: float | None = None, **posterior: Any) -> Result:
     """Per-cell std (S/m) of a neural reconstruction ``result`` of ``problem`` (module docstring).
@@ -194,7 +193,7 @@ def conductivity_uncertainty(result: Result, problem, rank: int = 128, progress:
     t0 = time.perf_counter()
     posterior = {"prior_groups": "none", **posterior}
     noise = torch.as_tensor(problem.noise, dtype=torch.float64)
-    fits = _member_fits(result.fit)
+    fits = member_fits(result.fit)
     parts = []
     for f in _progress(fits, progress):
         # 32 cotangents per vectorised backward pass: ~25% faster than one VJP at a time.
@@ -205,7 +204,7 @@ def conductivity_uncertainty(result: Result, problem, rank: int = 128, progress:
     means = np.stack([p.mean.detach().double().cpu().numpy().reshape(-1) for p in parts])
     stds = np.stack([p.std.detach().double().cpu().numpy().reshape(-1) for p in parts])
     _, std_network = ensemble_statistics(means, stds, centre=sigma)
-    std = np.sqrt(std_network ** 2 + (delta * sigma) ** 2)  # the level's share: every cell, fully correlated
+    std = with_level(std_network, sigma, delta)
     elapsed = time.perf_counter() - t0
     metrics = {"alpha": [p.alpha for p in parts] if len(parts) > 1 else parts[0].alpha, "rank": parts[0].rank,
                "members": len(parts), "n_measurements": parts[0].n_measurements, "level_std": delta,

@@ -68,7 +68,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -90,6 +90,7 @@ __all__ = [
     "batch_statistics",
     "coverage",
     "ensemble_statistics",
+    "member_fits",
     "condition_factor",
     "conditioning_root",
     "pointwise_jacobian",
@@ -1009,6 +1010,28 @@ def coverage(abs_error: Tensor | np.ndarray, std: Tensor | np.ndarray, ks: tuple
     out["std_error_correlation"] = cov / sd if sd > 0 else 0.0
     out.update(mean_std=ms, mean_abs_error=me, rmse=math.sqrt(float(np.sum(w * e ** 2))))
     return out
+
+
+def member_fits(result: Any, keep_dim: bool = False) -> list[Any]:
+    """One :class:`shared.fit.FitResult` per member of an ensemble fit, to linearise each at its
+    own weights (the fit itself when ``result.model`` has no ``members > 1``).
+
+    Member ``k`` gets ``model.member(k)``, its share of the input (``model.member_input(z, k)``
+    where the network defines it, else the shared ``z``) and row ``k`` of ``output`` and
+    ``final`` (``[k:k+1]`` with ``keep_dim``, for networks whose single output keeps a batch
+    axis, e.g. images); the objective (measurements and physics) is the ensemble's.
+    """
+    model = result.model
+    K = getattr(model, "members", 1)
+    if K == 1:
+        return [result]
+    split = getattr(model, "member_input", None)
+
+    def row(t: Any, k: int) -> Any:
+        return t if t is None else (t[k:k + 1] if keep_dim else t[k])
+
+    return [replace(result, model=model.member(k), z=result.z if split is None else split(result.z, k),
+                    output=row(result.output, k), final=row(result.final, k)) for k in range(K)]
 
 
 def ensemble_statistics(means: Tensor | np.ndarray, stds: Tensor | np.ndarray | None = None,

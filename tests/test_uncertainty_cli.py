@@ -35,12 +35,11 @@ def test_a_mixture_of_member_posteriors_holds_each_members_variance_and_their_sp
     import torch
 
     from shared.image import DeepImagePrior, ct_problem, image_uncertainty
-    from shared.image.uncertainty_maps import member_fits
-    from shared.uncertainty import linearised_uncertainty
+    from shared.uncertainty import linearised_uncertainty, member_fits
 
     problem = ct_problem(shepp_logan(32), multiple=16, angles=10, size=32, noise=0.01, seed=0)
     result = DeepImagePrior(net="skip", iterations=5, stop="none", members=2).reconstruct(problem)
-    fits = member_fits(result.fit)
+    fits = member_fits(result.fit, keep_dim=True)
     assert len(fits) == 2 and fits[0].z.shape[1] == result.fit.z.shape[1] // 2
     for k, f in enumerate(fits):  # a member on its own input gives its row of the ensemble's output
         with torch.no_grad():

@@ -29,14 +29,13 @@ timings, and the calibration against the reference when there is one).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import torch
 
 from shared.image.tasks import Problem
 from shared.result import Result
-from shared.uncertainty import calibration, ensemble_statistics, linearised_uncertainty
+from shared.uncertainty import calibration, ensemble_statistics, linearised_uncertainty, member_fits
 
 __all__ = ["known_noise_std", "image_uncertainty", "UNCERTAINTY_FILES", "METRICS_FILE"]
 
@@ -70,13 +69,12 @@ def image_uncertainty(result: Result, problem: Problem, *, noise_std: float | No
     the calibration in ``info`` and the writers of std.png and std.pt.
     """
     beta = None if noise_std is None else 1.0 / noise_std ** 2
-    parts = [linearised_uncertainty(f, rank=rank, beta=beta, progress=progress) for f in member_fits(result.fit)]
-    if len(parts) == 1:
-        std, mean = parts[0].std.detach().cpu(), parts[0].mean.detach().cpu().clamp(0, 1)
-    else:  # the members' mixture (module docstring)
-        mean, std = (torch.as_tensor(a, dtype=torch.float32) for a in ensemble_statistics(
-            torch.stack([u.mean.detach().cpu().clamp(0, 1) for u in parts]),
-            torch.stack([u.std.detach().cpu() for u in parts])))
+    parts = [linearised_uncertainty(f, rank=rank, beta=beta, progress=progress)
+             for f in member_fits(result.fit, keep_dim=True)]
+    # The members' mixture (module docstring); one network is the mixture of one.
+    mean, std = (torch.as_tensor(a, dtype=torch.float32) for a in ensemble_statistics(
+        torch.stack([u.mean.detach().cpu().clamp(0, 1) for u in parts]),
+        torch.stack([u.std.detach().cpu() for u in parts])))
     summary = parts[0].summary() if len(parts) == 1 else {"members": [u.summary() for u in parts]}
     info: dict[str, Any] = {"uncertainty": summary, "noise_std_given": noise_std,
                             "note": "std of the network at its final parameters (linearised Laplace); "
@@ -100,15 +98,3 @@ def image_uncertainty(result: Result, problem: Problem, *, noise_std: float | No
                   timings=timings, config={"rank": rank, "noise_std": noise_std}, info=info,
                   files={"std.png": write_png, "std.pt": lambda path: torch.save(std, path)})
 
-
-def member_fits(fit: Any) -> list[Any]:
-    """The fit itself, or for an ensemble (``fit.model.members = K > 1``) one fit per member:
-    its network split off (:meth:`shared.networks.Hourglass.member`), its share of the input
-    and its output row; the objective is the same (its ``y`` and physics)."""
-    K = getattr(fit.model, "members", 1)
-    if K == 1:
-        return [fit]
-    z = fit.z
-    per_member = z is not None and z.ndim == 4 and z.shape[1] == K * fit.model.in_ch
-    return [replace(fit, model=fit.model.member(k), z=z.chunk(K, dim=1)[k] if per_member else z,
-                    output=fit.output[k:k + 1], final=fit.final[k:k + 1]) for k in range(K)]

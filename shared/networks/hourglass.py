@@ -216,6 +216,11 @@ class Hourglass(nn.Module):
                 t.copy_(mine[name] if t.ndim == 0 else mine[name].chunk(self.members)[k])
         return one.train(self.training)
 
+    def member_input(self, z: Tensor, k: int) -> Tensor:
+        """Member ``k``'s input: ``z`` itself when it is shared ``(N, in_ch, H, W)``, else its
+        channels ``k in_ch .. (k+1) in_ch - 1`` of ``(N, K in_ch, H, W)``."""
+        return z if z.shape[1] == self.in_ch else z[:, k * self.in_ch:(k + 1) * self.in_ch]
+
     @classmethod
     def stack(cls, nets: Sequence[Hourglass]) -> Hourglass:
         """The ensemble of plain networks of one layout: ``stack(nets).member(k)`` equals ``nets[k]``."""
