@@ -58,6 +58,7 @@ __all__ = [
     "richardson_lucy_deblur",
     "wiener_deblur",
     "unsupervised_wiener_deblur",
+    "tikhonov_deblur",
     "NLM_H_FACTOR",
     "NLM_PATCH_SIZE",
     "NLM_PATCH_DISTANCE",
@@ -292,3 +293,21 @@ def unsupervised_wiener_deblur(blurred: Tensor, psf: Any, pad: int | None = None
     from skimage.restoration import unsupervised_wiener
 
     return _padded(blurred, psf, pad, lambda c, k: unsupervised_wiener(c, k, clip=False, rng=seed)[0])
+
+
+def tikhonov_deblur(blurred: Tensor, psf: Any, lam: float | None = None) -> Tensor:
+    """Tikhonov deconvolution with the exact reflect-boundary blur, ``(A^*A + lam L^*L)^{-1} A^* y``
+    (``L`` the Laplacian; :mod:`shared.operators.tikhonov`), solved by conjugate gradients.
+
+    ``lam=None`` chooses the weight by generalised cross-validation (no truth, no noise level).
+    The same estimator as the Wiener-Hunt filter without its periodic boundary, which a long
+    kernel (motion blur) spreads over the whole image.
+    """
+    from shared.operators import Blur
+    from shared.operators.tikhonov import tikhonov_gcv, tikhonov_solve
+
+    x = _check_image(blurred, "blurred image")
+    op = Blur(torch.as_tensor(_check_psf(psf), dtype=torch.float32), padding="reflect")
+    if lam is None:
+        return tikhonov_gcv(op, x).x
+    return tikhonov_solve(op, x.float(), float(lam), iterations=200, tol=1e-5)

@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
     from shared.image.dip import STOPPING
-    from shared.image.tasks import NETS, SURE_DEFAULTS, TASK_DEFAULTS
+    from shared.image.tasks import NETS, SURE_DEFAULTS, TASK_DEFAULTS, TIKHONOV_DEFAULTS
 
     D = " (default: %(default)s)"
     simulated_only = task in ("cs", "ct")
@@ -115,7 +115,8 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
                        "result) or central crop" + D)
     p.add_argument("--net", choices=tuple(NETS), default="skip",
                    help="prior network: " + "; ".join(f"{k} = {v.description}" for k, v in NETS.items()) + D)
-    sure_note = f"; {SURE_DEFAULTS['iterations']} with the SURE loss" if task == "denoise" else ""
+    sure_note = {"denoise": f"; {SURE_DEFAULTS['iterations']} with the SURE loss",
+                 "deblur": f"; {TIKHONOV_DEFAULTS['iterations']} from the Tikhonov input"}.get(task, "")
     p.add_argument("--iterations", type=number(int, 1), default=None,
                    help="maximum number of iterations; early stopping usually ends sooner (default: "
                    f"{TASK_DEFAULTS[task]['iterations']}{sure_note})")
@@ -124,7 +125,7 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--stop", choices=STOPPING, default="auto",
                    help="automatic early stopping: ES-WMV (output variance), held-out 10%% of the "
                    "measurements, or none (run all iterations, return the averaged output); auto = none "
-                   "with the SURE loss, else eswmv" + D)
+                   "with the SURE loss or the Tikhonov input, else eswmv" + D)
     p.add_argument("--patience", type=number(int, 1), default=300,
                    help="iterations without improvement before stopping" + D)
     p.add_argument("--members", type=number(int, 1), default=1,
@@ -141,7 +142,7 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
 
 def _add_noise_options(p: argparse.ArgumentParser, task: str) -> None:
     """``--sigma`` (and, for denoising, ``--loss``): the noise level and how it is used."""
-    from shared.image.dip import LOSSES
+    from shared.image.dip import INPUTS, LOSSES
 
     D = " (default: %(default)s)"
     if task == "denoise":
@@ -157,6 +158,11 @@ def _add_noise_options(p: argparse.ArgumentParser, task: str) -> None:
         p.add_argument("--sigma", type=number(float, 0), default=2.0,
                        help="noise std in 0-255 units added with --simulate (and the noise level of "
                        "--uncertainty)" + D)
+        p.add_argument("--input", dest="net_input", choices=INPUTS, default="auto",
+                       help="the network's input: tikhonov = the blurred image deconvolved by Tikhonov "
+                       "regularisation, its weight chosen by generalised cross-validation (the network refines it; "
+                       "cosine step decay, no early stopping); noise = the classic DIP from random noise with "
+                       "early stopping; auto = tikhonov" + D)
 
 
 def _positive(name: str, value: float | int | None, strict: bool = True) -> None:
@@ -235,7 +241,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--sigma 0: the SURE loss needs the positive noise std of INPUT (0-255 units); "
                              "omit --sigma to estimate it from the image")
         given_sigma = args.sigma / 255 or None
-    dip = DeepImagePrior(net=args.net, loss=getattr(args, "loss", "mse"), sigma=given_sigma,
+    dip = DeepImagePrior(net=args.net, loss=getattr(args, "loss", "mse"), net_input=getattr(args, "net_input", "auto"),
+                         sigma=given_sigma,
                          iterations=args.iterations, lr=args.lr, stop=args.stop,
                          patience=args.patience, seed=args.seed, members=args.members, device=args.device,
                          progress=False if args.quiet else f"{args.task} ({args.net})").check()
@@ -246,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     for msg in problem.messages:
         runner.say(f"note: {msg}")
     try:
-        dip.resolved_loss(problem.task)
+        dip.resolved_input(problem.task)
     except ValueError as err:
         raise InputError(str(err)) from None
     if dip.settings(problem.task)["loss"] == "sure":

@@ -10,7 +10,12 @@ with the DIP's input perturbation ``sigma_p n_t`` (fresh Gaussian ``n_t`` every 
 exponential average ``x_avg <- beta x_avg + (1 - beta) x_t`` of the outputs, and a stopping
 rule that needs no ground truth (:func:`shared.stopping.make_rule`): ES-WMV on the raw
 outputs (default), the loss on a held-out 10% of the measurements, or none (the averaged
-output of the last step).  The reconstruction is the selected output, clipped to [0, 1],
+output of the last step).  For deblurring the input is by default not noise but the
+Tikhonov estimate ``z = x_lam`` of the blurred image, its weight chosen by generalised
+cross-validation (:func:`shared.operators.tikhonov.tikhonov_gcv`), and the network refines
+it under a cosine step decay with no early stopping (:data:`TIKHONOV_DEFAULTS`): from noise
+the network must build the inverse filter itself, which takes thousands of steps and lost
+to Richardson-Lucy.  The reconstruction is the selected output, clipped to [0, 1],
 at the network's size (``output``) and with the padding undone (``result``: the input's
 size, ``scale`` times larger for super-resolution).
 
@@ -30,16 +35,18 @@ from typing import Any, Callable, Iterable
 from torch import Tensor
 
 from shared.fit import FitResult, Objective, Optimiser, Smoothing, Tracking, fit
-from shared.image.tasks import NETS, SURE_DEFAULTS, TASK_DEFAULTS, Problem, baseline_key, make_network
+from shared.image.tasks import (NETS, SURE_DEFAULTS, TASK_DEFAULTS, TIKHONOV_DEFAULTS, Problem, baseline_key,
+                                make_network)
 from shared.losses import SumOverMembers, mse_loss
 from shared.metrics import psnr, ssim
+from shared.operators.tikhonov import TikhonovResult, tikhonov_gcv
 from shared.physics import IdentityPhysics, Physics
 from shared.reconstructor import Reconstructor
 from shared.result import Result
 from shared.stopping import StepRecord, StoppingRule, make_rule
 from shared.sure import MonteCarloSURE, estimate_noise_std
 
-__all__ = ["DeepImagePrior", "LOSSES", "STOPPING", "HELDOUT_FRACTION", "OUTPUT_FILES"]
+__all__ = ["DeepImagePrior", "LOSSES", "INPUTS", "STOPPING", "HELDOUT_FRACTION", "OUTPUT_FILES"]
 
 #: stopping rules of the image front end (names of :func:`shared.stopping.make_rule`;
 #: ``auto``: none for the SURE loss, which needs no early stopping, else ES-WMV)
@@ -48,6 +55,10 @@ STOPPING = ("auto", "eswmv", "heldout", "none")
 #: only: the network's input is the noisy image, Stein's unbiased risk estimate as the loss);
 #: ``auto``: ``sure`` for denoising, ``mse`` for every other task
 LOSSES = ("auto", "mse", "sure")
+#: the network's input with the MSE loss: ``noise`` (the DIP's fixed random tensor) or
+#: ``tikhonov`` (deblurring only: the GCV-weighted Tikhonov estimate of the image);
+#: ``auto``: ``tikhonov`` for deblurring, else ``noise``
+INPUTS = ("auto", "noise", "tikhonov")
 #: fraction of the measurements the ``heldout`` rule hides from the fit
 HELDOUT_FRACTION = 0.1
 #: every file :meth:`Result.write` creates for a DIP result
@@ -66,6 +77,10 @@ class DeepImagePrior(Reconstructor):
         level: the network maps the noisy image to its estimate and minimises Stein's
         unbiased risk estimate, :class:`shared.sure.MonteCarloSURE`) or ``auto`` (``sure``
         for denoising, else ``mse``).
+    net_input:
+        With the MSE loss, the network's input: ``noise`` (the DIP), ``tikhonov`` (deblurring:
+        the Tikhonov estimate of the image, weight by GCV; cosine steps, no early stopping)
+        or ``auto`` (``tikhonov`` for deblurring, else ``noise``).
     sigma:
         Noise std of the noisy image (in [0, 1] units) for the SURE loss; ``None``: the
         simulated noise level, else estimated from the image
@@ -82,6 +97,9 @@ class DeepImagePrior(Reconstructor):
         improvement before it stops, ES-WMV window.
     seed:
         Seeds the network's initialisation, its input ``z``, the held-out split and the fit.
+
+    After a deblurring fit from the Tikhonov input, ``tikhonov_`` holds that estimate
+    (:class:`~shared.operators.tikhonov.TikhonovResult`: ``x``, the weight ``lam``, the GCV curve).
     members:
         ``K``: fit an ensemble of ``K`` networks (seeds ``seed .. seed + K - 1``) together,
         as one network of grouped convolutions whose data term is the sum of the members'
@@ -94,13 +112,14 @@ class DeepImagePrior(Reconstructor):
 
     method = "dip"
 
-    def __init__(self, net: str = "skip", loss: str = "auto", sigma: float | None = None,
+    def __init__(self, net: str = "skip", loss: str = "auto", net_input: str = "auto", sigma: float | None = None,
                  iterations: int | None = None, lr: float | None = None,
                  stop: str = "auto", patience: int = 300, window: int = 100, input_noise: float | None = None,
                  average: float | None | str = "default", seed: int = 0, members: int = 1, device: str = "cpu",
                  progress: bool | str = False, metric_every: int = 10) -> None:
         self.net = net
         self.loss = loss
+        self.net_input = net_input
         self.sigma = sigma
         self.iterations = iterations
         self.lr = lr
@@ -114,6 +133,7 @@ class DeepImagePrior(Reconstructor):
         self.device = device
         self.progress = progress
         self.metric_every = metric_every
+        self.tikhonov_: TikhonovResult | None = None
 
     # ------------------------------------------------------------------ settings
     def check(self) -> DeepImagePrior:
@@ -122,6 +142,8 @@ class DeepImagePrior(Reconstructor):
             raise ValueError(f"unknown network {self.net!r}; choose from {', '.join(NETS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
+        if self.net_input not in INPUTS:
+            raise ValueError(f"unknown network input {self.net_input!r}; choose from {', '.join(INPUTS)}")
         if self.stop not in STOPPING:
             raise ValueError(f"unknown stopping rule {self.stop!r}; choose from {', '.join(STOPPING)}")
         if self.sigma is not None and not (math.isfinite(self.sigma) and self.sigma > 0):
@@ -145,19 +167,37 @@ class DeepImagePrior(Reconstructor):
                              "not the deep decoder")
         return loss
 
+    def resolved_input(self, task: str) -> str:
+        """``measurement`` (SURE), ``noise`` or ``tikhonov`` for ``task`` (``auto``: ``tikhonov``
+        for deblurring); the Tikhonov input needs a blur."""
+        if self.resolved_loss(task) == "sure":
+            return "measurement"
+        choice = self.net_input
+        if choice == "auto":
+            choice = "tikhonov" if task == "deblur" and self.net != "decoder" else "noise"
+        if choice == "tikhonov" and task != "deblur":
+            raise ValueError(f"the tikhonov input is for deblurring; the {task} task needs net_input='noise'")
+        if choice == "tikhonov" and self.net == "decoder":
+            raise ValueError("the tikhonov input needs a network that takes an image (skip, hourglass or official), "
+                             "not the deep decoder")
+        return choice
+
     def settings(self, task: str) -> dict[str, Any]:
-        """:meth:`get_params` with the task's, the loss's and the network's defaults filled in."""
+        """:meth:`get_params` with the task's, the loss's, the input's and the network's defaults filled in."""
         spec = NETS[self.check().net]
         p = self.get_params()
         p["loss"] = self.resolved_loss(task)
-        sure = p["loss"] == "sure"
-        p["iterations"] = p["iterations"] or (SURE_DEFAULTS if sure else TASK_DEFAULTS[task])["iterations"]
-        p["lr"] = (SURE_DEFAULTS["lr"] if sure else spec.lr) if p["lr"] is None else p["lr"]
-        p["input_noise"] = (0.0 if sure else spec.input_noise) if p["input_noise"] is None else p["input_noise"]
+        p["net_input"] = self.resolved_input(task)
+        # An image input (the noisy image for SURE, the Tikhonov estimate) is refined under a
+        # cosine decay without input noise or early stopping; the noise input is the classic DIP.
+        recipe = {"measurement": SURE_DEFAULTS, "tikhonov": TIKHONOV_DEFAULTS}.get(p["net_input"])
+        p["iterations"] = p["iterations"] or (recipe or TASK_DEFAULTS[task])["iterations"]
+        p["lr"] = (recipe["lr"] if recipe else spec.lr) if p["lr"] is None else p["lr"]
+        p["input_noise"] = (0.0 if recipe else spec.input_noise) if p["input_noise"] is None else p["input_noise"]
         if p["average"] == "default":
-            p["average"] = SURE_DEFAULTS["average"] if sure else spec.average
-        p["stop"] = ("none" if sure else "eswmv") if p["stop"] == "auto" else p["stop"]
-        p["schedule"] = SURE_DEFAULTS["schedule"] if sure else "constant"
+            p["average"] = recipe["average"] if recipe else spec.average
+        p["stop"] = ("none" if recipe else "eswmv") if p["stop"] == "auto" else p["stop"]
+        p["schedule"] = recipe["schedule"] if recipe else "constant"
         return p
 
     def stopping_rule(self, task: str = "inpaint") -> StoppingRule | None:
@@ -177,7 +217,8 @@ class DeepImagePrior(Reconstructor):
         """What ``metrics.json`` records as the settings of a run (resolved defaults)."""
         p = self.settings(task)
         return {"net": p["net"], "net_description": NETS[p["net"]].description, "parameters": parameters,
-                "loss": p["loss"], "iterations": p["iterations"], "lr": p["lr"], "schedule": p["schedule"],
+                "loss": p["loss"], "net_input": p["net_input"], "iterations": p["iterations"], "lr": p["lr"],
+                "schedule": p["schedule"],
                 "input_noise": p["input_noise"], "average": p["average"], "stop": p["stop"],
                 "patience": p["patience"] if rule is not None else None,
                 "window": p["window"] if p["stop"] == "eswmv" else None, "holdout": getattr(rule, "fraction", None),
@@ -202,12 +243,16 @@ class DeepImagePrior(Reconstructor):
         p = self.settings(problem.task)
         _, C, H, W = problem.shape
         sure = p["loss"] == "sure"
-        model, z = make_network(p["net"], C, (H, W), seed=p["seed"], in_channels=C if sure else None,
+        image_input = p["net_input"] != "noise"
+        model, z = make_network(p["net"], C, (H, W), seed=p["seed"], in_channels=C if image_input else None,
                                 members=p["members"])
         data: Any = mse_loss
         if sure:
             z = problem.y  # the network maps the noisy image to its estimate
             data = MonteCarloSURE(self.noise_level(problem)[0])
+        elif image_input:
+            self.tikhonov_ = self.tikhonov_start(problem)
+            z = self.tikhonov_.x  # the network refines the Tikhonov estimate
         if p["members"] > 1:
             data = SumOverMembers(data, p["members"])  # the members' separate fits, side by side
         rule = self.stopping_rule(problem.task) if stopping is None else stopping
@@ -220,6 +265,14 @@ class DeepImagePrior(Reconstructor):
                   tracking=Tracking(metrics, reference=problem.reference, every=p["metric_every"]),
                   callbacks=callbacks, seed=p["seed"], device=p["device"], progress=p["progress"])
         return res, rule, sum(q.numel() for q in model.parameters())
+
+    def tikhonov_start(self, problem: Problem) -> TikhonovResult:
+        """The Tikhonov estimate of a deblurring problem with its GCV weight."""
+        from shared.operators import Blur
+
+        if not isinstance(problem.forward, Blur) or problem.forward.padding == "valid":
+            raise ValueError("the tikhonov input needs a blur whose output has the image's size")
+        return tikhonov_gcv(problem.forward, problem.y.to(self.device))
 
     def reconstruct(self, problem: Problem, callbacks: Iterable[Callable[[StepRecord], Any]] = (),
                     stopping: StoppingRule | None = None) -> Result:
@@ -243,6 +296,13 @@ class DeepImagePrior(Reconstructor):
         if config["loss"] == "sure":
             sigma, source = self.noise_level(problem)
             config.update(sigma_255=sigma * 255, sigma_source=source)
+        if config["net_input"] == "tikhonov":
+            start = self.tikhonov_
+            config["tikhonov_lambda"] = start.lam
+            if problem.reference is not None:
+                ref = problem.geometry.undo(problem.reference.cpu(), scale=problem.scale)
+                x0 = problem.geometry.undo(start.x.detach().cpu().clamp(0, 1), scale=problem.scale)
+                metrics["psnr_tikhonov"] = float(psnr(x0, ref))
         info = {"task": problem.task, "input_size": list(problem.geometry.original),
                 "network_size": list(problem.shape[-2:]), "result_size": list(result.shape[-2:]),
                 "size_adjustment": problem.geometry.mode, "messages": list(problem.messages),

@@ -56,6 +56,7 @@ __all__ = [
     "cs_problem",
     "ct_problem",
     "SURE_DEFAULTS",
+    "TIKHONOV_DEFAULTS",
     "TASK_DEFAULTS",
     "baseline_key",
 ]
@@ -429,6 +430,10 @@ def ct_problem(image: Tensor, *, multiple: int, angles: int = 30, size: int = 12
 #: the cosine decay has settled the outputs by the end); no early stopping.  Chosen on the
 #: validation crops of ``benchmarks/image_restoration.py`` (docs/image.md, "SURE denoising").
 SURE_DEFAULTS: dict[str, Any] = {"iterations": 350, "lr": 0.01, "schedule": "cosine", "average": 0.9}
+#: deblurring from the Tikhonov estimate (``net_input="tikhonov"``): the same recipe, longer
+#: (the network sharpens as well as denoises).  Chosen on the validation crops of
+#: ``benchmarks/image_restoration.py`` (docs/image.md, "Deblurring from the Tikhonov estimate").
+TIKHONOV_DEFAULTS: dict[str, Any] = {"iterations": 1000, "lr": 0.01, "schedule": "cosine", "average": 0.9}
 
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # iterations are upper bounds: ES-WMV usually stops earlier.
