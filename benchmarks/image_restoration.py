@@ -26,7 +26,7 @@ deblur_motion       15 px linear motion kernel at 30 degrees, reflect boundary, 
                                                                                  GCV, unsupervised Wiener
 ==================  ===========================================================  ==============================
 
-Metrics: PSNR (dB, peak 1) and SSIM of the result at the input's size against the clean
+Metrics: PSNR (dB, peak 1) and SSIM of the result, clipped to [0, 1], at the input's size against the clean
 image (:mod:`shared.metrics`); for super-resolution the Set5 convention of
 :mod:`shared.image.sr_metrics` (luma, ``scale``-pixel border cropped, peak 255).  Per
 image: PSNR, SSIM, wall time; for the DIP also iterations run, selected iteration and
@@ -144,7 +144,9 @@ class Case:
 
 
 def _full_image_score(reference: Tensor) -> Callable[[Tensor], tuple[float, float]]:
-    return lambda x: (psnr(x, reference), ssim(x, reference))
+    # Scored as saved: clipped to the image range (which can only help a baseline whose output,
+    # like an unclipped Wiener or Tikhonov estimate, leaves it).
+    return lambda x: (psnr(x.clamp(0, 1), reference), ssim(x.clamp(0, 1), reference))
 
 
 def _undo(problem: Problem, x: Tensor) -> Tensor:
