@@ -160,11 +160,8 @@ class DeepImagePrior(Reconstructor):
         loss = self.check().loss
         if loss == "auto":
             loss = "sure" if task == "denoise" else "mse"
-        if loss == "sure" and task != "denoise":
-            raise ValueError(f"the SURE loss is for denoising; the {task} task needs loss='mse'")
-        if loss == "sure" and self.net == "decoder":
-            raise ValueError("the SURE loss needs a network that takes the noisy image (skip, hourglass or official), "
-                             "not the deep decoder")
+        if loss == "sure":
+            _refuse(task, "denoise", self.net, "the SURE loss", "loss='mse'")
         return loss
 
     def resolved_input(self, task: str) -> str:
@@ -175,11 +172,8 @@ class DeepImagePrior(Reconstructor):
         choice = self.net_input
         if choice == "auto":
             choice = "tikhonov" if task == "deblur" and self.net != "decoder" else "noise"
-        if choice == "tikhonov" and task != "deblur":
-            raise ValueError(f"the tikhonov input is for deblurring; the {task} task needs net_input='noise'")
-        if choice == "tikhonov" and self.net == "decoder":
-            raise ValueError("the tikhonov input needs a network that takes an image (skip, hourglass or official), "
-                             "not the deep decoder")
+        if choice == "tikhonov":
+            _refuse(task, "deblur", self.net, "the tikhonov input", "net_input='noise'")
         return choice
 
     def settings(self, task: str) -> dict[str, Any]:
@@ -311,6 +305,16 @@ class DeepImagePrior(Reconstructor):
                      timings={"fit_s": res.wall_time_s}, config=config, fit=res, info=info)
         out.files = _writers(problem, out)
         return out
+
+
+def _refuse(task: str, its_task: str, net: str, what: str, instead: str) -> None:
+    """Refuse ``what`` (an image input to the network) outside ``its_task`` or with the deep decoder."""
+    if task != its_task:
+        doing = {"denoise": "denoising", "deblur": "deblurring"}[its_task]
+        raise ValueError(f"{what} is for {doing}; the {task} task needs {instead}")
+    if net == "decoder":
+        raise ValueError(f"{what} needs a network that takes an image (skip, hourglass or official), "
+                         "not the deep decoder")
 
 
 def _physics(forward: Physics | None) -> Physics | None:
