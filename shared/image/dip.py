@@ -97,9 +97,6 @@ class DeepImagePrior(Reconstructor):
         improvement before it stops, ES-WMV window.
     seed:
         Seeds the network's initialisation, its input ``z``, the held-out split and the fit.
-
-    After a deblurring fit from the Tikhonov input, ``tikhonov_`` holds that estimate
-    (:class:`~shared.operators.tikhonov.TikhonovResult`: ``x``, the weight ``lam``, the GCV curve).
     members:
         ``K``: fit an ensemble of ``K`` networks (seeds ``seed .. seed + K - 1``) together,
         as one network of grouped convolutions whose data term is the sum of the members'
@@ -108,6 +105,9 @@ class DeepImagePrior(Reconstructor):
     device, progress, metric_every:
         Torch device; progress bar (a string is its label); PSNR tracking interval (when
         the problem has a reference; never used to select).
+
+    After a deblurring fit from the Tikhonov input, ``tikhonov_`` holds that estimate
+    (:class:`~shared.operators.tikhonov.TikhonovResult`: ``x``, the weight ``lam``, the GCV curve).
     """
 
     method = "dip"
@@ -245,7 +245,8 @@ class DeepImagePrior(Reconstructor):
             z = problem.y  # the network maps the noisy image to its estimate
             data = MonteCarloSURE(self.noise_level(problem)[0])
         elif image_input:
-            self.tikhonov_ = self.tikhonov_start(problem)
+            # tikhonov_gcv refuses an operator that is not a same-size blur
+            self.tikhonov_ = tikhonov_gcv(problem.forward, problem.y.to(self.device))
             z = self.tikhonov_.x  # the network refines the Tikhonov estimate
         if p["members"] > 1:
             data = SumOverMembers(data, p["members"])  # the members' separate fits, side by side
@@ -259,14 +260,6 @@ class DeepImagePrior(Reconstructor):
                   tracking=Tracking(metrics, reference=problem.reference, every=p["metric_every"]),
                   callbacks=callbacks, seed=p["seed"], device=p["device"], progress=p["progress"])
         return res, rule, sum(q.numel() for q in model.parameters())
-
-    def tikhonov_start(self, problem: Problem) -> TikhonovResult:
-        """The Tikhonov estimate of a deblurring problem with its GCV weight."""
-        from shared.operators import Blur
-
-        if not isinstance(problem.forward, Blur) or problem.forward.padding == "valid":
-            raise ValueError("the tikhonov input needs a blur whose output has the image's size")
-        return tikhonov_gcv(problem.forward, problem.y.to(self.device))
 
     def reconstruct(self, problem: Problem, callbacks: Iterable[Callable[[StepRecord], Any]] = (),
                     stopping: StoppingRule | None = None) -> Result:
