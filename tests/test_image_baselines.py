@@ -64,6 +64,17 @@ def test_upsampling_beats_pixel_replication(rgb48, method):
     assert sr_psnr(out, rgb48, 4) > sr_psnr(nearest, rgb48, 4) + 0.5
 
 
+def test_tikhonov_upsampling_beats_bicubic_with_the_known_downsampler(rgb48):
+    from shared.operators import Downsample
+
+    low = Downsample(4).A(rgb48).clamp(0, 1)
+    out = B.tikhonov_upsample(low, 4)
+    assert out.shape == rgb48.shape
+    assert sr_psnr(out, rgb48, 4) > sr_psnr(B.upsample(low, 4, "bicubic"), rgb48, 4) + 0.3
+    with pytest.raises(ValueError, match="scale"):
+        B.tikhonov_upsample(low, 1.5)
+
+
 def test_upsampling_keeps_a_constant_image():
     low = torch.full((1, 3, 8, 8), 0.4)
     for method in B.UPSAMPLERS:

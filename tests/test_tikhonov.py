@@ -59,7 +59,7 @@ def test_gcv_chooses_a_weight_near_the_best_and_beats_the_blurred_input(kernel):
 
 
 def test_tikhonov_gcv_refuses_what_it_cannot_invert():
-    with pytest.raises(TypeError, match="Blur"):
+    with pytest.raises(TypeError, match="Blur or Downsample"):
         tikhonov_gcv(object(), torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="valid"):
         tikhonov_gcv(Blur(gaussian_kernel(1.0), padding="valid"), torch.zeros(1, 1, 16, 16))
@@ -84,3 +84,67 @@ def test_deblurring_dip_starts_from_the_tikhonov_estimate_and_improves_on_it():
         DeepImagePrior(net_input="tikhonov").settings("inpaint")
     with pytest.raises(ValueError, match="unknown network input"):
         DeepImagePrior(net_input="wiener").check()
+
+
+def _dense(apply, n_in: int, shape: tuple[int, int]) -> torch.Tensor:
+    """The matrix of a linear map of ``(1, 1, *shape)`` images (columns = images of the unit vectors)."""
+    cols = [apply(torch.eye(n_in, dtype=torch.float64)[i].reshape(1, 1, *shape)).reshape(-1) for i in range(n_in)]
+    return torch.stack(cols, dim=1)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_gcv_trace_is_exact_for_periodic_blurs_and_downsamplers(factor):
+    """With circular boundaries the Fourier/Sherman-Morrison formula is the exact ``tr H_lam``."""
+    from shared.operators import Downsample
+
+    H = W = 16
+    op = Blur(gaussian_kernel(1.2), padding="circular") if factor == 1 else Downsample(factor, padding="circular")
+    op = op.double()
+    lap = Blur(torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]]), padding="circular").double()
+    A, L = _dense(op.A, H * W, (H, W)), _dense(lap.A, H * W, (H, W))
+    for lam in (1e-3, 0.1):
+        exact = torch.trace(A @ torch.linalg.solve(A.T @ A + lam * L.T @ L, A.T))
+        assert gcv_trace(op, (H, W), lam) == pytest.approx(float(exact), rel=1e-6)
+
+
+def test_tikhonov_gcv_super_resolves_and_corrects_towards_the_measurements():
+    """On a down-sampler GCV gives an estimate above bicubic; with a centre it returns the centre
+    plus the smallest correction, which fits the measurements far better than the centre did."""
+    from shared.operators import Downsample
+
+    x = _image(64)
+    op = Downsample(2)
+    y = op.A(x)
+    res = tikhonov_gcv(op, y)
+    bicubic = torch.nn.functional.interpolate(y, scale_factor=2, mode="bicubic", align_corners=False)
+    assert float(psnr(res.x.clamp(0, 1), x)) > float(psnr(bicubic.clamp(0, 1), x)) + 0.5
+    centre = torch.nn.functional.avg_pool2d(res.x, 3, 1, 1)  # a blurred estimate: misfits y
+    fixed = tikhonov_gcv(op, y, centre=centre)
+    misfit = lambda z: float((op.A(z) - y).norm())  # noqa: E731
+    assert misfit(fixed.x) < 0.2 * misfit(centre)
+    assert float(psnr(fixed.x.clamp(0, 1), x)) > float(psnr(centre.clamp(0, 1), x))
+    with pytest.raises(ValueError, match="centre"):
+        tikhonov_gcv(op, y, centre=x[..., :32, :32])
+
+
+def test_superres_dip_ends_with_the_data_consistency_step():
+    """By default a super-resolution fit is corrected towards its measurements (GCV weight): the
+    result fits the low-resolution image better than the network's output, and scores above it."""
+    from shared.image import superres_problem
+
+    problem = superres_problem(_image(64), multiple=16, scale=2, simulate=True, seed=0)
+    dip = DeepImagePrior(iterations=60, seed=0)
+    assert dip.settings("superres")["consistency"] == "tikhonov"
+    assert dip.settings("inpaint")["consistency"] == "none" and dip.settings("deblur")["consistency"] == "none"
+    rec = dip.reconstruct(problem)
+    assert rec.config["consistency"] == "tikhonov" and rec.config["consistency_lambda"] == dip.consistency_.lam
+    op, y = problem.forward, problem.y
+    assert rec.metrics["psnr"] > rec.metrics["psnr_network"], rec.metrics
+    off = DeepImagePrior(iterations=60, seed=0, consistency="none").reconstruct(problem)
+    assert "psnr_network" not in off.metrics and off.config["consistency"] == "none"
+    assert off.metrics["psnr"] == pytest.approx(rec.metrics["psnr_network"], abs=1e-4)
+    assert float((op.A(rec.arrays["output"]) - y).norm()) < 0.5 * float((op.A(off.arrays["output"]) - y).norm())
+    with pytest.raises(ValueError, match="consistency='none'"):
+        DeepImagePrior(consistency="tikhonov").settings("inpaint")
+    with pytest.raises(ValueError, match="unknown consistency"):
+        DeepImagePrior(consistency="yes").check()

@@ -59,6 +59,7 @@ __all__ = [
     "wiener_deblur",
     "unsupervised_wiener_deblur",
     "tikhonov_deblur",
+    "tikhonov_upsample",
     "NLM_H_FACTOR",
     "NLM_PATCH_SIZE",
     "NLM_PATCH_DISTANCE",
@@ -311,3 +312,20 @@ def tikhonov_deblur(blurred: Tensor, psf: Any, lam: float | None = None) -> Tens
     if lam is None:
         return tikhonov_gcv(op, x).x
     return tikhonov_solve(op, x.float(), float(lam), iterations=200, tol=1e-5)
+
+
+def tikhonov_upsample(low: Tensor, scale: int, kernel: str = "bicubic") -> Tensor:
+    """Super-resolution by Tikhonov regularisation with the known down-sampler ``A``
+    (:class:`shared.operators.Downsample` with ``kernel``): ``(A^*A + lam L^*L)^{-1} A^* y``,
+    ``L`` the Laplacian, ``lam`` by generalised cross-validation (:mod:`shared.operators.tikhonov`).
+
+    The classical estimate that uses what the DIP's data term uses (the down-sampling
+    model), where bicubic and Lanczos interpolation do not.
+    """
+    from shared.operators import Downsample
+    from shared.operators.tikhonov import tikhonov_gcv
+
+    x = _check_image(low, "low-resolution image")
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    return tikhonov_gcv(Downsample(int(scale), kernel=kernel), x.float()).x

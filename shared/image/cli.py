@@ -77,7 +77,7 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
         g.add_argument("--mask", type=Path, help="mask image of INPUT's size: white = known pixel, black = missing")
         g.add_argument("--fraction", type=number(float, 0, 1, low_open=True, high_open=True),
                        help="keep a random fraction of the pixels, in (0, 1)")
-    _add_noise_options(p, task)
+    _add_measurement_options(p, task)
     if task == "superres":
         p.add_argument("--scale", type=int, choices=(4, 8), default=4, help="up-sampling factor" + D)
     if task == "deblur":
@@ -140,9 +140,10 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
                    "before decoding)" + D)
 
 
-def _add_noise_options(p: argparse.ArgumentParser, task: str) -> None:
-    """``--sigma`` (and, for denoising, ``--loss``): the noise level and how it is used."""
-    from shared.image.dip import INPUTS, LOSSES
+def _add_measurement_options(p: argparse.ArgumentParser, task: str) -> None:
+    """The task's own options: ``--sigma`` (the noise level), denoising's ``--loss``, deblurring's
+    ``--input``, and ``--consistency`` for the tasks with a blur or a down-sampler."""
+    from shared.image.dip import CONSISTENCY, INPUTS, LOSSES
 
     D = " (default: %(default)s)"
     if task == "denoise":
@@ -163,6 +164,11 @@ def _add_noise_options(p: argparse.ArgumentParser, task: str) -> None:
                        "regularisation, its weight chosen by generalised cross-validation (the network refines it; "
                        "cosine step decay, no early stopping); noise = the classic DIP from random noise with "
                        "early stopping; auto = tikhonov" + D)
+    if task in ("superres", "deblur"):
+        p.add_argument("--consistency", choices=CONSISTENCY, default="auto",
+                       help="after the fit: tikhonov = correct the output by the smallest change (Laplacian-weighted, "
+                       "weight by generalised cross-validation) that fits the measurements; none = the network's "
+                       "output; auto = " + ("tikhonov" if task == "superres" else "none") + D)
 
 
 def _positive(name: str, value: float | int | None, strict: bool = True) -> None:
@@ -242,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
                              "omit --sigma to estimate it from the image")
         given_sigma = args.sigma / 255 or None
     dip = DeepImagePrior(net=args.net, loss=getattr(args, "loss", "mse"), net_input=getattr(args, "net_input", "auto"),
+                         consistency=getattr(args, "consistency", "auto"),
                          sigma=given_sigma,
                          iterations=args.iterations, lr=args.lr, stop=args.stop,
                          patience=args.patience, seed=args.seed, members=args.members, device=args.device,

@@ -15,7 +15,13 @@ Tikhonov estimate ``z = x_lam`` of the blurred image, its weight chosen by gener
 cross-validation (:func:`shared.operators.tikhonov.tikhonov_gcv`), and the network refines
 it under a cosine step decay with no early stopping (:data:`TIKHONOV_DEFAULTS`): from noise
 the network must build the inverse filter itself, which takes thousands of steps and lost
-to Richardson-Lucy.  The reconstruction is the selected output, clipped to [0, 1],
+to Richardson-Lucy.  For super-resolution the selected output ``x_net`` is then made to agree
+with the measurements (``consistency``): ``x* = x_net + dx`` with the smallest correction
+``dx = argmin ||A (x_net + dx) - y||^2 + lam ||L dx||^2`` (``L`` the Laplacian, ``lam`` by GCV;
+:func:`shared.operators.tikhonov.tikhonov_gcv` centred at ``x_net``): within its step budget
+the network leaves a misfit of about 1 % of the range on smooth images, which the
+correction removes without touching what the measurements cannot see (the network's edges).
+The reconstruction is the selected (and corrected) output, clipped to [0, 1],
 at the network's size (``output``) and with the padding undone (``result``: the input's
 size, ``scale`` times larger for super-resolution).
 
@@ -46,7 +52,7 @@ from shared.result import Result
 from shared.stopping import StepRecord, StoppingRule, make_rule
 from shared.sure import MonteCarloSURE, estimate_noise_std
 
-__all__ = ["DeepImagePrior", "LOSSES", "INPUTS", "STOPPING", "HELDOUT_FRACTION", "OUTPUT_FILES"]
+__all__ = ["DeepImagePrior", "LOSSES", "INPUTS", "CONSISTENCY", "STOPPING", "HELDOUT_FRACTION", "OUTPUT_FILES"]
 
 #: stopping rules of the image front end (names of :func:`shared.stopping.make_rule`;
 #: ``auto``: none for the SURE loss, which needs no early stopping, else ES-WMV)
@@ -59,6 +65,10 @@ LOSSES = ("auto", "mse", "sure")
 #: ``tikhonov`` (deblurring only: the GCV-weighted Tikhonov estimate of the image);
 #: ``auto``: ``tikhonov`` for deblurring, else ``noise``
 INPUTS = ("auto", "noise", "tikhonov")
+#: the data-consistency step after the fit: ``tikhonov`` (the GCV-weighted smallest correction
+#: that fits the measurements; a blur or a down-sampler), ``none``; ``auto``: ``tikhonov`` for
+#: super-resolution, else ``none``
+CONSISTENCY = ("auto", "none", "tikhonov")
 #: fraction of the measurements the ``heldout`` rule hides from the fit
 HELDOUT_FRACTION = 0.1
 #: every file :meth:`Result.write` creates for a DIP result
@@ -81,6 +91,10 @@ class DeepImagePrior(Reconstructor):
         With the MSE loss, the network's input: ``noise`` (the DIP), ``tikhonov`` (deblurring:
         the Tikhonov estimate of the image, weight by GCV; cosine steps, no early stopping)
         or ``auto`` (``tikhonov`` for deblurring, else ``noise``).
+    consistency:
+        After the fit: ``tikhonov`` (correct the output by the smallest GCV-weighted change
+        that fits the measurements; module docstring), ``none``, or ``auto`` (``tikhonov`` for
+        super-resolution, else ``none``).
     sigma:
         Noise std of the noisy image (in [0, 1] units) for the SURE loss; ``None``: the
         simulated noise level, else estimated from the image
@@ -107,12 +121,15 @@ class DeepImagePrior(Reconstructor):
         the problem has a reference; never used to select).
 
     After a deblurring fit from the Tikhonov input, ``tikhonov_`` holds that estimate
-    (:class:`~shared.operators.tikhonov.TikhonovResult`: ``x``, the weight ``lam``, the GCV curve).
+    (:class:`~shared.operators.tikhonov.TikhonovResult`: ``x``, the weight ``lam``, the GCV curve);
+    after a data-consistency step, ``consistency_`` holds that correction's result (``x``: the
+    corrected output).
     """
 
     method = "dip"
 
-    def __init__(self, net: str = "skip", loss: str = "auto", net_input: str = "auto", sigma: float | None = None,
+    def __init__(self, net: str = "skip", loss: str = "auto", net_input: str = "auto", consistency: str = "auto",
+                 sigma: float | None = None,
                  iterations: int | None = None, lr: float | None = None,
                  stop: str = "auto", patience: int = 300, window: int = 100, input_noise: float | None = None,
                  average: float | None | str = "default", seed: int = 0, members: int = 1, device: str = "cpu",
@@ -120,6 +137,7 @@ class DeepImagePrior(Reconstructor):
         self.net = net
         self.loss = loss
         self.net_input = net_input
+        self.consistency = consistency
         self.sigma = sigma
         self.iterations = iterations
         self.lr = lr
@@ -134,6 +152,7 @@ class DeepImagePrior(Reconstructor):
         self.progress = progress
         self.metric_every = metric_every
         self.tikhonov_: TikhonovResult | None = None
+        self.consistency_: TikhonovResult | None = None
 
     # ------------------------------------------------------------------ settings
     def check(self) -> DeepImagePrior:
@@ -144,6 +163,8 @@ class DeepImagePrior(Reconstructor):
             raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
         if self.net_input not in INPUTS:
             raise ValueError(f"unknown network input {self.net_input!r}; choose from {', '.join(INPUTS)}")
+        if self.consistency not in CONSISTENCY:
+            raise ValueError(f"unknown consistency step {self.consistency!r}; choose from {', '.join(CONSISTENCY)}")
         if self.stop not in STOPPING:
             raise ValueError(f"unknown stopping rule {self.stop!r}; choose from {', '.join(STOPPING)}")
         if self.sigma is not None and not (math.isfinite(self.sigma) and self.sigma > 0):
@@ -176,12 +197,24 @@ class DeepImagePrior(Reconstructor):
             _refuse(task, "deblur", self.net, "the tikhonov input", "net_input='noise'")
         return choice
 
+    def resolved_consistency(self, task: str) -> str:
+        """``tikhonov`` or ``none`` for ``task`` (``auto``: ``tikhonov`` for super-resolution);
+        the step needs a blur or a down-sampler."""
+        choice = self.check().consistency
+        if choice == "auto":
+            return "tikhonov" if task == "superres" else "none"
+        if choice == "tikhonov" and task not in ("superres", "deblur"):
+            raise ValueError(f"the tikhonov consistency step needs a blur or a down-sampler (superres, deblur); "
+                             f"the {task} task needs consistency='none'")
+        return choice
+
     def settings(self, task: str) -> dict[str, Any]:
         """:meth:`get_params` with the task's, the loss's, the input's and the network's defaults filled in."""
         spec = NETS[self.check().net]
         p = self.get_params()
         p["loss"] = self.resolved_loss(task)
         p["net_input"] = self.resolved_input(task)
+        p["consistency"] = self.resolved_consistency(task)
         # An image input (the noisy image for SURE, the Tikhonov estimate) is refined under a
         # cosine decay without input noise or early stopping; the noise input is the classic DIP.
         recipe = {"measurement": SURE_DEFAULTS, "tikhonov": TIKHONOV_DEFAULTS}.get(p["net_input"])
@@ -211,7 +244,8 @@ class DeepImagePrior(Reconstructor):
         """What ``metrics.json`` records as the settings of a run (resolved defaults)."""
         p = self.settings(task)
         return {"net": p["net"], "net_description": NETS[p["net"]].description, "parameters": parameters,
-                "loss": p["loss"], "net_input": p["net_input"], "iterations": p["iterations"], "lr": p["lr"],
+                "loss": p["loss"], "net_input": p["net_input"], "consistency": p["consistency"],
+                "iterations": p["iterations"], "lr": p["lr"],
                 "schedule": p["schedule"],
                 "input_noise": p["input_noise"], "average": p["average"], "stop": p["stop"],
                 "patience": p["patience"] if rule is not None else None,
@@ -269,27 +303,30 @@ class DeepImagePrior(Reconstructor):
         curves.png (and metrics.json)."""
         res, rule, n_params = self.fit_problem(problem, callbacks, stopping)
         members = res.output.detach().cpu().clamp(0, 1)
-        output = members.mean(0, keepdim=True)
-        result = problem.geometry.undo(output, scale=problem.scale)
+        network = members.mean(0, keepdim=True)
         config = self.config(problem.task, rule, n_params)
+        output = network
+        if config["consistency"] == "tikhonov":
+            self.consistency_ = tikhonov_gcv(problem.forward.cpu(), problem.y.detach().cpu(), centre=network)
+            output = self.consistency_.x.clamp(0, 1)
+            config["consistency_lambda"] = self.consistency_.lam
+        result = problem.geometry.undo(output, scale=problem.scale)
         metrics = _metrics(problem, res, result)
         arrays = {"output": output, "result": result}
-        if self.members > 1:
-            arrays["member_std"] = problem.geometry.undo(members.std(0, keepdim=True), scale=problem.scale)
-            if problem.reference is not None:
-                ref = problem.geometry.undo(problem.reference.cpu(), scale=problem.scale)
-                metrics["member_psnr"] = [float(psnr(problem.geometry.undo(m[None], scale=problem.scale), ref))
-                                          for m in members]
         if config["loss"] == "sure":
             sigma, source = self.noise_level(problem)
             config.update(sigma_255=sigma * 255, sigma_source=source)
         if config["net_input"] == "tikhonov":
-            start = self.tikhonov_
-            config["tikhonov_lambda"] = start.lam
-            if problem.reference is not None:
-                ref = problem.geometry.undo(problem.reference.cpu(), scale=problem.scale)
-                x0 = problem.geometry.undo(start.x.detach().cpu().clamp(0, 1), scale=problem.scale)
-                metrics["psnr_tikhonov"] = float(psnr(x0, ref))
+            config["tikhonov_lambda"] = self.tikhonov_.lam
+        if problem.reference is not None:  # what the steps before the result scored
+            if config["net_input"] == "tikhonov":
+                metrics["psnr_tikhonov"] = _psnr_at_input_size(problem, self.tikhonov_.x.detach().cpu().clamp(0, 1))
+            if output is not network:
+                metrics["psnr_network"] = _psnr_at_input_size(problem, network)
+            if self.members > 1:
+                metrics["member_psnr"] = [_psnr_at_input_size(problem, m[None]) for m in members]
+        if self.members > 1:
+            arrays["member_std"] = problem.geometry.undo(members.std(0, keepdim=True), scale=problem.scale)
         info = {"task": problem.task, "input_size": list(problem.geometry.original),
                 "network_size": list(problem.shape[-2:]), "result_size": list(result.shape[-2:]),
                 "size_adjustment": problem.geometry.mode, "messages": list(problem.messages),
@@ -308,6 +345,12 @@ def _refuse(task: str, its_task: str, net: str, what: str, instead: str) -> None
     if net == "decoder":
         raise ValueError(f"{what} needs a network that takes an image (skip, hourglass or official), "
                          "not the deep decoder")
+
+
+def _psnr_at_input_size(problem: Problem, x: Tensor) -> float:
+    """PSNR of ``x`` (network size) against the problem's reference, both with the padding undone."""
+    undo = lambda z: problem.geometry.undo(z, scale=problem.scale)  # noqa: E731
+    return float(psnr(undo(x), undo(problem.reference.cpu())))
 
 
 def _physics(forward: Physics | None) -> Physics | None:

@@ -1,9 +1,10 @@
-"""Tikhonov-regularised inversion of a blur, with its weight chosen by generalised cross-validation.
+"""Tikhonov-regularised inversion of a blur or a down-sampler, its weight chosen by generalised cross-validation.
 
-For a blur ``A`` (:class:`~shared.operators.Blur`, any boundary mode) and measurements
-``y = A x + n`` the estimate is::
+For a blur or an anti-aliased down-sampler ``A`` (:class:`~shared.operators.Blur`,
+:class:`~shared.operators.Downsample`; any boundary mode that keeps the image's grid),
+measurements ``y = A x + n`` and an optional centre ``c`` (default 0) the estimate is::
 
-    x_lam = argmin_x ||A x - y||^2 + lam ||L x||^2  =  (A^*A + lam L^*L)^{-1} A^* y,
+    x_lam = argmin_x ||A x - y||^2 + lam ||L (x - c)||^2  =  c + (A^*A + lam L^*L)^{-1} A^* (y - A c),
 
 with ``L`` the discrete 5-point Laplacian (reflect boundary; the Wiener-Hunt filter's
 regulariser), solved by conjugate gradients on the exact operator, so that the boundary
@@ -16,12 +17,20 @@ neither the truth nor the noise level::
     GCV(lam) = N ||A x_lam - y||^2 / (N - tr H_lam)^2,     H_lam = A (A^*A + lam L^*L)^{-1} A^*,
 
 the residual from the exact solve and the trace from the periodic model of ``A`` and ``L``
-on the image's grid (both diagonal in the Fourier basis: ``tr H = sum_f |K_f|^2 / (|K_f|^2 +
-lam |L_f|^2)``), which differs from the exact trace only by boundary terms.
+on the image's grid, which differs from the exact trace only by boundary terms.  For a blur
+both are diagonal in the Fourier basis: ``tr H = sum_f |K_f|^2 / (|K_f|^2 + lam |L_f|^2)``.
+Decimation by ``s`` folds the ``s^2`` frequencies ``f + (a H/s, b W/s)`` onto one low-resolution
+frequency, so ``A^*A`` is a rank-one block ``k k^* / s^2`` on each such alias group ``g`` and
+``L^*L`` stays diagonal; Sherman-Morrison then gives, per group,
+``tr H_g = r_g / (1 + r_g)`` with ``r_g = sum_{f in g} |K_f|^2 / (s^2 lam |L_f|^2)``
+(``= 1`` when the group holds the mean, where ``|L_0| = 0``), which is the blur's formula
+for ``s = 1``.
 
 The image front end uses ``x_lam`` as the deep image prior's input for deblurring
 (:class:`shared.image.DeepImagePrior`, ``input="tikhonov"``): the network then refines an
-estimate that is already sharp instead of building the inverse filter out of noise.
+estimate that is already sharp instead of building the inverse filter out of noise.  With the
+network's output as the centre it is the DIP's data-consistency step for super-resolution:
+the smallest (in ``||L .||``) correction that makes the output agree with the measurements.
 """
 from __future__ import annotations
 
@@ -33,7 +42,7 @@ import torch
 from torch import Tensor
 
 from shared.operators.base import conjugate_gradient
-from shared.operators.conv import Blur
+from shared.operators.conv import Blur, _Conv
 
 __all__ = ["LAMBDA_GRID", "TikhonovResult", "laplacian", "tikhonov_solve", "gcv_trace", "tikhonov_gcv"]
 
@@ -47,7 +56,7 @@ def laplacian() -> Blur:
     return Blur(_LAPLACIAN, padding="reflect")
 
 
-def tikhonov_solve(op: Blur, y: Tensor, lam: float, iterations: int = 300, tol: float = 1e-5,
+def tikhonov_solve(op: _Conv, y: Tensor, lam: float, iterations: int = 300, tol: float = 1e-5,
                    start: Tensor | None = None) -> Tensor:
     """``(A^*A + lam L^*L)^{-1} A^* y`` by conjugate gradients; ``y``: ``(N, C, H, W)``.
 
@@ -79,11 +88,18 @@ def _transfer(kernel: Tensor, shape: tuple[int, int]) -> Tensor:
     return torch.fft.fft2(k).abs() ** 2
 
 
-def gcv_trace(op: Blur, shape: tuple[int, int], lam: float) -> float:
-    """``tr H_lam`` per channel for an ``H x W`` image (periodic model, module docstring)."""
+def gcv_trace(op: _Conv, shape: tuple[int, int], lam: float) -> float:
+    """``tr H_lam`` per channel for an ``H x W`` image (periodic model, module docstring).
+
+    ``op``: a blur (stride 1) or a down-sampler by ``s`` (``H``, ``W`` divisible by ``s``).
+    """
+    s = op.stride
+    H, W = shape
     k2 = _transfer(op.weight[0, 0], shape)
     l2 = _transfer(_LAPLACIAN, shape)
-    return float((k2 / (k2 + lam * l2)).sum())
+    # r = |K|^2 / (s^2 lam |L|^2) summed over each alias group; the mean (|L_0| = 0) passes whole.
+    r = (k2 / (s * s * lam * l2)).reshape(s, H // s, s, W // s).sum(dim=(0, 2))
+    return float(torch.where(torch.isinf(r), torch.ones_like(r), r / (1 + r)).sum())
 
 
 @dataclass
@@ -97,36 +113,48 @@ class TikhonovResult:
 
 
 @torch.no_grad()
-def tikhonov_gcv(op: Blur, y: Tensor, lambdas: Sequence[float] = LAMBDA_GRID, iterations: int = 80,
-                 tol: float = 1e-4) -> TikhonovResult:
+def tikhonov_gcv(op: _Conv, y: Tensor, lambdas: Sequence[float] = LAMBDA_GRID, iterations: int = 80,
+                 tol: float = 1e-4, centre: Tensor | None = None) -> TikhonovResult:
     """``x_lam`` with ``lam`` minimising GCV over ``lambdas`` (module docstring).
 
-    The grid is solved from the largest weight down, each solve warm-started from the last
-    (a larger weight is better conditioned, and neighbouring solutions are close), to a
-    relative CG residual ``tol`` or ``iterations`` steps: on the validation crops of
+    ``op``: a :class:`~shared.operators.Blur` or :class:`~shared.operators.Downsample` that
+    keeps the image's grid (not ``padding='valid'``); ``y``: ``(N, C, h, w)``; ``centre``:
+    the image ``c`` the penalty pulls towards (``(N, C, H, W)``, default 0).  The grid is
+    solved from the largest weight down, each solve warm-started from the last (a larger
+    weight is better conditioned, and neighbouring solutions are close), to a relative CG
+    residual ``tol`` or ``iterations`` steps: on the validation crops of
     ``benchmarks/image_restoration.py`` 80 steps at 1e-4 chose the same weights as 200 at
     1e-5 in a seventh of the time.  The score sums the channels (one ``lam`` per image).
     """
-    if not isinstance(op, Blur):
-        raise TypeError(f"tikhonov_gcv needs a Blur operator, got {type(op).__name__}")
+    from shared.operators.conv import Downsample
+
+    if not isinstance(op, (Blur, Downsample)):
+        raise TypeError(f"tikhonov_gcv needs a Blur or Downsample operator, got {type(op).__name__}")
     if op.padding == "valid":
         raise ValueError("tikhonov_gcv needs a blur whose output has the image's size (not padding='valid')")
     if y.ndim != 4:
         raise ValueError(f"expected measurements (N, C, H, W), got shape {tuple(y.shape)}")
     if not lambdas or any(not (math.isfinite(v) and v > 0) for v in lambdas):
         raise ValueError(f"the Tikhonov weights must be positive, got {list(lambdas)}")
+    s = op.stride
+    shape = (y.shape[-2] * s, y.shape[-1] * s)  # the image's grid
+    if centre is not None and tuple(centre.shape) != (*y.shape[:2], *shape):
+        raise ValueError(f"the centre must have the image's shape {(*y.shape[:2], *shape)}, got {tuple(centre.shape)}")
     y32 = y.float()  # float64 convolutions are many times slower on the CPU
-    H, W = y.shape[-2:]
-    n = y.shape[0] * y.shape[1]  # images x channels, each an independent H x W problem
-    size = H * W
+    c32 = None if centre is None else centre.float()
+    if c32 is not None:
+        y32 = y32 - op.A(c32)  # solve for the deviation from the centre
+    n = y.shape[0] * y.shape[1]  # images x channels, each an independent problem
+    m = y.shape[-2] * y.shape[-1]  # measurements per channel
     gcv, rms, solutions = {}, {}, {}
     x = None
     for lam in sorted(lambdas, reverse=True):
         x = tikhonov_solve(op, y32, lam, iterations=iterations, tol=tol, start=x)
         r2 = float(((op.A(x) - y32).double() ** 2).sum())
-        dof = n * (size - gcv_trace(op, (H, W), lam))
-        gcv[lam] = n * size * r2 / max(dof, 1e-12) ** 2
-        rms[lam] = math.sqrt(r2 / (n * size))
+        dof = n * (m - gcv_trace(op, shape, lam))
+        gcv[lam] = n * m * r2 / max(dof, 1e-12) ** 2
+        rms[lam] = math.sqrt(r2 / (n * m))
         solutions[lam] = x
     best = min(gcv, key=gcv.get)
-    return TikhonovResult(solutions[best].to(y.dtype), best, gcv, rms)
+    x = solutions[best] if c32 is None else c32 + solutions[best]
+    return TikhonovResult(x.to(y.dtype), best, gcv, rms)
