@@ -7,7 +7,8 @@ import torch
 from shared.image import DeepImagePrior, deblur_problem, resize, to_tensor, validate_array
 from shared.metrics import psnr
 from shared.operators import Blur, gaussian_kernel
-from shared.operators.tikhonov import LAMBDA_GRID, gcv_trace, laplacian, tikhonov_gcv, tikhonov_solve
+from shared.operators.tikhonov import (LAMBDA_GRID, gcv_trace, laplacian, tikhonov_consistency, tikhonov_gcv,
+                                       tikhonov_solve)
 
 
 def _image(size: int) -> torch.Tensor:
@@ -127,6 +128,22 @@ def test_tikhonov_gcv_super_resolves_and_corrects_towards_the_measurements():
         tikhonov_gcv(op, y, centre=x[..., :32, :32])
 
 
+def test_consistency_takes_the_measurements_weight_not_the_centred_gcv():
+    """The centre's misfit is not noise: the consistency step uses the weight GCV picks for y alone
+    (small for noise-free measurements) and removes nearly all of the centre's misfit, where GCV of
+    the centred problem keeps a larger weight."""
+    from shared.operators import Downsample
+
+    x = _image(64)
+    op = Downsample(2)
+    y = op.A(x)
+    centre = torch.nn.functional.avg_pool2d(x, 3, 1, 1) + 0.02  # blurred and offset: a structured misfit
+    fixed = tikhonov_consistency(op, y, centre)
+    assert fixed.lam == tikhonov_gcv(op, y).lam and fixed.lam <= 1e-2
+    assert float((op.A(fixed.x) - y).norm()) < 0.05 * float((op.A(centre) - y).norm())
+    assert float(psnr(fixed.x.clamp(0, 1), x)) > float(psnr(tikhonov_gcv(op, y, centre=centre).x.clamp(0, 1), x))
+
+
 def test_superres_dip_ends_with_the_data_consistency_step():
     """By default a super-resolution fit is corrected towards its measurements (GCV weight): the
     result fits the low-resolution image better than the network's output, and scores above it."""
@@ -138,6 +155,7 @@ def test_superres_dip_ends_with_the_data_consistency_step():
     assert dip.settings("inpaint")["consistency"] == "none" and dip.settings("deblur")["consistency"] == "none"
     rec = dip.reconstruct(problem)
     assert rec.config["consistency"] == "tikhonov" and rec.config["consistency_lambda"] == dip.consistency_.lam
+    assert dip.consistency_.lam == tikhonov_gcv(problem.forward, problem.y).lam
     op, y = problem.forward, problem.y
     assert rec.metrics["psnr"] > rec.metrics["psnr_network"], rec.metrics
     off = DeepImagePrior(iterations=60, seed=0, consistency="none").reconstruct(problem)

@@ -17,8 +17,8 @@ it under a cosine step decay with no early stopping (:data:`TIKHONOV_DEFAULTS`):
 the network must build the inverse filter itself, which takes thousands of steps and lost
 to Richardson-Lucy.  For super-resolution the selected output ``x_net`` is then made to agree
 with the measurements (``consistency``): ``x* = x_net + dx`` with the smallest correction
-``dx = argmin ||A (x_net + dx) - y||^2 + lam ||L dx||^2`` (``L`` the Laplacian, ``lam`` by GCV;
-:func:`shared.operators.tikhonov.tikhonov_gcv` centred at ``x_net``): within its step budget
+``dx = argmin ||A (x_net + dx) - y||^2 + lam ||L dx||^2`` (``L`` the Laplacian, ``lam`` chosen
+by GCV for ``y``; :func:`shared.operators.tikhonov.tikhonov_consistency`): within its step budget
 the network leaves a misfit of about 1 % of the range on smooth images, which the
 correction removes without touching what the measurements cannot see (the network's edges).
 The reconstruction is the selected (and corrected) output, clipped to [0, 1],
@@ -45,7 +45,7 @@ from shared.image.tasks import (NETS, SURE_DEFAULTS, TASK_DEFAULTS, TIKHONOV_DEF
                                 make_network)
 from shared.losses import SumOverMembers, mse_loss
 from shared.metrics import psnr, ssim
-from shared.operators.tikhonov import TikhonovResult, tikhonov_gcv
+from shared.operators.tikhonov import TikhonovResult, tikhonov_consistency, tikhonov_gcv
 from shared.physics import IdentityPhysics, Physics
 from shared.reconstructor import Reconstructor
 from shared.result import Result
@@ -307,7 +307,7 @@ class DeepImagePrior(Reconstructor):
         config = self.config(problem.task, rule, n_params)
         output = network
         if config["consistency"] == "tikhonov":
-            self.consistency_ = tikhonov_gcv(problem.forward.cpu(), problem.y.detach().cpu(), centre=network)
+            self.consistency_ = tikhonov_consistency(problem.forward.cpu(), problem.y.detach().cpu(), network)
             output = self.consistency_.x.clamp(0, 1)
             config["consistency_lambda"] = self.consistency_.lam
         result = problem.geometry.undo(output, scale=problem.scale)
