@@ -307,7 +307,8 @@ class DeepImagePrior(Reconstructor):
         config = self.config(problem.task, rule, n_params)
         output = network
         if config["consistency"] == "tikhonov":
-            self.consistency_ = tikhonov_consistency(problem.forward.cpu(), problem.y.detach().cpu(), network)
+            # on the CPU, where the output already is (the operator casts its kernel to the input)
+            self.consistency_ = tikhonov_consistency(problem.forward, problem.y.detach().cpu(), network)
             output = self.consistency_.x.clamp(0, 1)
             config["consistency_lambda"] = self.consistency_.lam
         result = problem.geometry.undo(output, scale=problem.scale)
