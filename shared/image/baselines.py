@@ -182,9 +182,7 @@ def upsample(low: Tensor, scale: int, method: str = "bicubic") -> Tensor:
     x = _check_image(low, "low-resolution image")
     if method not in UPSAMPLERS:
         raise ValueError(f"unknown upsampling method {method!r}; choose from {', '.join(UPSAMPLERS)}")
-    if int(scale) != scale or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
-    scale = int(scale)
+    scale = _check_scale(scale)
     resample = getattr(Image.Resampling, UPSAMPLERS[method])
     h, w = x.shape[-2:]
 
@@ -193,6 +191,13 @@ def upsample(low: Tensor, scale: int, method: str = "bicubic") -> Tensor:
         return np.asarray(img.resize((w * scale, h * scale), resample=resample), dtype=np.float64)
 
     return _to_tensor(_per_channel(_to_numpy(x), one))
+
+
+def _check_scale(scale: float) -> int:
+    """The up-sampling factor as an int; refuses anything but a positive integer."""
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    return int(scale)
 
 
 def bicubic_upsample(low: Tensor, scale: int) -> Tensor:
@@ -326,6 +331,4 @@ def tikhonov_upsample(low: Tensor, scale: int, kernel: str = "bicubic") -> Tenso
     from shared.operators.tikhonov import tikhonov_gcv
 
     x = _check_image(low, "low-resolution image")
-    if int(scale) != scale or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
-    return tikhonov_gcv(Downsample(int(scale), kernel=kernel), x.float()).x
+    return tikhonov_gcv(Downsample(_check_scale(scale), kernel=kernel), x.float()).x

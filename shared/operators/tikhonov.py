@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from shared.operators.base import conjugate_gradient
-from shared.operators.conv import Blur, _Conv
+from shared.operators.conv import Blur, Downsample, _Conv
 
 __all__ = ["LAMBDA_GRID", "TikhonovResult", "laplacian", "tikhonov_solve", "gcv_trace", "tikhonov_gcv",
            "tikhonov_consistency"]
@@ -128,8 +128,6 @@ def tikhonov_gcv(op: _Conv, y: Tensor, lambdas: Sequence[float] = LAMBDA_GRID, i
     ``benchmarks/image_restoration.py`` 80 steps at 1e-4 chose the same weights as 200 at
     1e-5 in a seventh of the time.  The score sums the channels (one ``lam`` per image).
     """
-    from shared.operators.conv import Downsample
-
     if not isinstance(op, (Blur, Downsample)):
         raise TypeError(f"tikhonov_gcv needs a Blur or Downsample operator, got {type(op).__name__}")
     if op.padding == "valid":
