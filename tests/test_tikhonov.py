@@ -152,7 +152,7 @@ def test_superres_dip_ends_with_the_data_consistency_step():
     problem = superres_problem(_image(64), multiple=16, scale=2, simulate=True, seed=0)
     dip = DeepImagePrior(iterations=60, seed=0)
     assert dip.settings("superres")["consistency"] == "tikhonov"
-    assert dip.settings("inpaint")["consistency"] == "none" and dip.settings("deblur")["consistency"] == "none"
+    assert dip.settings("inpaint")["consistency"] == "fill" and dip.settings("deblur")["consistency"] == "none"
     rec = dip.reconstruct(problem)
     assert rec.config["consistency"] == "tikhonov" and rec.config["consistency_lambda"] == dip.consistency_.lam
     assert dip.consistency_.lam == tikhonov_gcv(problem.forward, problem.y).lam

@@ -140,10 +140,15 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
                    "before decoding)" + D)
 
 
+#: what ``auto`` means on the command line (the defaults of :class:`shared.image.DeepImagePrior`)
+_AUTO_INPUT = {"deblur": "tikhonov", "inpaint": "noise"}
+_AUTO_CONSISTENCY = {"superres": "tikhonov", "deblur": "none", "inpaint": "fill"}
+
+
 def _add_measurement_options(p: argparse.ArgumentParser, task: str) -> None:
-    """The task's own options: ``--sigma`` (the noise level), denoising's ``--loss``, deblurring's
-    ``--input``, and ``--consistency`` for the tasks with a blur or a down-sampler."""
-    from shared.image.dip import CONSISTENCY, INPUTS, LOSSES
+    """The task's own options: ``--sigma`` (the noise level), denoising's ``--loss``, deblurring's and
+    inpainting's ``--input``, and ``--consistency`` for the tasks with a blur, a down-sampler or a mask."""
+    from shared.image.dip import LOSSES
 
     D = " (default: %(default)s)"
     if task == "denoise":
@@ -159,16 +164,21 @@ def _add_measurement_options(p: argparse.ArgumentParser, task: str) -> None:
         p.add_argument("--sigma", type=number(float, 0), default=2.0,
                        help="noise std in 0-255 units added with --simulate (and the noise level of "
                        "--uncertainty)" + D)
-        p.add_argument("--input", dest="net_input", choices=INPUTS, default="auto",
-                       help="the network's input: tikhonov = the blurred image deconvolved by Tikhonov "
-                       "regularisation, its weight chosen by generalised cross-validation (the network refines it; "
-                       "cosine step decay, no early stopping); noise = the classic DIP from random noise with "
-                       "early stopping; auto = tikhonov" + D)
-    if task in ("superres", "deblur"):
-        p.add_argument("--consistency", choices=CONSISTENCY, default="auto",
-                       help="after the fit: tikhonov = correct the output by the smallest change (Laplacian-weighted, "
-                       "weight by generalised cross-validation) that fits the measurements; none = the network's "
-                       "output; auto = " + ("tikhonov" if task == "superres" else "none") + D)
+    if task in ("deblur", "inpaint"):
+        start = {"deblur": ("tikhonov", "the blurred image deconvolved by Tikhonov regularisation, its weight "
+                            "chosen by generalised cross-validation"),
+                 "inpaint": ("fill", "the biharmonic fill of the unknown pixels")}[task]
+        p.add_argument("--input", dest="net_input", choices=("auto", "noise", start[0]), default="auto",
+                       help=f"the network's input: {start[0]} = {start[1]} (the network refines it; cosine step "
+                       "decay, no early stopping); noise = the classic DIP from random noise; auto = "
+                       + _AUTO_INPUT[task] + D)
+    if task in ("superres", "deblur", "inpaint"):
+        step = {"inpaint": "fill = restore the known pixels and carry the correction smoothly (harmonically) "
+                "into the holes"}.get(task, "tikhonov = correct the output by the smallest change (Laplacian-"
+                                      "weighted, weight by generalised cross-validation) that fits the measurements")
+        p.add_argument("--consistency", choices=("auto", "none", "fill" if task == "inpaint" else "tikhonov"),
+                       default="auto", help=f"after the fit: {step}; none = the network's output; auto = "
+                       + _AUTO_CONSISTENCY[task] + D)
 
 
 def _positive(name: str, value: float | int | None, strict: bool = True) -> None:

@@ -21,8 +21,12 @@ with the measurements (``consistency``): ``x* = x_net + dx`` with the smallest c
 by GCV for ``y``; :func:`shared.operators.tikhonov.tikhonov_consistency`): within its step budget
 the network leaves a misfit of about 1 % of the range on smooth images, which the
 correction removes without touching what the measurements cannot see (the network's edges).
-The reconstruction is the selected (and corrected) output, clipped to [0, 1],
-at the network's size (``output``) and with the padding undone (``result``: the input's
+For inpainting the same step is exact (``consistency="fill"``,
+:func:`shared.operators.fill.smooth_fill` with ``order=1``): the known pixels are restored from
+``y`` and the correction is carried harmonically into the holes, so the network contributes
+only what it drew where nothing was measured; nor does inpainting stop early, as its known
+pixels carry no noise to over-fit.  The reconstruction is the selected (and corrected) output,
+clipped to [0, 1], at the network's size (``output``) and with the padding undone (``result``: the input's
 size, ``scale`` times larger for super-resolution).
 
 Example::
@@ -41,10 +45,11 @@ from typing import Any, Callable, Iterable
 from torch import Tensor
 
 from shared.fit import FitResult, Objective, Optimiser, Smoothing, Tracking, fit
-from shared.image.tasks import (NETS, SURE_DEFAULTS, TASK_DEFAULTS, TIKHONOV_DEFAULTS, Problem, baseline_key,
-                                make_network)
+from shared.image.tasks import (FILL_DEFAULTS, NETS, SURE_DEFAULTS, TASK_DEFAULTS, TIKHONOV_DEFAULTS, Problem,
+                                baseline_key, make_network)
 from shared.losses import SumOverMembers, mse_loss
 from shared.metrics import psnr, ssim
+from shared.operators.fill import smooth_fill
 from shared.operators.tikhonov import TikhonovResult, tikhonov_consistency, tikhonov_gcv
 from shared.physics import IdentityPhysics, Physics
 from shared.reconstructor import Reconstructor
@@ -55,20 +60,26 @@ from shared.sure import MonteCarloSURE, estimate_noise_std
 __all__ = ["DeepImagePrior", "LOSSES", "INPUTS", "CONSISTENCY", "STOPPING", "HELDOUT_FRACTION", "OUTPUT_FILES"]
 
 #: stopping rules of the image front end (names of :func:`shared.stopping.make_rule`;
-#: ``auto``: none for the SURE loss, which needs no early stopping, else ES-WMV)
+#: ``auto``: none for an image input (SURE, Tikhonov, fill), which needs no early stopping,
+#: and for inpainting, whose known pixels carry no noise to over-fit; else ES-WMV)
 STOPPING = ("auto", "eswmv", "heldout", "none")
 #: data terms: ``mse`` (the DIP: fixed random input, early stopping) and ``sure`` (denoising
 #: only: the network's input is the noisy image, Stein's unbiased risk estimate as the loss);
 #: ``auto``: ``sure`` for denoising, ``mse`` for every other task
 LOSSES = ("auto", "mse", "sure")
-#: the network's input with the MSE loss: ``noise`` (the DIP's fixed random tensor) or
-#: ``tikhonov`` (deblurring only: the GCV-weighted Tikhonov estimate of the image);
-#: ``auto``: ``tikhonov`` for deblurring, else ``noise``
-INPUTS = ("auto", "noise", "tikhonov")
+#: the network's input with the MSE loss: ``noise`` (the DIP's fixed random tensor),
+#: ``tikhonov`` (deblurring only: the GCV-weighted Tikhonov estimate of the image) or ``fill``
+#: (inpainting only: the biharmonic fill of the holes); ``auto``: ``tikhonov`` for deblurring,
+#: else ``noise``
+INPUTS = ("auto", "noise", "tikhonov", "fill")
 #: the data-consistency step after the fit: ``tikhonov`` (the GCV-weighted smallest correction
-#: that fits the measurements; a blur or a down-sampler), ``none``; ``auto``: ``tikhonov`` for
-#: super-resolution, else ``none``
-CONSISTENCY = ("auto", "none", "tikhonov")
+#: that fits the measurements; a blur or a down-sampler), ``fill`` (inpainting: the known pixels
+#: restored and the correction carried smoothly into the holes), ``none``; ``auto``: ``tikhonov``
+#: for super-resolution, ``fill`` for inpainting, else ``none``
+CONSISTENCY = ("auto", "none", "tikhonov", "fill")
+#: the task each image input and each consistency step belongs to
+_INPUT_TASK = {"tikhonov": "deblur", "fill": "inpaint"}
+_CONSISTENCY_TASKS = {"tikhonov": ("superres", "deblur"), "fill": ("inpaint",)}
 #: fraction of the measurements the ``heldout`` rule hides from the fit
 HELDOUT_FRACTION = 0.1
 #: every file :meth:`Result.write` creates for a DIP result
@@ -89,12 +100,14 @@ class DeepImagePrior(Reconstructor):
         for denoising, else ``mse``).
     net_input:
         With the MSE loss, the network's input: ``noise`` (the DIP), ``tikhonov`` (deblurring:
-        the Tikhonov estimate of the image, weight by GCV; cosine steps, no early stopping)
-        or ``auto`` (``tikhonov`` for deblurring, else ``noise``).
+        the Tikhonov estimate of the image, weight by GCV; cosine steps, no early stopping),
+        ``fill`` (inpainting: the biharmonic fill; the same recipe) or ``auto`` (``tikhonov``
+        for deblurring, else ``noise``).
     consistency:
         After the fit: ``tikhonov`` (correct the output by the smallest GCV-weighted change
-        that fits the measurements; module docstring), ``none``, or ``auto`` (``tikhonov`` for
-        super-resolution, else ``none``).
+        that fits the measurements; module docstring), ``fill`` (inpainting: restore the known
+        pixels, carry the correction harmonically into the holes), ``none``, or ``auto``
+        (``tikhonov`` for super-resolution, ``fill`` for inpainting, else ``none``).
     sigma:
         Noise std of the noisy image (in [0, 1] units) for the SURE loss; ``None``: the
         simulated noise level, else estimated from the image
@@ -122,6 +135,7 @@ class DeepImagePrior(Reconstructor):
 
     After a deblurring fit from the Tikhonov input, ``tikhonov_`` holds that estimate
     (:class:`~shared.operators.tikhonov.TikhonovResult`: ``x``, the weight ``lam``, the GCV curve);
+    after an inpainting fit from the fill, ``fill_`` holds the filled image;
     after a data-consistency step, ``consistency_`` holds that correction's result (``x``: the
     corrected output).
     """
@@ -153,6 +167,7 @@ class DeepImagePrior(Reconstructor):
         self.metric_every = metric_every
         self.tikhonov_: TikhonovResult | None = None
         self.consistency_: TikhonovResult | None = None
+        self.fill_: Tensor | None = None
 
     # ------------------------------------------------------------------ settings
     def check(self) -> DeepImagePrior:
@@ -193,8 +208,8 @@ class DeepImagePrior(Reconstructor):
         choice = self.net_input
         if choice == "auto":
             choice = "tikhonov" if task == "deblur" and self.net != "decoder" else "noise"
-        if choice == "tikhonov":
-            _refuse(task, "deblur", self.net, "the tikhonov input", "net_input='noise'")
+        if choice in _INPUT_TASK:
+            _refuse(task, _INPUT_TASK[choice], self.net, f"the {choice} input", "net_input='noise'")
         return choice
 
     def resolved_consistency(self, task: str) -> str:
@@ -202,9 +217,10 @@ class DeepImagePrior(Reconstructor):
         the step needs a blur or a down-sampler."""
         choice = self.check().consistency
         if choice == "auto":
-            return "tikhonov" if task == "superres" else "none"
-        if choice == "tikhonov" and task not in ("superres", "deblur"):
-            raise ValueError(f"the tikhonov consistency step needs a blur or a down-sampler (superres, deblur); "
+            return {"superres": "tikhonov", "inpaint": "fill"}.get(task, "none")
+        tasks = _CONSISTENCY_TASKS.get(choice)
+        if tasks is not None and task not in tasks:
+            raise ValueError(f"the {choice} consistency step is for {' and '.join(tasks)}; "
                              f"the {task} task needs consistency='none'")
         return choice
 
@@ -217,21 +233,25 @@ class DeepImagePrior(Reconstructor):
         p["consistency"] = self.resolved_consistency(task)
         # An image input (the noisy image for SURE, the Tikhonov estimate) is refined under a
         # cosine decay without input noise or early stopping; the noise input is the classic DIP.
-        recipe = {"measurement": SURE_DEFAULTS, "tikhonov": TIKHONOV_DEFAULTS}.get(p["net_input"])
+        recipes = {"measurement": SURE_DEFAULTS, "tikhonov": TIKHONOV_DEFAULTS, "fill": FILL_DEFAULTS}
+        recipe = recipes.get(p["net_input"])
         p["iterations"] = p["iterations"] or (recipe or TASK_DEFAULTS[task])["iterations"]
         p["lr"] = (recipe["lr"] if recipe else spec.lr) if p["lr"] is None else p["lr"]
         p["input_noise"] = (0.0 if recipe else spec.input_noise) if p["input_noise"] is None else p["input_noise"]
         if p["average"] == "default":
             p["average"] = recipe["average"] if recipe else spec.average
-        p["stop"] = ("none" if recipe else "eswmv") if p["stop"] == "auto" else p["stop"]
+        # Inpainting's known pixels are noise-free: nothing to over-fit, and ES-WMV's plateau came
+        # long before the best output on random-pixel masks (docs/image.md, "Inpainting").
+        no_stop = recipe is not None or task == "inpaint"
+        p["stop"] = ("none" if no_stop else "eswmv") if p["stop"] == "auto" else p["stop"]
         p["schedule"] = recipe["schedule"] if recipe else "constant"
         return p
 
     def stopping_rule(self, task: str = "inpaint") -> StoppingRule | None:
         """The rule named by ``stop`` (resolved for ``task``), built by :func:`shared.stopping.make_rule`.
 
-        ``task`` only matters for ``stop="auto"`` (none with denoising's SURE loss, else
-        ES-WMV); the default stands for any task with the MSE loss.  ES-WMV tracks the raw
+        ``task`` only matters for ``stop="auto"`` (:data:`STOPPING`: none with an image input
+        and for inpainting, else ES-WMV).  ES-WMV tracks the raw
         (un-averaged) outputs: the averaged output's variance keeps shrinking long after the
         raw outputs start fitting noise (see ``ESWMV``).
         """
@@ -278,10 +298,13 @@ class DeepImagePrior(Reconstructor):
         if sure:
             z = problem.y  # the network maps the noisy image to its estimate
             data = MonteCarloSURE(self.noise_level(problem)[0])
-        elif image_input:
+        elif p["net_input"] == "tikhonov":
             # tikhonov_gcv refuses an operator that is not a same-size blur
             self.tikhonov_ = tikhonov_gcv(problem.forward, problem.y.to(self.device))
             z = self.tikhonov_.x  # the network refines the Tikhonov estimate
+        elif p["net_input"] == "fill":
+            self.fill_ = smooth_fill(problem.forward, problem.y).to(self.device)
+            z = self.fill_  # the network refines the biharmonic fill
         if p["members"] > 1:
             data = SumOverMembers(data, p["members"])  # the members' separate fits, side by side
         rule = self.stopping_rule(problem.task) if stopping is None else stopping
@@ -311,6 +334,10 @@ class DeepImagePrior(Reconstructor):
             self.consistency_ = tikhonov_consistency(problem.forward, problem.y.detach().cpu(), network)
             output = self.consistency_.x.clamp(0, 1)
             config["consistency_lambda"] = self.consistency_.lam
+        elif config["consistency"] == "fill":
+            filled = smooth_fill(problem.forward, problem.y.detach().cpu(), network, order=1)
+            self.consistency_ = TikhonovResult(filled, 0.0)  # the exact-constraint limit lam -> 0
+            output = filled.clamp(0, 1)
         result = problem.geometry.undo(output, scale=problem.scale)
         metrics = _metrics(problem, res, result)
         arrays = {"output": output, "result": result}
@@ -322,6 +349,8 @@ class DeepImagePrior(Reconstructor):
         if problem.reference is not None:  # what the steps before the result scored
             if config["net_input"] == "tikhonov":
                 metrics["psnr_tikhonov"] = _psnr_at_input_size(problem, self.tikhonov_.x.detach().cpu().clamp(0, 1))
+            if config["net_input"] == "fill":
+                metrics["psnr_fill"] = _psnr_at_input_size(problem, self.fill_.detach().cpu().clamp(0, 1))
             if output is not network:
                 metrics["psnr_network"] = _psnr_at_input_size(problem, network)
             if self.members > 1:
@@ -341,7 +370,7 @@ class DeepImagePrior(Reconstructor):
 def _refuse(task: str, its_task: str, net: str, what: str, instead: str) -> None:
     """Refuse ``what`` (an image input to the network) outside ``its_task`` or with the deep decoder."""
     if task != its_task:
-        doing = {"denoise": "denoising", "deblur": "deblurring"}[its_task]
+        doing = {"denoise": "denoising", "deblur": "deblurring", "inpaint": "inpainting"}[its_task]
         raise ValueError(f"{what} is for {doing}; the {task} task needs {instead}")
     if net == "decoder":
         raise ValueError(f"{what} needs a network that takes an image (skip, hourglass or official), "

@@ -57,6 +57,7 @@ __all__ = [
     "ct_problem",
     "SURE_DEFAULTS",
     "TIKHONOV_DEFAULTS",
+    "FILL_DEFAULTS",
     "TASK_DEFAULTS",
     "baseline_key",
 ]
@@ -434,6 +435,8 @@ SURE_DEFAULTS: dict[str, Any] = {"iterations": 350, "lr": 0.01, "schedule": "cos
 #: (the network sharpens as well as denoises).  Chosen on the validation crops of
 #: ``benchmarks/image_restoration.py`` (docs/image.md, "Deblurring from the Tikhonov estimate").
 TIKHONOV_DEFAULTS: dict[str, Any] = {"iterations": 1000, "lr": 0.01, "schedule": "cosine", "average": 0.9}
+#: inpainting from the biharmonic fill (``net_input="fill"``): the deblurring recipe
+FILL_DEFAULTS: dict[str, Any] = dict(TIKHONOV_DEFAULTS)
 
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # iterations are upper bounds: ES-WMV usually stops earlier.
