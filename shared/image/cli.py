@@ -140,15 +140,12 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
                    "before decoding)" + D)
 
 
-#: what ``auto`` means on the command line (the defaults of :class:`shared.image.DeepImagePrior`)
-_AUTO_INPUT = {"deblur": "tikhonov", "inpaint": "noise"}
-_AUTO_CONSISTENCY = {"superres": "tikhonov", "deblur": "none", "inpaint": "fill"}
-
-
 def _add_measurement_options(p: argparse.ArgumentParser, task: str) -> None:
     """The task's own options: ``--sigma`` (the noise level), denoising's ``--loss``, deblurring's and
     inpainting's ``--input``, and ``--consistency`` for the tasks with a blur, a down-sampler or a mask."""
-    from shared.image.dip import LOSSES
+    from shared.image.dip import LOSSES, DeepImagePrior
+
+    defaults = DeepImagePrior()  # what ``auto`` resolves to, for the help texts
 
     D = " (default: %(default)s)"
     if task == "denoise":
@@ -171,14 +168,14 @@ def _add_measurement_options(p: argparse.ArgumentParser, task: str) -> None:
         p.add_argument("--input", dest="net_input", choices=("auto", "noise", start[0]), default="auto",
                        help=f"the network's input: {start[0]} = {start[1]} (the network refines it; cosine step "
                        "decay, no early stopping); noise = the classic DIP from random noise; auto = "
-                       + _AUTO_INPUT[task] + D)
+                       + defaults.resolved_input(task) + D)
     if task in ("superres", "deblur", "inpaint"):
         step = {"inpaint": "fill = restore the known pixels and carry the correction smoothly (harmonically) "
                 "into the holes"}.get(task, "tikhonov = correct the output by the smallest change (Laplacian-"
                                       "weighted, weight by generalised cross-validation) that fits the measurements")
         p.add_argument("--consistency", choices=("auto", "none", "fill" if task == "inpaint" else "tikhonov"),
                        default="auto", help=f"after the fit: {step}; none = the network's output; auto = "
-                       + _AUTO_CONSISTENCY[task] + D)
+                       + defaults.resolved_consistency(task) + D)
 
 
 def _positive(name: str, value: float | int | None, strict: bool = True) -> None:
