@@ -14,7 +14,10 @@ and whose ``metrics`` are:
 The segmentation is computed on the pixels inside the tank from the log-contrast
 ``log(sigma / sigma_bg)`` (conductive and resistive changes of the same factor weigh the
 same), or from the linear change ``sigma - sigma_bg`` (``contrast="linear"``, what the
-organisers' linearised method segments).  ``files`` writes ``sigma_<method>.png`` (map on
+organisers' linearised method segments).  The Otsu histogram counts the tank's pixels
+(``segment_region="tank"``), or the whole square grid with the pixels outside the tank set to 0
+(``segment_region="square"``: the organisers' pixel interpolation, which the faithful one-step
+method keeps).  ``files`` writes ``sigma_<method>.png`` (map on
 the mesh) and ``sigma_<method>.xdmf`` (DG0 field for ParaView, with its ``.h5``).
 
 :func:`run_summary` is the ``metrics.json`` of a run of several methods on one problem.
@@ -32,8 +35,10 @@ from eit.score import ktc_score, segment
 __all__ = ["conductivity_metrics", "conductivity_result", "run_summary", "file_names", "segmentation_scores"]
 
 
-def conductivity_metrics(problem, sigma: np.ndarray, contrast: str = "log") -> tuple[np.ndarray, np.ndarray, dict]:
-    """``(image, segmentation, metrics)`` of cell conductivities ``sigma`` (module docstring)."""
+def conductivity_metrics(problem, sigma: np.ndarray, contrast: str = "log",
+                         segment_region: str = "tank") -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(image, segmentation, metrics)`` of cell conductivities ``sigma`` (module docstring);
+    ``segment_region``: ``"tank"`` or ``"square"``, the pixels the Otsu histogram counts."""
     if contrast == "log":
         c = np.log(np.clip(sigma, 1e-12, None) / problem.sigma_bg)
     elif contrast == "linear":
@@ -42,7 +47,12 @@ def conductivity_metrics(problem, sigma: np.ndarray, contrast: str = "log") -> t
         raise ValueError(f"contrast must be 'log' or 'linear', got {contrast!r}")
     grid = problem.grid
     image = grid(sigma)
-    seg = segment(grid(c), mask=grid.inside)
+    if segment_region == "tank":
+        seg = segment(grid(c), mask=grid.inside)
+    elif segment_region == "square":
+        seg = segment(grid(c, fill=0.0))
+    else:
+        raise ValueError(f"the segmentation region must be 'tank' or 'square', got {segment_region!r}")
     metrics: dict = {}
     if problem.truth is not None:
         metrics["score"] = float(ktc_score(problem.truth, seg))
@@ -81,14 +91,14 @@ def file_names(method: str) -> list[str]:
 
 
 def conductivity_result(problem, sigma: np.ndarray, method: str, time_s: float, contrast: str = "log", *,
-                        config: dict | None = None, fit: Any = None, info: dict | None = None,
-                        **extra) -> Result:
+                        segment_region: str = "tank", config: dict | None = None, fit: Any = None,
+                        info: dict | None = None, **extra) -> Result:
     """The :class:`shared.result.Result` of cell conductivities ``sigma`` (module docstring);
     ``extra`` entries are added to the metrics."""
     from eit.plot import save_conductivity_png, save_xdmf
 
     sigma = np.asarray(sigma, dtype=np.float64).reshape(-1)
-    image, seg, scores = conductivity_metrics(problem, sigma, contrast)
+    image, seg, scores = conductivity_metrics(problem, sigma, contrast, segment_region)
     metrics = {"method": method, "time_s": float(time_s), **scores, **extra}
     files = {
         f"sigma_{method}.png": lambda path: save_conductivity_png(problem, sigma, path, title=method),
