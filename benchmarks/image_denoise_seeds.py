@@ -18,6 +18,7 @@ Usage::
     python benchmarks/image_denoise_seeds.py --sigma 15 --seeds 1 2 --images 3
     python benchmarks/image_denoise_seeds.py --task deblur_motion --images 3   # -> image_deblur_motion_seeds.json
     python benchmarks/image_denoise_seeds.py --task inpaint --seeds 1 2       # -> image_inpaint_seeds.json
+    python benchmarks/image_denoise_seeds.py --task inpaint --seeds 1 --names vase barbara
 """
 from __future__ import annotations
 
@@ -55,9 +56,17 @@ def baseline_rows(task: str, cases: list) -> tuple[str, list[dict[str, Any]]]:
     return best, [{**r["grid"][best][chosen[best]["chosen"]], "setting": chosen[best]["chosen"]} for r in records]
 
 
-def run(task: str, seeds: list[int], n_images: int | None, quiet: bool) -> dict[str, Any]:
-    """Per image: the baselines once, the DIP default once per seed; the per-seed and per-image summaries."""
+def run(task: str, seeds: list[int], n_images: int | None, quiet: bool,
+        names: list[str] | None = None) -> dict[str, Any]:
+    """Per image: the baselines once, the DIP default once per seed; the per-seed and per-image summaries.
+    ``names``: only these of the task's images (after ``n_images``)."""
     cases = R.build_cases(task, n_images, quick=False)
+    if names:
+        unknown = sorted(set(names) - {c.image for c in cases})
+        if unknown:
+            raise SystemExit(f"--names: {', '.join(unknown)} not among {task}'s images "
+                             f"({', '.join(c.image for c in cases)})")
+        cases = [c for c in cases if c.image in names]
     baseline, bases = baseline_rows(task, cases)
     rows = []
     for case, base in zip(cases, bases):
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="denoise (at --sigma), a deblurring task or inpaint (default: denoise)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fit seeds (default: 0 1 2)")
     p.add_argument("--images", type=int, default=None, help="first N images (default: all of the task's)")
+    p.add_argument("--names", nargs="+", default=None, help="only these images, by name (e.g. vase barbara)")
     p.add_argument("--out", type=Path, default=None,
                    help="default: results/image_denoise_seeds.json, or image_<task>_seeds.json")
     p.add_argument("--quiet", action="store_true")
@@ -104,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         R.B._import_bm3d()
     t0 = time.perf_counter()
     report = {"benchmark": f"image seeds: the DIP default for {task} over fit seeds vs the best classical baseline",
-              **run(task, args.seeds, args.images, args.quiet), "total_time_s": time.perf_counter() - t0}
+              **run(task, args.seeds, args.images, args.quiet, args.names), "total_time_s": time.perf_counter() - t0}
     report.update(run_record("cpu"))
     write_json(out, report)
     print(f"{report['baseline']} {report['baseline_mean_psnr']:.2f} dB; DIP per seed "

@@ -41,7 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--level", type=number(int, 1, 7), default=1,
                    help="difficulty level 1..7 (electrodes removed; default: %(default)s)")
     p.add_argument("--method", nargs="+", choices=tuple(METHODS), default=["neural"],
-                   help="one or more methods: neural, onestep (organisers' linearised difference method), "
+                   help="one or more methods: neural, onestep (organisers' linearised difference method, "
+                   "as their code runs it), "
                    "gn (Gauss-Newton with the smoothness prior), gn-tv (Gauss-Newton with smoothed TV), "
                    "dbar (D-bar on the difference data); "
                    "default: neural")
