@@ -17,7 +17,7 @@ counted in the histogram (``segment_region="square"`` of :func:`eit.result.condu
 With all three (the defaults of :class:`OneStep`) the four training targets score 0.696 /
 0.618 / 0.395 at levels 1 / 4 / 7 against the organisers' published 0.696 / 0.621 / 0.396.
 Linearised at the fitted water level instead (``linearisation=None``) they score 0.703 /
-0.618 / 0.333; with the stated noise model (``noise_scale = 1``) 0.463 / 0.376 / 0.188.
+0.618 / 0.333, and there with the stated noise model (``noise_scale = 1``) 0.463 / 0.376 / 0.188.
 The prior lives on
 the cell centroids::
 
