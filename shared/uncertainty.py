@@ -69,7 +69,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -90,6 +90,7 @@ __all__ = [
     "batch_statistics",
     "coverage",
     "ensemble_statistics",
+    "mixture_factor",
     "member_fits",
     "condition_factor",
     "conditioning_root",
@@ -1064,3 +1065,27 @@ def ensemble_statistics(means: Tensor | np.ndarray, stds: Tensor | np.ndarray | 
         c = np.asarray(torch.as_tensor(centre).detach().double().cpu()).reshape(mean.shape)
         var = var + (mean - c) ** 2
     return mean, np.sqrt(var)
+
+
+def mixture_factor(means: Tensor, factors: Sequence[Tensor]) -> Tensor:
+    """A covariance factor of the equal mixture of ``K`` Gaussians ``N(mu_k, F_k F_k^T)``.
+
+    ``means`` ``(K, n)``, ``factors``: ``K`` factors ``(n, r_k)``.  Returns
+    ``F = [F_1, ..., F_K, mu_1 - m, ..., mu_K - m] / sqrt(K)`` ``(n, sum_k r_k + K)``, with ``m``
+    the members' mean, so that::
+
+        F F^T = (1/K) sum_k F_k F_k^T + (1/K) sum_k (mu_k - m)(mu_k - m)^T
+
+    is the mixture's covariance (the moment-matched Gaussian; its diagonal is
+    :func:`ensemble_statistics`' variance).  A linear map of the mixture (a projection at
+    angles not yet measured) is then ``L F``, as for one posterior's factor.
+    """
+    mu = torch.as_tensor(means).double()
+    if mu.ndim != 2 or mu.shape[0] != len(factors):
+        raise ValueError(f"means must be (K, n) with one row per factor, got {tuple(mu.shape)} "
+                         f"for {len(factors)} factors")
+    if any(f.ndim != 2 or f.shape[0] != mu.shape[1] for f in factors):
+        raise ValueError(f"every factor must be (n, r) with n = {mu.shape[1]}, got "
+                         f"{[tuple(f.shape) for f in factors]}")
+    spread = (mu - mu.mean(0)).T  # (n, K)
+    return torch.cat([f.double() for f in factors] + [spread], dim=1) / math.sqrt(mu.shape[0])

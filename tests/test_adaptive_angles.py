@@ -1,11 +1,13 @@
 """Adaptive CT angles: the information-gain choice, the factored Gaussian update, one small loop."""
 import numpy as np
+import pytest
 import torch
 
-from shared.image.adaptive_angles import (adaptive_ct, equidistant_indices, information_gain, select_angles,
-                                          simulate_sinogram)
+from shared.image.adaptive_angles import (adaptive_ct, equidistant_indices, fit_angles, information_gain,
+                                          reconstruction, select_angles, simulate_sinogram)
+from shared.image.edip import network_output
 from shared.operators import Radon
-from shared.uncertainty import condition_factor
+from shared.uncertainty import condition_factor, ensemble_statistics, member_fits, mixture_factor
 
 SIZE = 32
 CANDIDATES = np.arange(12) * np.pi / 12
@@ -79,3 +81,50 @@ def test_adaptive_loop_adds_new_angles_and_scores_each_round():
     assert len(run.indices) == 3 and len(set(run.indices)) == 3
     assert set(equidistant_indices(len(CANDIDATES), 2)) < set(run.indices)
     assert set(run.psnr) == {2, 3} and all(np.isfinite(v) for v in run.psnr.values())
+
+
+def test_mixture_factor_is_the_moment_matched_mixture_covariance():
+    g = torch.Generator().manual_seed(2)
+    n, K = 6, 3
+    means = torch.randn(K, n, generator=g, dtype=torch.float64)
+    factors = [torch.randn(n, r, generator=g, dtype=torch.float64) for r in (2, 4, 3)]
+    F = mixture_factor(means, factors)
+    m = means.mean(0)
+    exact = sum(f @ f.T + torch.outer(mu - m, mu - m) for f, mu in zip(factors, means)) / K
+    assert F.shape == (n, 2 + 4 + 3 + K)
+    assert torch.allclose(F @ F.T, exact, atol=1e-12)
+    _, std = ensemble_statistics(means, torch.stack([f.pow(2).sum(1).sqrt() for f in factors]))
+    assert np.allclose(std ** 2, torch.diag(exact).numpy(), atol=1e-12)
+    with pytest.raises(ValueError, match="one row per factor"):
+        mixture_factor(means[:2], factors)
+
+
+def test_members_fit_side_by_side_as_their_separate_fits():
+    """The grouped ensemble's fit equals each seed's own fit (float64: in float32 the fits
+    drift apart by rounding, which Adam amplifies; see tests/test_image_ensemble.py)."""
+    x = torch.zeros(1, 1, SIZE, SIZE, dtype=torch.float64)
+    x[..., 8:24, 12:20] = 0.7
+    sino, _ = simulate_sinogram(x, CANDIDATES, 0.01, seed=0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the networks finetune builds
+    try:
+        both = fit_angles(sino, CANDIDATES, [0, 3, 6, 9], SIZE, iterations=5, seed=4, members=2).result
+        parts = member_fits(both, keep_dim=True)
+        for k in range(2):
+            alone = fit_angles(sino, CANDIDATES, [0, 3, 6, 9], SIZE, iterations=5, seed=4 + k).result
+            torch.testing.assert_close(network_output(parts[k].model, parts[k].z),
+                                       network_output(alone.model, alone.z), rtol=0, atol=1e-10)
+    finally:
+        torch.set_default_dtype(default)
+    assert (network_output(parts[0].model, parts[0].z) - network_output(parts[1].model, parts[1].z)).abs().max() > 1e-3
+    assert torch.allclose(reconstruction(both), torch.stack([network_output(p.model, p.z).clamp(0, 1)
+                                                              for p in parts]).mean(0), atol=1e-7)
+
+
+def test_adaptive_loop_with_a_mixture_of_members():
+    x = torch.zeros(1, 1, SIZE, SIZE)
+    x[..., 10:22, 15:17] = 1.0
+    sino, std = simulate_sinogram(x, CANDIDATES, 0.01, seed=0)
+    run = adaptive_ct(x, CANDIDATES, sino, std, start=2, step=2, budget=4, iterations=15, rank=6, members=2)
+    assert len(run.indices) == 4 and len(set(run.indices)) == 4 and set(run.psnr) == {2, 4}
+    assert all(np.isfinite(v) for v in run.psnr.values())

@@ -16,6 +16,12 @@ projection's posterior does not depend on its value), so the second pick account
 first.  Candidates are a fixed grid of angles; all of them are projected once per refit
 (one Radon transform of the ``r`` columns of ``F``).
 
+With ``members`` = K > 1 each round fits K seeds side by side (one grouped network) and the
+posterior is the equal mixture of the K members' linearised posteriors, the CT default of
+``benchmarks/uncertainty.py`` (one network's std scale varies several-fold between seeds):
+its factor is :func:`shared.uncertainty.mixture_factor` (the members' factors and their
+disagreement), and the reconstruction is the members' mean image.
+
 :func:`adaptive_ct` runs the loop on a simulated phantom: a noisy sinogram at every candidate
 angle is drawn once, and a measured set reads its rows, so equidistant, random and adaptive
 sets of the same size see the same noise on the angles they share.
@@ -31,8 +37,8 @@ from torch import Tensor
 
 from shared.uncertainty import conditioning_root
 
-__all__ = ["information_gain", "select_angles", "simulate_sinogram", "fit_angles", "adaptive_ct",
-           "equidistant_indices", "AdaptiveRun"]
+__all__ = ["information_gain", "select_angles", "simulate_sinogram", "fit_angles", "reconstruction",
+           "angle_posterior", "adaptive_ct", "equidistant_indices", "AdaptiveRun"]
 
 
 def information_gain(G: Tensor, noise_var: float) -> Tensor:
@@ -85,15 +91,40 @@ def simulate_sinogram(x: Tensor, candidates: np.ndarray, noise: float, seed: int
 
 
 def fit_angles(sinogram: Tensor, candidates: np.ndarray, indices: list[int], size: int, iterations: int,
-               seed: int):
-    """DIP (the CT network, FBP input, Adam lr 5e-3) on the rows ``indices`` of the sinogram."""
+               seed: int, members: int = 1):
+    """DIP (the CT network, FBP input, Adam lr 5e-3) on the rows ``indices`` of the sinogram
+    (``members`` seeds ``seed, seed+1, ...`` side by side)."""
     from shared.image.edip import finetune
     from shared.operators import Radon
 
     idx = sorted(indices)
     op = Radon(torch.as_tensor(candidates[idx]), size)
     y = sinogram[:, :, idx]
-    return finetune(y, op, op.fbp(y).clamp(0, 1), input="fbp", iterations=iterations, lr=5e-3, seed=seed)
+    return finetune(y, op, op.fbp(y).clamp(0, 1), input="fbp", iterations=iterations, lr=5e-3, seed=seed,
+                    members=members)
+
+
+def reconstruction(fit) -> Tensor:
+    """The image of a :func:`fit_angles` result ``(1, 1, H, W)``: the members' mean of their
+    outputs clipped to [0, 1] (one member: its output)."""
+    from shared.image.edip import network_output
+
+    return network_output(fit.model, fit.z).clamp(0, 1).mean(0, keepdim=True)
+
+
+def angle_posterior(fit, noise_std: float, rank: int) -> tuple[Tensor, Tensor]:
+    """``(mean, F)`` of the linearised posterior of a :func:`fit_angles` result: each member
+    linearised at its own weights (rank ``rank``, zero-centred prior, known noise), mixed
+    equally (:func:`shared.uncertainty.mixture_factor`); ``mean`` ``(1, 1, H, W)``, ``F`` ``(H W, r)``."""
+    from shared.uncertainty import linearised_uncertainty, member_fits, mixture_factor
+
+    parts = [linearised_uncertainty(f, rank=rank, beta=1.0 / noise_std ** 2, prior_mean="zero", keep_factor=True)
+             for f in member_fits(fit, keep_dim=True)]
+    means = torch.stack([u.mean.clamp(0, 1).reshape(-1) for u in parts])
+    if len(parts) == 1:
+        return means.reshape(parts[0].mean.shape), parts[0].covariance_factor
+    F = mixture_factor(means, [u.covariance_factor for u in parts])
+    return means.mean(0).reshape(parts[0].mean.shape), F
 
 
 @dataclass
@@ -106,27 +137,26 @@ class AdaptiveRun:
 
 
 def adaptive_ct(x: Tensor, candidates: np.ndarray, sinogram: Tensor, noise_std: float, start: int, step: int,
-                budget: int, iterations: int = 600, rank: int = 64, seed: int = 0) -> AdaptiveRun:
+                budget: int, iterations: int = 600, rank: int = 64, seed: int = 0,
+                members: int = 1) -> AdaptiveRun:
     """Start from ``start`` equidistant angles, add ``step`` per round by information gain, up to ``budget``.
 
-    Each round fits the DIP to the angles so far, linearises it (rank ``rank``, zero-centred
-    prior, known noise), projects the covariance factor at every candidate and picks the
-    next ``step`` angles (:func:`select_angles`).  ``psnr[n]``: the reconstruction from ``n`` angles.
+    Each round fits the DIP to the angles so far (``members`` seeds side by side), linearises
+    it (:func:`angle_posterior`), projects the covariance factor at every candidate and picks
+    the next ``step`` angles (:func:`select_angles`).  ``psnr[n]``: the reconstruction
+    (:func:`reconstruction`) from ``n`` angles.
     """
-    from shared.image.edip import network_output
     from shared.metrics import psnr
     from shared.operators import Radon
-    from shared.uncertainty import linearised_uncertainty
 
     run = AdaptiveRun(indices=equidistant_indices(len(candidates), start))
     all_angles = Radon(torch.as_tensor(candidates), x.shape[-1])
     while True:
-        fit = fit_angles(sinogram, candidates, run.indices, x.shape[-1], iterations, seed).result
-        run.psnr[len(run.indices)] = psnr(network_output(fit.model, fit.z).clamp(0, 1), x)
+        fit = fit_angles(sinogram, candidates, run.indices, x.shape[-1], iterations, seed, members).result
+        run.psnr[len(run.indices)] = psnr(reconstruction(fit), x)
         if len(run.indices) >= budget:
             return run
-        u = linearised_uncertainty(fit, rank=rank, beta=1.0 / noise_std ** 2, prior_mean="zero", keep_factor=True)
-        F = u.covariance_factor
+        _, F = angle_posterior(fit, noise_std, rank)
         with torch.no_grad():
             G = all_angles(F.T.reshape(F.shape[1], *x.shape[1:]).to(x.dtype))[:, 0]  # (r, C, d)
         new = select_angles(G, noise_std ** 2, min(step, budget - len(run.indices)), exclude=run.indices)

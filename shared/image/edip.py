@@ -192,7 +192,7 @@ class Finetuned:
 def finetune(y: Tensor, op: Physics, fbp: Tensor, *, net: nn.Module | None = None, input: str = "fbp",
              iterations: int = 1000, lr: float = 1e-3, reference: Tensor | None = None, metric_every: int = 10,
              seed: int = 0, name: str | None = None, progress: bool | str = False,
-             noise_scale: float = 0.1) -> Finetuned:
+             noise_scale: float = 0.1, members: int = 1) -> Finetuned:
     """Unsupervised DIP fit of ``net`` (default: a fresh :func:`edip_network`) to a sinogram:
     ``min_theta mean((R G_theta(z) - y)^2)`` by Adam from the network's current weights
     (the pretrained ``theta_0`` for EDIP), with ``R = op``.
@@ -200,14 +200,28 @@ def finetune(y: Tensor, op: Physics, fbp: Tensor, *, net: nn.Module | None = Non
     ``input='fbp'`` uses the FBP image as ``z``; ``'noise'`` uses ``noise_scale * U(0, 1)``
     noise of one channel.  PSNR against ``reference`` is tracked every ``metric_every``
     steps together with the wall-clock time since the start of the fit.
+
+    ``members`` = K > 1 (fresh networks only): the K networks of seeds ``seed .. seed+K-1``
+    fitted side by side as one network of grouped convolutions, the data term the sum of
+    theirs, so each member follows its own separate fit (:class:`shared.losses.SumOverMembers`);
+    the output has K rows, the tracked PSNR is that of their mean image, and
+    :func:`shared.uncertainty.member_fits` splits the result into the members' fits.
     """
+    from shared.losses import SumOverMembers, mse_loss
     from shared.metrics import psnr
 
     if input not in ("fbp", "noise"):
         raise ValueError(f"input must be 'fbp' or 'noise', got {input!r}")
+    if not (isinstance(members, int) and members >= 1):
+        raise ValueError(f"members (the ensemble size) must be an integer >= 1, got {members!r}")
+    if net is not None and members > 1:
+        raise ValueError("members > 1 builds its own fresh networks; pass net=None")
     if net is None:
-        torch.manual_seed(seed)
-        net = edip_network()
+        nets = []
+        for k in range(members):
+            torch.manual_seed(seed + k)
+            nets.append(edip_network())
+        net = nets[0] if members == 1 else Hourglass.stack(nets)
     H, W = fbp.shape[-2:]
     z = fbp.clone() if input == "fbp" else get_noise_input(1, H, W, scale=noise_scale,
                                                             generator=torch.Generator().manual_seed(seed))
@@ -222,10 +236,12 @@ def finetune(y: Tensor, op: Physics, fbp: Tensor, *, net: nn.Module | None = Non
             times.append(time.perf_counter() - t0[0])
             its.append(rec.iteration)
 
-    metrics = {"psnr": lambda x, r: psnr(x.clamp(0, 1), r)} if reference is not None else {}
+    metrics = ({"psnr": lambda x, r: psnr(x.clamp(0, 1).mean(0, keepdim=True), r)}
+               if reference is not None else {})
+    data = mse_loss if members == 1 else SumOverMembers(mse_loss, members)
     start = time.perf_counter()
     t0[0] = start
-    res = fit(net, z, Objective(y, physics=op), optimiser=Optimiser(lr=lr, iterations=iterations),
+    res = fit(net, z, Objective(y, physics=op, data=data), optimiser=Optimiser(lr=lr, iterations=iterations),
               tracking=Tracking(metrics, reference=reference, every=metric_every), callbacks=[clock], seed=seed,
               progress=progress)
     ps = res.history.get("psnr", [])
