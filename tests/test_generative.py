@@ -92,6 +92,25 @@ def test_vae_training_through_the_engine_lowers_the_loss():
     loss = res.history["loss"]
     assert len(loss) == 60 and sum(loss[-10:]) / 10 < 0.7 * sum(loss[:5]) / 5
     assert isinstance(res.model, FamilyBatches)
+    assert all(w.is_contiguous() for w in (*gen.parameters(), *enc.parameters()) if w.ndim == 4)
+
+
+def test_channels_last_training_step_is_the_same_arithmetic():
+    """The channels-last layout (the training default, for speed) gives the contiguous layout's
+    loss and gradients on the same batch."""
+    grads = []
+    for last in (False, True):
+        torch.manual_seed(0)
+        gen = LatentGenerator(8, 16, (16, 8, 8))
+        enc = ConvEncoder(8, 16, (16, 8, 8))
+        batches = FamilyBatches(gen, enc, "blocks", batch=4, seed=5, channels_last=last)
+        loss = batches.loss(batches())
+        loss.backward()
+        grads.append((loss.detach(), [q.grad.clone() for q in batches.parameters()]))
+    assert gen.out.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-7)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_csgm_recovers_an_image_in_the_generators_range():
