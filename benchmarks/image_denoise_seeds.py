@@ -1,12 +1,13 @@
-"""Benchmark: the DIP's denoising, deblurring or inpainting default over several fit seeds,
-against the classical baselines on the same input.
+"""Benchmark: the DIP's denoising, deblurring, inpainting or super-resolution default over
+several fit seeds, against the classical baselines on the same input.
 
 The restoration benchmark (``image_restoration.py``) runs the DIP with seed 0 only.  Here
-each validation image of one of its denoising, deblurring or inpainting tasks gets one
+each validation image of one of its denoising, deblurring, inpainting or super-resolution tasks gets one
 measurement (noise or mask seed 0, exactly the benchmark's), the baselines restore it once
 (CBM3D for denoising; for deblurring Richardson-Lucy, Wiener and Tikhonov on their grids, each
 at the setting with the best mean over these images, and Tikhonov with GCV; biharmonic
-inpainting; the best of them is the comparator), and
+inpainting; bicubic up-sampling, the issue's reference for super-resolution; the best of
+them is the comparator), and
 :class:`shared.image.DeepImagePrior` with the CLI's defaults restores it once per fit seed
 (the seed draws the network's initialisation and, for SURE, the probes).  Reported per seed:
 mean PSNR and the gap to the baseline; over seeds: the spread per image and the worse seed's
@@ -19,6 +20,7 @@ Usage::
     python benchmarks/image_denoise_seeds.py --task deblur_motion --images 3   # -> image_deblur_motion_seeds.json
     python benchmarks/image_denoise_seeds.py --task inpaint --seeds 1 2       # -> image_inpaint_seeds.json
     python benchmarks/image_denoise_seeds.py --task inpaint --seeds 1 --names vase barbara
+    python benchmarks/image_denoise_seeds.py --task sr4 --seeds 1 2        # -> image_sr4_seeds.json
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ import image_restoration as R  # the sibling script: its cases, baselines and DI
 
 #: the baselines of each kind of task (the best mean of them is the comparator)
 BASELINES = {"denoise": ("cbm3d",), "deblur": ("richardson_lucy", "wiener", "tikhonov", "tikhonov_gcv"),
-             "inpaint": ("biharmonic",)}
+             "inpaint": ("biharmonic",), "sr": ("bicubic",)}
 
 
 def baseline_rows(task: str, cases: list) -> tuple[str, list[dict[str, Any]]]:
@@ -97,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sigma", type=int, choices=R.SIGMAS, default=25,
                    help="denoising: noise std (/255) (default: 25)")
-    p.add_argument("--task", choices=("denoise", *R.TASK_GROUPS["deblur"], "inpaint"), default="denoise",
-                   help="denoise (at --sigma), a deblurring task or inpaint (default: denoise)")
+    p.add_argument("--task", choices=("denoise", *R.TASK_GROUPS["deblur"], "inpaint", *R.TASK_GROUPS["superres"]),
+                   default="denoise",
+                   help="denoise (at --sigma), a deblurring task, inpaint or a super-resolution scale "
+                        "(default: denoise)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fit seeds (default: 0 1 2)")
     p.add_argument("--images", type=int, default=None, help="first N images (default: all of the task's)")
     p.add_argument("--names", nargs="+", default=None, help="only these images, by name (e.g. vase barbara)")
