@@ -58,7 +58,7 @@ checkpoints/edip_ct128.pt: $(STAMP)
 	$(PY) -m shared.image.edip pretrain --out $@
 
 # Learned generators for CSGM / IAGAN: VAE decoders trained here on the ellipse and block
-# phantom families (64x64), one thread each, about 18 minutes side by side with make -j2 (never downloaded).
+# phantom families (64x64), one thread each, about 11 minutes side by side with make -j2 (never downloaded).
 GENERATORS := checkpoints/generator_ellipses64.pt checkpoints/generator_blocks64.pt
 .PHONY: generators
 generators: $(GENERATORS)

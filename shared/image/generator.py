@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m shared.image.generator", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("train", help="train the VAE generator of one image family "
-                       "(17-18 minutes with one thread while the other family trains beside it: make -j2 generators)")
+                       "(10-11 minutes with one thread while the other family trains beside it: make -j2 generators)")
     a.add_argument("--family", choices=FAMILIES, default="ellipses")
     a.add_argument("--out", type=Path, help="checkpoint file (default: checkpoints/generator_<family>64.pt)")
     a.add_argument("--steps", type=number(int, 1), default=5000)
