@@ -99,22 +99,24 @@ def summarise(runs: list[dict]) -> dict:
             "target_met": bool(reach and reach[0] <= BUDGET)}
 
 
-def figure(configs: dict[str, list[dict]], path: Path) -> None:
+def figure(summaries: dict[str, dict], phantoms: int, path: Path) -> None:
+    """Mean PSNR against the number of angles, one panel per configuration."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(configs), figsize=(5 * len(configs), 3.6), sharey=True, squeeze=False)
-    for ax, (cname, runs) in zip(axes[0], configs.items()):
-        for name, style in (("equidistant", "o-"), ("random", "s--"), ("adaptive", "^-")):
-            ns = sorted(int(n) for n in runs[0][name])
-            ax.plot(ns, [np.mean([r[name][str(n)] for r in runs]) for n in ns], style, label=name)
-        ax.axhline(np.mean([r["equidistant"]["30"] for r in runs]), color="gray", lw=0.8, ls=":",
-                   label="equidistant, 30 angles")
+    styles = {"equidistant": "o-", "random": "s--", "adaptive": "^-"}
+    fig, axes = plt.subplots(1, len(summaries), figsize=(5 * len(summaries), 3.6), sharey=True, squeeze=False)
+    for ax, (cname, summ) in zip(axes[0], summaries.items()):
+        mean = summ["mean_psnr"]
+        for name in STRATEGIES:
+            ns = sorted(mean[name], key=int)
+            ax.plot([int(n) for n in ns], [mean[name][n] for n in ns], styles[name], label=name)
+        ax.axhline(mean["equidistant"]["30"], color="gray", lw=0.8, ls=":", label="equidistant, 30 angles")
         ax.set_title(cname, fontsize=9)
         ax.set_xlabel("number of angles")
-        ax.set_ylabel(f"mean PSNR over {len(runs)} phantoms (dB)")
+        ax.set_ylabel(f"mean PSNR over {phantoms} phantoms (dB)")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
               "total_s": time.perf_counter() - t0, **run_record("cpu"),
               "machine": "2-core machine shared with other jobs"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure(by_config, args.out.with_suffix(".png"))
+    figure(summaries, len(seeds), args.out.with_suffix(".png"))
     write_json(args.out, result)
     for c, summ in summaries.items():
         mean = summ["mean_psnr"]

@@ -121,8 +121,7 @@ def angle_posterior(fit, noise_std: float, rank: int) -> tuple[Tensor, Tensor]:
     parts = [linearised_uncertainty(f, rank=rank, beta=1.0 / noise_std ** 2, prior_mean="zero", keep_factor=True)
              for f in member_fits(fit, keep_dim=True)]
     means = torch.stack([u.mean.clamp(0, 1).reshape(-1) for u in parts])
-    if len(parts) == 1:
-        return means.reshape(parts[0].mean.shape), parts[0].covariance_factor
+    # one member: its own factor and a zero column, which changes no information gain
     F = mixture_factor(means, [u.covariance_factor for u in parts])
     return means.mean(0).reshape(parts[0].mean.shape), F
 
