@@ -124,7 +124,7 @@ def test_deep_image_prior_denoises_with_sure_by_default_and_resolves_its_setting
     dip = DeepImagePrior()
     s = dip.settings("denoise")
     assert (s["loss"], s["stop"], s["schedule"], s["input_noise"], s["iterations"]) == \
-        ("sure", "none", "cosine", 0.0, 350)
+        ("sure", "eswmv", "cosine", 0.0, 350)
     assert dip.settings("inpaint")["loss"] == "mse" and dip.settings("superres")["stop"] == "eswmv"
     assert dip.settings("inpaint")["stop"] == "none"  # noise-free known pixels: nothing to over-fit
     with pytest.raises(ValueError, match="SURE loss is for denoising"):
