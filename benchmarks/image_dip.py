@@ -10,7 +10,7 @@ truth used to stop) and the PSNR tracked every 10 steps:
   channels, lr 0.01, input noise 1/30, output averaging 0.99, 3000 iterations.
 * ``default``  -- the suite's default (``untrained image denoise``): the light skip net
   (4 scales, 16-64 channels) with the noisy image as its input, fitted by SURE with the
-  known sigma for 350 cosine-decayed steps, no early stopping (``loss="sure"``).
+  known sigma for 350 cosine-decayed steps, output selected by ES-WMV (``loss="sure"``).
 * ``classic``  -- the light skip net as the classic DIP (random input, MSE, ES-WMV;
   capped at 2400 steps here, the CLI caps this loss at 1800).
 * ``hourglass`` -- the light net without skip connections.
@@ -128,7 +128,7 @@ def run_config(name: str, clean: torch.Tensor, noisy: torch.Tensor, iterations: 
     spec = NETS[net_name]
     # The noisy crop is the measurement (A = I), the clean crop the reference (PSNR only).
     problem = denoise_problem(noisy, multiple=spec.multiple, reference=clean)
-    # The default: the CLI's (SURE, no early stopping).  The others: the classic DIP with the
+    # The default: the CLI's (SURE, output selected by ES-WMV).  The others: the classic DIP with the
     # network's own lr, input noise and averaging, ES-WMV on the raw outputs.
     loss = {"loss": "auto", "stop": "auto"} if name == "default" else {"loss": "mse", "stop": "eswmv"}
     dip = DeepImagePrior(net=net_name, iterations=iterations, patience=patience, window=100, **loss,

@@ -3,7 +3,7 @@
 Every case builds its measurement once with the front end's ``*_problem`` builder
 (:mod:`shared.image.tasks`); the DIP (:class:`shared.image.DeepImagePrior` with the CLI
 defaults of the task: light ``skip`` net, seed 0; for denoising the SURE loss on the noisy
-image with the known sigma, 350 cosine-decayed steps and no early stopping; for the other
+image with the known sigma, 350 cosine-decayed steps, output selected by ES-WMV; for the other
 tasks the classic DIP with its lr / input noise / averaging, ES-WMV with patience 300 and
 the task's iteration cap; ``--dip-loss mse`` runs the classic DIP for denoising too) and the baselines of
 :mod:`shared.image.baselines` then restore that same measurement in the same process.

@@ -3,7 +3,7 @@
 The astronaut photograph that ships with scikit-image (``skimage.data.astronaut()``) is
 resized to 128x128, Gaussian noise of sigma = 25/255 is added, and the suite's light
 skip network, whose input is the noisy image, is fitted by Stein's unbiased risk estimate
-(SURE) with the known sigma: no clean image and no early stopping.  Needs no network
+(SURE) with the known sigma: no clean image.  Needs no network
 access and no ``../shared`` data; about 15 s on 2 CPU cores.  Writes ``result.png``, ``comparison.png``, ``curves.png``,
 ``metrics.json`` (and the clean / noisy inputs) into the output folder.
 

@@ -25,7 +25,7 @@ their schedules (re-matching, annealing) follow the optimiser's steps, also unde
 which evaluates the objective several times per step.  A data term with a ``probe``
 method (:class:`shared.sure.MonteCarloSURE`) is *probed*: the network, whose input is then
 the measurement, is evaluated on ``[z, z + eps b]`` in one pass and the term gets both
-outputs (Stein's unbiased risk estimate for denoising, which needs no early stopping).
+outputs (Stein's unbiased risk estimate for denoising).
 
 Example::
 

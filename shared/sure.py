@@ -15,7 +15,10 @@ and Unser 2008) with one Gaussian probe ``b ~ N(0, I)`` and a small step
 
 Minimising SURE over the parameters of a network whose *input is the noisy image* (Metzler
 et al. 2018; Jo, Chun and Choi 2021) penalises the identity map (its divergence is ``N``),
-so the fit does not drift into the noise and needs no early stopping.  The engine
+so the fit does not reproduce the noise through the input.  It can still memorise it through
+the weights (SURE is unbiased for a fixed network, not for one fitted to this ``y``): at high
+noise the divergence estimate falls to about 0 while the fit drifts, which the image front end
+catches by selecting its output with ES-WMV (:mod:`shared.image.dip`).  The engine
 (:func:`shared.fit.fit`) recognises a data term with a :meth:`MonteCarloSURE.probe`
 method: it evaluates the network once on the stacked input ``[z, z + eps b]`` (``z`` is the
 measurement ``y``) and hands the probe's output to the term.
