@@ -155,7 +155,8 @@ def _add_measurement_options(p: argparse.ArgumentParser, task: str) -> None:
                        "from the image)")
         p.add_argument("--loss", choices=LOSSES, default="auto",
                        help="sure = the network maps the noisy image to its estimate and minimises Stein's "
-                       "unbiased risk estimate (runs its steps; ES-WMV only selects the output if the fit drifts); mse = the classic DIP from random "
+                       "unbiased risk estimate (runs its steps; ES-WMV only selects the output if the fit "
+                       "drifts); mse = the classic DIP from random "
                        "noise with early stopping; auto = sure" + D)
     if task == "deblur":
         p.add_argument("--sigma", type=number(float, 0), default=2.0,
