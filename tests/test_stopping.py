@@ -26,6 +26,29 @@ def test_eswmv_finds_the_quiet_stretch():
     assert 280 <= rule.best_iteration <= 330
 
 
+def test_eswmv_as_a_selector_keeps_the_last_output_of_a_settling_fit_and_the_pre_drift_one_of_a_drifting_fit():
+    """How SURE denoising uses ES-WMV (350 steps, patience 300, so it selects rather than stops):
+    steps that shrink under a cosine decay give the smallest window variance at the end, so
+    the last output is returned; a fit that drifts away after step 180 (the variance rises
+    as the outputs move) returns an output from before the drift."""
+    import math
+
+    g = torch.Generator().manual_seed(0)
+    target, direction = torch.randn(256, generator=g), torch.randn(256, generator=g)
+    for drift_from in (None, 180):
+        rule = ESWMV(window=100, patience=300, source="raw")
+        for t in range(350):
+            step = 0.5 * (1 + math.cos(math.pi * t / 350)) + 1e-3  # the cosine decay of the step
+            out = target + 0.05 * step * torch.randn(256, generator=g)
+            if drift_from is not None and t > drift_from:
+                out = out + 0.02 * (t - drift_from) * direction  # the memorised noise creeping in
+            rule.update(StepRecord(iteration=t, output=out, prediction=out, loss=0.0, data=0.0, raw_output=out))
+        if drift_from is None:
+            assert rule.best_iteration == 349
+        else:
+            assert 150 <= rule.best_iteration <= drift_from + 10
+
+
 def test_heldout_returns_the_minimum():
     rule = HeldOut(patience=30)
     curve = [(t - 100) ** 2 / 1e4 + 1 for t in range(1000)]
