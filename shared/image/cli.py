@@ -125,7 +125,8 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--stop", choices=STOPPING, default="auto",
                    help="automatic early stopping: ES-WMV (output variance), held-out 10%% of the "
                    "measurements, or none (run all iterations, return the averaged output); auto = none "
-                   "with the SURE loss or the Tikhonov input, else eswmv" + D)
+                   "with the Tikhonov or fill input and for inpainting, else eswmv (with the SURE loss "
+                   "it selects the output of a fit that drifts)" + D)
     p.add_argument("--patience", type=number(int, 1), default=300,
                    help="iterations without improvement before stopping" + D)
     p.add_argument("--members", type=number(int, 1), default=1,
