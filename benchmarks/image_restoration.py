@@ -3,8 +3,8 @@
 Every case builds its measurement once with the front end's ``*_problem`` builder
 (:mod:`shared.image.tasks`); the DIP (:class:`shared.image.DeepImagePrior` with the CLI
 defaults of the task: light ``skip`` net, seed 0; for denoising the SURE loss on the noisy
-image with the known sigma, 350 cosine-decayed steps, output selected by ES-WMV; for the other
-tasks the classic DIP with its lr / input noise / averaging, ES-WMV with patience 300 and
+image with the known sigma, 350 cosine-decayed steps, ES-WMV with window 25 and patience 100; for the other
+tasks the classic DIP with its lr / input noise / averaging, ES-WMV (window 100, patience 300) and
 the task's iteration cap; ``--dip-loss mse`` runs the classic DIP for denoising too) and the baselines of
 :mod:`shared.image.baselines` then restore that same measurement in the same process.
 Only validation images are used (``../shared/data/images`` and scikit-image's bundled
@@ -418,7 +418,7 @@ def settings_record(args: argparse.Namespace, dip_cap: int | None) -> dict[str, 
         "dip_images_per_task": args.dip_images, "quick": args.quick, "seed": SEED,
         "crop": QUICK_CROP if args.quick else CROP,
         "dip": {"net": NET, "net_description": NETS[NET].description, "loss": args.dip_loss,
-                "stop": "auto (none with the SURE loss, else ES-WMV)", "patience": 300, "window": 100,
+                "stop": "auto (the CLI's; resolved per task below)",
                 "iterations_cap": dip_cap,
                 "per_task": {t: _dip_settings(t, args, dip_cap) for t in TASKS}, "device": args.device},
         "images": {"denoise/deblur": COLOUR_IMAGES, "superres": list(SET5), "inpaint": INPAINT},
@@ -503,14 +503,15 @@ def make_dip(task: str, args: argparse.Namespace, dip_cap: int | None) -> DeepIm
     """The CLI's defaults for ``task`` (net, loss, lr, schedule, averaging, stopping, seed 0),
     with ``--dip-loss`` and the iterations capped at ``dip_cap``."""
     dip = DeepImagePrior(net=NET, loss=args.dip_loss if FRONT_END_TASK[task] == "denoise" else "auto",
-                         patience=300, seed=SEED, device=args.device)
+                         seed=SEED, device=args.device)
     dip.iterations = min(dip.settings(FRONT_END_TASK[task])["iterations"], dip_cap or 10**9)
     return dip
 
 
 def _dip_settings(task: str, args: argparse.Namespace, dip_cap: int | None) -> dict[str, Any]:
     s = make_dip(task, args, dip_cap).settings(FRONT_END_TASK[task])
-    return {k: s[k] for k in ("loss", "net_input", "iterations", "lr", "schedule", "input_noise", "average", "stop")}
+    return {k: s[k] for k in ("loss", "net_input", "iterations", "lr", "schedule", "input_noise", "average", "stop",
+                              "window", "patience")}
 
 
 def run_task(task: str, args: argparse.Namespace, dip_cap: int | None) -> dict[str, Any]:

@@ -122,7 +122,8 @@ class DeepImagePrior(Reconstructor):
         the network's (:class:`~shared.image.tasks.NetSpec`; for SURE: no perturbation).
     stop, patience, window:
         Stopping rule (``auto``, ``eswmv``, ``heldout`` or ``none``), steps without
-        improvement before it stops, ES-WMV window.
+        improvement before it stops, ES-WMV window; ``None``: the recipe's (SURE: window
+        25, patience 100, :data:`SURE_DEFAULTS`; else window 100, patience 300).
     seed:
         Seeds the network's initialisation, its input ``z``, the held-out split and the fit.
     members:
@@ -146,7 +147,8 @@ class DeepImagePrior(Reconstructor):
     def __init__(self, net: str = "skip", loss: str = "auto", net_input: str = "auto", consistency: str = "auto",
                  sigma: float | None = None,
                  iterations: int | None = None, lr: float | None = None,
-                 stop: str = "auto", patience: int = 300, window: int = 100, input_noise: float | None = None,
+                 stop: str = "auto", patience: int | None = None, window: int | None = None,
+                 input_noise: float | None = None,
                  average: float | None | str = "default", seed: int = 0, members: int = 1, device: str = "cpu",
                  progress: bool | str = False, metric_every: int = 10) -> None:
         self.net = net
@@ -250,6 +252,8 @@ class DeepImagePrior(Reconstructor):
         no_stop = (recipe is not None and p["net_input"] != "measurement") or task == "inpaint"
         p["stop"] = ("none" if no_stop else "eswmv") if p["stop"] == "auto" else p["stop"]
         p["schedule"] = recipe["schedule"] if recipe else "constant"
+        for name, default in (("window", 100), ("patience", 300)):
+            p[name] = (recipe or {}).get(name, default) if p[name] is None else p[name]
         return p
 
     def stopping_rule(self, task: str = "inpaint") -> StoppingRule | None:
@@ -260,9 +264,10 @@ class DeepImagePrior(Reconstructor):
         (un-averaged) outputs: the averaged output's variance keeps shrinking long after the
         raw outputs start fitting noise (see ``ESWMV``).
         """
-        stop = self.settings(task)["stop"]
-        kwargs = {"eswmv": {"window": self.window, "patience": self.patience, "source": "raw"},
-                  "heldout": {"fraction": HELDOUT_FRACTION, "patience": self.patience}}.get(stop, {})
+        p = self.settings(task)
+        stop = p["stop"]
+        kwargs = {"eswmv": {"window": p["window"], "patience": p["patience"], "source": "raw"},
+                  "heldout": {"fraction": HELDOUT_FRACTION, "patience": p["patience"]}}.get(stop, {})
         return make_rule(stop, **kwargs)
 
     def config(self, task: str, rule: StoppingRule | None, parameters: int) -> dict[str, Any]:
