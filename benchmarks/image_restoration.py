@@ -3,7 +3,8 @@
 Every case builds its measurement once with the front end's ``*_problem`` builder
 (:mod:`shared.image.tasks`); the DIP (:class:`shared.image.DeepImagePrior` with the CLI
 defaults of the task: light ``skip`` net, seed 0; for denoising the SURE loss on the noisy
-image with the known sigma, 350 cosine-decayed steps, ES-WMV with window 25 and patience 100; for the other
+image with the known sigma, 350 cosine-decayed steps, ES-WMV with window 25 that stops when its
+variance triples; for the other
 tasks the classic DIP with its lr / input noise / averaging, ES-WMV (window 100, patience 300) and
 the task's iteration cap; ``--dip-loss mse`` runs the classic DIP for denoising too) and the baselines of
 :mod:`shared.image.baselines` then restore that same measurement in the same process.
@@ -511,7 +512,7 @@ def make_dip(task: str, args: argparse.Namespace, dip_cap: int | None) -> DeepIm
 def _dip_settings(task: str, args: argparse.Namespace, dip_cap: int | None) -> dict[str, Any]:
     s = make_dip(task, args, dip_cap).settings(FRONT_END_TASK[task])
     return {k: s[k] for k in ("loss", "net_input", "iterations", "lr", "schedule", "input_noise", "average", "stop",
-                              "window", "patience")}
+                              "window", "patience", "rise")}
 
 
 def run_task(task: str, args: argparse.Namespace, dip_cap: int | None) -> dict[str, Any]:

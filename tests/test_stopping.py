@@ -49,6 +49,33 @@ def test_eswmv_as_a_selector_keeps_the_last_output_of_a_settling_fit_and_the_pre
             assert 150 <= rule.best_iteration <= drift_from + 10
 
 
+def test_eswmv_rise_stops_a_collapse_at_once_and_ignores_the_small_swings_of_a_settling_fit():
+    """With ``rise=3`` the rule stops as soon as the window variance triples from its minimum
+    (outputs that start moving fast), returning the output at the minimum; swings of less than
+    3x, as in a fit that settles, do not stop it, and neither does a patience that is not over."""
+    import math
+
+    g = torch.Generator().manual_seed(0)
+    for jump_at, expect_stop in ((120, True), (None, False)):
+        rule = ESWMV(window=25, patience=300, source="raw", rise=3.0)
+        stopped = None
+        for t in range(350):
+            decay = 0.5 * (1 + math.cos(math.pi * t / 350)) + 0.01  # the cosine decay of the step
+            amp = 0.01 * decay * (1.5 if 100 <= t < 110 else 1.0)  # a passing 1.5x swing: not a collapse
+            if jump_at is not None and t >= jump_at:
+                amp = 0.2  # the outputs start to move twenty times faster
+            out = amp * torch.randn(64, generator=g)
+            if rule.update(StepRecord(iteration=t, output=out, prediction=out, loss=0.0, data=0.0, raw_output=out)):
+                stopped = t
+                break
+        if expect_stop:
+            assert stopped is not None and jump_at <= stopped <= jump_at + 5 and rule.best_iteration < jump_at
+        else:
+            assert stopped is None
+    with pytest.raises(ValueError, match="rise"):
+        ESWMV(rise=1.0)
+
+
 def test_heldout_returns_the_minimum():
     rule = HeldOut(patience=30)
     curve = [(t - 100) ** 2 / 1e4 + 1 for t in range(1000)]

@@ -125,9 +125,10 @@ def test_deep_image_prior_denoises_with_sure_by_default_and_resolves_its_setting
     s = dip.settings("denoise")
     assert (s["loss"], s["stop"], s["schedule"], s["input_noise"], s["iterations"]) == \
         ("sure", "eswmv", "cosine", 0.0, 350)
-    assert (s["window"], s["patience"]) == (25, 100)  # SURE can collapse from step 80-100 on
-    assert (dip.settings("superres")["window"], dip.settings("superres")["patience"]) == (100, 300)
-    assert dip.stopping_rule("denoise").window == 25
+    assert (s["window"], s["patience"], s["rise"]) == (25, 300, 3.0)  # SURE can collapse from step 80-100 on
+    sr = dip.settings("superres")
+    assert (sr["window"], sr["patience"], sr["rise"]) == (100, 300, None)
+    assert dip.stopping_rule("denoise").window == 25 and dip.stopping_rule("denoise").rise == 3.0
     assert DeepImagePrior(patience=40).stopping_rule("denoise").patience == 40
     assert dip.settings("inpaint")["loss"] == "mse" and dip.settings("superres")["stop"] == "eswmv"
     assert dip.settings("inpaint")["stop"] == "none"  # noise-free known pixels: nothing to over-fit

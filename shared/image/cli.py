@@ -127,9 +127,8 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
                    "measurements, or none (run all iterations, return the averaged output); auto = none "
                    "with the Tikhonov or fill input and for inpainting, else eswmv (with the SURE loss "
                    "it selects the output of a fit that drifts)" + D)
-    p.add_argument("--patience", type=number(int, 1), default=None,
-                   help="iterations without improvement before stopping (default: 100 with the SURE loss, "
-                   "else 300)")
+    p.add_argument("--patience", type=number(int, 1), default=300,
+                   help="iterations without improvement before stopping" + D)
     p.add_argument("--members", type=number(int, 1), default=1,
                    help="fit an ensemble of this many networks (seeds SEED, SEED+1, ...) in one pass of grouped "
                    "convolutions and return their mean image; each member costs a whole fit" + D)

@@ -123,7 +123,8 @@ class DeepImagePrior(Reconstructor):
     stop, patience, window:
         Stopping rule (``auto``, ``eswmv``, ``heldout`` or ``none``), steps without
         improvement before it stops, ES-WMV window; ``None``: the recipe's (SURE: window
-        25, patience 100, :data:`SURE_DEFAULTS`; else window 100, patience 300).
+        25, patience 300 and a stop when the variance rises threefold, :data:`SURE_DEFAULTS`;
+        else window 100, patience 300, no rise stop).
     seed:
         Seeds the network's initialisation, its input ``z``, the held-out split and the fit.
     members:
@@ -254,6 +255,7 @@ class DeepImagePrior(Reconstructor):
         p["schedule"] = recipe["schedule"] if recipe else "constant"
         for name, default in (("window", 100), ("patience", 300)):
             p[name] = (recipe or {}).get(name, default) if p[name] is None else p[name]
+        p["rise"] = (recipe or {}).get("rise")
         return p
 
     def stopping_rule(self, task: str = "inpaint") -> StoppingRule | None:
@@ -266,7 +268,7 @@ class DeepImagePrior(Reconstructor):
         """
         p = self.settings(task)
         stop = p["stop"]
-        kwargs = {"eswmv": {"window": p["window"], "patience": p["patience"], "source": "raw"},
+        kwargs = {"eswmv": {"window": p["window"], "patience": p["patience"], "source": "raw", "rise": p["rise"]},
                   "heldout": {"fraction": HELDOUT_FRACTION, "patience": p["patience"]}}.get(stop, {})
         return make_rule(stop, **kwargs)
 
@@ -279,7 +281,8 @@ class DeepImagePrior(Reconstructor):
                 "schedule": p["schedule"],
                 "input_noise": p["input_noise"], "average": p["average"], "stop": p["stop"],
                 "patience": p["patience"] if rule is not None else None,
-                "window": p["window"] if p["stop"] == "eswmv" else None, "holdout": getattr(rule, "fraction", None),
+                "window": p["window"] if p["stop"] == "eswmv" else None,
+                "rise": p["rise"] if p["stop"] == "eswmv" else None, "holdout": getattr(rule, "fraction", None),
                 "seed": p["seed"], "members": p["members"], "device": str(p["device"])}
 
     def noise_level(self, problem: Problem) -> tuple[float, str]:

@@ -430,10 +430,11 @@ def ct_problem(image: Tensor, *, multiple: int, angles: int = 30, size: int = 12
 #: the SURE denoiser (``loss="sure"``): steps, Adam step, schedule, output averaging (short:
 #: the cosine decay has settled the outputs by the end); no early stopping.  Chosen on the
 #: validation crops of ``benchmarks/image_restoration.py`` (docs/image.md, "SURE denoising").
-#: ES-WMV selects and stops with a short window and patience: a drifting SURE fit can collapse
-#: onto the noisy image from step 80-100 on (docs/image.md, "Why SURE still needs a selector").
+#: ES-WMV selects with a short window and stops when the variance rises threefold: a drifting
+#: SURE fit can collapse onto the noisy image from step 80-100 on (docs/image.md, "Why SURE
+#: still needs a selector"); the patience (300) then never ends a 350-step fit.
 SURE_DEFAULTS: dict[str, Any] = {"iterations": 350, "lr": 0.01, "schedule": "cosine", "average": 0.9,
-                                 "window": 25, "patience": 100}
+                                 "window": 25, "patience": 300, "rise": 3.0}
 #: deblurring from the Tikhonov estimate (``net_input="tikhonov"``): the same recipe, longer
 #: (the network sharpens as well as denoises).  Chosen on the validation crops of
 #: ``benchmarks/image_restoration.py`` (docs/image.md, "Deblurring from the Tikhonov estimate").
