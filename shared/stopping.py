@@ -11,8 +11,9 @@ Rules
   Liang & Sun, "Early stopping for deep image prior", TMLR 2023).  With the window
   ``x_{t-W+1..t}`` and its mean ``m_t``, ``VAR_t = 1/W sum_w ||x_{t-w} - m_t||^2 / n``.
   The variance dips when the output is closest to the clean signal and rises when the
-  network starts fitting noise; stop after ``patience`` steps without a new minimum
-  and return the output at the minimum.
+  network starts fitting noise; stop after ``patience`` steps without a new minimum, or
+  (``rise``) once the variance reaches a multiple of its minimum, and return the output at
+  the minimum.
 * :class:`Discrepancy` -- Morozov's discrepancy principle for a known noise level:
   stop at the first iteration with ``mean((F x - y)^2 / s^2) <= tau`` where ``s`` is the
   noise standard deviation (scalar or per measurement).

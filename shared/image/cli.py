@@ -125,8 +125,8 @@ def _add_task_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--stop", choices=STOPPING, default="auto",
                    help="automatic early stopping: ES-WMV (output variance), held-out 10%% of the "
                    "measurements, or none (run all iterations, return the averaged output); auto = none "
-                   "with the Tikhonov or fill input and for inpainting, else eswmv (with the SURE loss "
-                   "it selects the output of a fit that drifts)" + D)
+                   "with the Tikhonov or fill input and for inpainting, else eswmv (with the SURE loss: "
+                   "window 25, stop once the variance triples)" + D)
     p.add_argument("--patience", type=number(int, 1), default=300,
                    help="iterations without improvement before stopping" + D)
     p.add_argument("--members", type=number(int, 1), default=1,
@@ -156,8 +156,8 @@ def _add_measurement_options(p: argparse.ArgumentParser, task: str) -> None:
                        "from the image)")
         p.add_argument("--loss", choices=LOSSES, default="auto",
                        help="sure = the network maps the noisy image to its estimate and minimises Stein's "
-                       "unbiased risk estimate (runs its steps; ES-WMV only selects the output if the fit "
-                       "drifts); mse = the classic DIP from random "
+                       "unbiased risk estimate (ES-WMV stops a fit that collapses onto the noisy image); "
+                       "mse = the classic DIP from random "
                        "noise with early stopping; auto = sure" + D)
     if task == "deblur":
         p.add_argument("--sigma", type=number(float, 0), default=2.0,

@@ -246,10 +246,10 @@ class DeepImagePrior(Reconstructor):
             p["average"] = recipe["average"] if recipe else spec.average
         # Inpainting's known pixels are noise-free: nothing to over-fit, and ES-WMV's plateau came
         # long before the best output on random-pixel masks (docs/image.md, "Inpainting").  SURE
-        # keeps ES-WMV as a selector: at high noise its divergence estimate can collapse to 0
-        # while the weights memorise y (rocket at sigma 50: 29.0 dB at step 180, 19.7 dB at 350);
-        # the raw outputs' variance then rises tenfold, while a fit that does not drift has its
-        # smallest variance at the end of the cosine decay, so the last output is returned.
+        # keeps ES-WMV: at high noise its divergence estimate can fall to 0 while the weights
+        # memorise y (rocket at sigma 50: 29.0 dB at step 180, 19.7 dB at 350), and the raw
+        # outputs' window variance then jumps several-fold (SURE_DEFAULTS' rise stop); a fit that
+        # settles has its smallest variance at the end of the cosine decay and returns its last output.
         no_stop = (recipe is not None and p["net_input"] != "measurement") or task == "inpaint"
         p["stop"] = ("none" if no_stop else "eswmv") if p["stop"] == "auto" else p["stop"]
         p["schedule"] = recipe["schedule"] if recipe else "constant"

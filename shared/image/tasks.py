@@ -428,7 +428,7 @@ def ct_problem(image: Tensor, *, multiple: int, angles: int = 30, size: int = 12
 
 # ------------------------------------------------------------------------ reconstruction
 #: the SURE denoiser (``loss="sure"``): steps, Adam step, schedule, output averaging (short:
-#: the cosine decay has settled the outputs by the end); no early stopping.  Chosen on the
+#: the cosine decay has settled the outputs by the end).  Chosen on the
 #: validation crops of ``benchmarks/image_restoration.py`` (docs/image.md, "SURE denoising").
 #: ES-WMV selects with a short window and stops when the variance rises threefold: a drifting
 #: SURE fit can collapse onto the noisy image from step 80-100 on (docs/image.md, "Why SURE
