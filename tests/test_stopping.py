@@ -1,4 +1,6 @@
 """Stopping rules on synthetic curves, where the right answer is known."""
+import math
+
 import torch
 
 from shared.stopping import (Discrepancy, ESWMV, HeldOut, MemberDiscrepancy, MemberStoppingRule, Plateau, StepRecord,
@@ -26,13 +28,11 @@ def test_eswmv_finds_the_quiet_stretch():
     assert 280 <= rule.best_iteration <= 330
 
 
-def test_eswmv_as_a_selector_keeps_the_last_output_of_a_settling_fit_and_the_pre_drift_one_of_a_drifting_fit():
-    """How SURE denoising uses ES-WMV (350 steps, patience 300, so it selects rather than stops):
-    steps that shrink under a cosine decay give the smallest window variance at the end, so
+def test_eswmv_as_a_selector_keeps_the_last_output_of_a_settling_fit_and_a_pre_drift_one_of_a_drifting_fit():
+    """ES-WMV with a patience longer than the fit (350 steps, patience 300) selects rather than
+    stops: steps that shrink under a cosine decay give the smallest window variance at the end, so
     the last output is returned; a fit that drifts away after step 180 (the variance rises
     as the outputs move) returns an output from before the drift."""
-    import math
-
     g = torch.Generator().manual_seed(0)
     target, direction = torch.randn(256, generator=g), torch.randn(256, generator=g)
     for drift_from in (None, 180):
@@ -53,8 +53,6 @@ def test_eswmv_rise_stops_a_collapse_at_once_and_ignores_the_small_swings_of_a_s
     """With ``rise=3`` the rule stops as soon as the window variance triples from its minimum
     (outputs that start moving fast), returning the output at the minimum; swings of less than
     3x, as in a fit that settles, do not stop it, and neither does a patience that is not over."""
-    import math
-
     g = torch.Generator().manual_seed(0)
     for jump_at, expect_stop in ((120, True), (None, False)):
         rule = ESWMV(window=25, patience=300, source="raw", rise=3.0)

@@ -62,7 +62,7 @@ __all__ = ["DeepImagePrior", "LOSSES", "INPUTS", "CONSISTENCY", "STOPPING", "HEL
 #: stopping rules of the image front end (names of :func:`shared.stopping.make_rule`;
 #: ``auto``: none for the Tikhonov and fill inputs, which need no early stopping, and for
 #: inpainting, whose known pixels carry no noise to over-fit; else ES-WMV on the raw outputs,
-#: which for SURE only selects: a fit that does not drift returns its last output)
+#: which for SURE stops a fit that collapses and lets one that settles return its last output)
 STOPPING = ("auto", "eswmv", "heldout", "none")
 #: data terms: ``mse`` (the DIP: fixed random input, early stopping) and ``sure`` (denoising
 #: only: the network's input is the noisy image, Stein's unbiased risk estimate as the loss);
